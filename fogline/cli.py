@@ -1,0 +1,140 @@
+"""The `fogline` command. Every flag can also come from a `FOGLINE_<FLAG>` variable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fogline import __version__
+from fogline.urls import parse_broker_url
+
+
+def _env(flag: str, default: str | None = None) -> str | None:
+    return os.environ.get("FOGLINE_" + flag.upper().replace("-", "_"), default)
+
+
+def _add(p: argparse.ArgumentParser, flag: str, help_: str, default: str | None = None) -> None:
+    var = "FOGLINE_" + flag.upper().replace("-", "_")
+    shown = f" (default: {default})" if default else ""
+    p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help_} [env {var}]{shown}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fogline", description="Edge stream analytics for IoT.")
+    parser.add_argument("--version", action="version", version=f"fogline {__version__}")
+    parser.add_argument(
+        "--log-level", default=_env("log-level", "INFO"), help="DEBUG, INFO, WARNING"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gw = sub.add_parser("gateway", help="run a pipeline at the edge")
+    _add(gw, "pipeline", "pipeline YAML file")
+    _add(gw, "broker", "edge broker URL", "mqtt://127.0.0.1:1883")
+    _add(gw, "uplink", "uplink (cloud) broker URL; defaults to the edge broker")
+    _add(gw, "id", "gateway id, used in uplink topics", socket.gethostname().split(".")[0])
+    _add(gw, "data-dir", "directory for durable state", "./fogline-data")
+    _add(gw, "metrics-port", "serve /metrics and /healthz on this port")
+    _add(gw, "metrics-host", "address for the metrics server", "127.0.0.1")
+
+    pipe = sub.add_parser("pipeline", help="check pipelines, or print their schema and reference")
+    psub = pipe.add_subparsers(dest="pipeline_command", required=True)
+    check = psub.add_parser("check", help="validate pipeline files and report every problem")
+    check.add_argument("files", nargs="+", type=Path)
+    psub.add_parser("schema", help="print the pipeline JSON Schema")
+    psub.add_parser("docs", help="print the operator reference (Markdown)")
+
+    demo = sub.add_parser("demo", help="run the factory demo on a private broker and watch it work")
+    _add(demo, "duration", "seconds to run (0: until Ctrl-C)", "0")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("gmqtt").setLevel(logging.ERROR)
+    if args.command == "pipeline":
+        return _pipeline(args)
+    if args.command == "gateway":
+        return _gateway(args)
+    if args.command == "demo":
+        from fogline.demo import run_demo  # noqa: PLC0415
+
+        return asyncio.run(run_demo(float(args.duration)))
+    return 2
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from gateway.schema import operators_markdown, pipeline_schema  # noqa: PLC0415
+    from gateway.spec import PipelineError, load_pipeline  # noqa: PLC0415
+
+    if args.pipeline_command == "schema":
+        print(json.dumps(pipeline_schema(), indent=2, ensure_ascii=False))
+        return 0
+    if args.pipeline_command == "docs":
+        sys.stdout.write(operators_markdown())
+        return 0
+    problems = 0
+    for file in args.files:
+        try:
+            pipeline = load_pipeline(file)
+        except PipelineError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            problems += len(exc.problems)
+        else:
+            print(pipeline.summary())
+    if problems:
+        print(f"{problems} problem{'s' if problems != 1 else ''} found", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway.app import GatewayOptions, run_gateway  # noqa: PLC0415
+    from gateway.spec import PipelineError, load_pipeline  # noqa: PLC0415
+
+    if not args.pipeline:
+        print(
+            "fogline gateway: --pipeline FILE is required (or set FOGLINE_PIPELINE)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        pipeline = load_pipeline(args.pipeline)
+        broker = parse_broker_url(args.broker)
+        uplink = parse_broker_url(args.uplink) if args.uplink else broker
+        metrics_port = int(args.metrics_port) if args.metrics_port else None
+    except PipelineError as exc:
+        print(exc, file=sys.stderr)
+        print(
+            f"fix the pipeline, then check it with: fogline pipeline check {args.pipeline}",
+            file=sys.stderr,
+        )
+        return 1
+    except ValueError as exc:
+        print(f"fogline gateway: {exc}", file=sys.stderr)
+        return 2
+    options = GatewayOptions(
+        pipeline=pipeline,
+        broker=broker,
+        uplink=uplink,
+        gateway_id=args.id,
+        data_dir=Path(args.data_dir),
+        metrics_port=metrics_port,
+        metrics_host=args.metrics_host,
+    )
+    return asyncio.run(run_gateway(options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

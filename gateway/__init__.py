@@ -1,0 +1,1 @@
+"""The Fogline gateway: sources, pipeline engine, operators and outputs at the edge."""

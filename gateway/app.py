@@ -1,0 +1,248 @@
+"""The gateway process: wires sources, engine, outputs and uplink, and shuts down cleanly.
+
+All long-lived work runs in one TaskGroup of named tasks. On SIGINT/SIGTERM: stop intake,
+process what was already received, flush open windows, hand the last records to the
+uplink, close the clients, all within a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import orjson
+
+from fogline import __version__
+from fogline.urls import BrokerUrl
+from gateway.clock import Clock, SystemClock
+from gateway.engine import Engine, Output
+from gateway.metrics import Metrics, MetricsServer
+from gateway.mqtt import MqttLink
+from gateway.outputs import ActionOutput, UplinkOutput
+from gateway.sources.mqtt import MqttSource
+from gateway.spec import ActionOutputConfig, MqttSourceConfig, Pipeline, UplinkOutputConfig
+from gateway.status import show_status
+from gateway.template import compile_template
+from gateway.uplink import MqttUplink
+
+log = logging.getLogger("fogline.gateway")
+
+SESSION_EXPIRY = (
+    3600  # seconds the edge broker keeps our subscription and backlog while we are away
+)
+
+
+@dataclass
+class GatewayOptions:
+    pipeline: Pipeline
+    broker: BrokerUrl
+    uplink: BrokerUrl
+    gateway_id: str
+    data_dir: Path
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    shutdown_deadline: float = 10.0
+    status: bool = True
+    clock: Clock = field(default_factory=SystemClock)
+
+
+class Gateway:
+    """`async with Gateway(options) as gw:` returns once connected to the edge broker."""
+
+    def __init__(self, options: GatewayOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self.stopping = asyncio.Event()
+        self.stopped = asyncio.Event()
+        pipeline = options.pipeline
+        gid = options.gateway_id
+        self.source = MqttSource(
+            [
+                cfg
+                for kind, cfg in pipeline.sources
+                if isinstance(cfg, MqttSourceConfig) and kind == "mqtt"
+            ],
+            pipeline.key,
+            self._reject_raw,
+            self.metrics,
+            pipeline.header.queue,
+            options.clock.now,
+        )
+        self.edge = MqttLink(
+            options.broker,
+            f"fogline-{gid}-edge",
+            name="edge",
+            subscriptions=self.source.subscriptions,
+            on_message=self.source.on_message,
+            session_expiry=SESSION_EXPIRY,
+            on_reconnect=lambda: self._count_reconnect("edge"),
+        )
+        self.source.pause = self.edge.pause_reading
+        self.source.resume = self.edge.resume_reading
+        self.up = MqttLink(
+            options.uplink,
+            f"fogline-{gid}-uplink",
+            name="uplink",
+            wait_connected=0.0,
+            on_reconnect=lambda: self._count_reconnect("uplink"),
+        )
+        self.uplink = MqttUplink(gid, self.up, self.metrics, options.clock)
+        outputs: list[tuple[list[str], Output]] = []
+        for i, (kind, cfg) in enumerate(pipeline.outputs):
+            if isinstance(cfg, UplinkOutputConfig):
+                outputs.append((cfg.from_, UplinkOutput(cfg, self.uplink)))
+            elif isinstance(cfg, ActionOutputConfig):
+                outputs.append(
+                    (
+                        cfg.from_,
+                        ActionOutput(cfg, self.edge.publish, self.metrics, f"outputs[{i}].{kind}"),
+                    )
+                )
+        dead = pipeline.header.dead_letter
+        self._dead_topic = compile_template(dead.topic).render({"gateway": gid}) if dead else None
+        self._dead_max = dead.max_payload if dead else 0
+        self.engine = Engine(
+            pipeline, options.clock, self.metrics, outputs, self._dead_letter if dead else None
+        )
+        self._tasks: asyncio.TaskGroup | None = None
+        self._running: list[asyncio.Task[None]] = []
+        self._exit = contextlib.AsyncExitStack()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._exit.__aenter__()
+        try:
+            if self.options.metrics_port is not None:
+                self.metrics_server = await self._exit.enter_async_context(
+                    MetricsServer(
+                        self.metrics,
+                        self.options.metrics_host,
+                        self.options.metrics_port,
+                        self.edge.connected.is_set,
+                    )
+                )
+            await self._exit.enter_async_context(self.up)
+            await self._exit.enter_async_context(self.edge)
+        except BaseException:
+            await self._exit.aclose()
+            raise
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        gid = self.options.gateway_id
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            "pipeline": self._pipeline_loop(),
+            "ticker": self._ticker(),
+            "health": self._health(),
+            "uplink.publish": self.uplink.run(),
+        }
+        if self.options.status:
+            loops["status"] = show_status(self.metrics, lambda: self.uplink.pending)
+        self._running = [
+            self._tasks.create_task(coro, name=f"gw[{gid}].{name}") for name, coro in loops.items()
+        ]
+        log.info(
+            "gateway %s running pipeline '%s' (fogline %s)",
+            gid,
+            self.options.pipeline.name,
+            __version__,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await asyncio.wait_for(self._shutdown(), self.options.shutdown_deadline)
+        except TimeoutError:
+            log.warning(
+                "shutdown took longer than %.0fs; closing anyway", self.options.shutdown_deadline
+            )
+        finally:
+            if self._tasks is not None:
+                for task in self._running:
+                    task.cancel()
+                await self._tasks.__aexit__(None, None, None)
+            await self._exit.aclose()
+            self.stopped.set()
+
+    async def _shutdown(self) -> None:
+        """Stop intake, finish what was received, flush windows, hand records to the uplink."""
+        self.edge.pause_reading()
+        self.engine.process(self.source.take(max_messages=1 << 30))
+        self.engine.flush()
+        if self.uplink.pending and self.up.connected.is_set():
+            self.uplink.publish_ready()
+            await self.up.drain()
+
+    async def run_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.stopping.set)
+        await self.stopping.wait()
+        log.info("stopping: flushing windows and the uplink")
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def _pipeline_loop(self) -> None:
+        source, engine = self.source, self.engine
+        while True:
+            await source.ready.wait()
+            engine.process(source.take())
+            await asyncio.sleep(0)  # let the client read more before the next batch
+
+    async def _ticker(self) -> None:
+        tick = self.options.pipeline.header.tick
+        while True:
+            await asyncio.sleep(tick)
+            self.engine.tick(self.options.clock.now())
+
+    async def _health(self) -> None:
+        every = self.options.pipeline.header.health_every
+        while True:
+            self.uplink.send("health", [self.health()])
+            await asyncio.sleep(every)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ts": self.options.clock.now(),
+            "gateway": self.options.gateway_id,
+            "version": __version__,
+            "pipeline": self.options.pipeline.name,
+            "edge_connected": self.edge.connected.is_set(),
+            "intake_depth": self.source.depth,
+            "uplink_pending": self.uplink.pending,
+            **self.metrics.snapshot(),
+        }
+
+    # -- rejects ----------------------------------------------------------------------------
+
+    def _reject_raw(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
+        self.engine.reject_raw(topic, payload, reason, detail)
+
+    def _dead_letter(self, entry: dict[str, Any]) -> None:
+        if self._dead_topic is None:
+            return
+        payload = entry.get("payload")
+        if isinstance(payload, bytes):
+            entry["payload"] = payload[: self._dead_max].decode("utf-8", "replace")
+        entry["gateway"] = self.options.gateway_id
+        self.edge.publish(self._dead_topic, orjson.dumps(entry, default=str), 0)
+
+    def _count_reconnect(self, name: str) -> None:
+        self.metrics.reconnects[name] += 1
+
+
+async def run_gateway(options: GatewayOptions) -> int:
+    """Run until SIGINT/SIGTERM; the CLI's entry point."""
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    options.status = options.status and sys.stderr.isatty()
+    async with Gateway(options) as gateway:
+        await gateway.run_until_signal()
+    return 0

@@ -1,0 +1,235 @@
+"""From (topic, payload) to records: topic fields, JSON / JSON array / SenML, timestamps, key.
+
+Per message this is one `orjson.loads`, one cached topic lookup and a few dict operations.
+Every way a payload can be wrong ends in `reject(topic, payload, reason, detail)`; the
+decoder never raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any
+
+import orjson
+
+from gateway.record import Record
+
+RejectRaw = Callable[[str, bytes, str, str], None]
+
+SENML_KEYS = frozenset(
+    {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
+)
+SENML_RELATIVE_LIMIT = 2**28  # RFC 8428 4.5.3: smaller times are relative to now
+MS_THRESHOLD = 1e11  # epoch seconds stay below this until the year 5138; ms are above it
+TOPIC_CACHE_MAX = 100_000
+
+
+class TopicPatterns:
+    """Topic patterns with `{name}` segments: the MQTT filters, and a cached matcher."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._compiled: list[tuple[list[str], list[tuple[int, str]], bool]] = []
+        self.filters: list[str] = []
+        for pattern in patterns:
+            levels = pattern.split("/")
+            names = [(i, lv[1:-1]) for i, lv in enumerate(levels) if lv.startswith("{")]
+            literal = ["+" if lv.startswith("{") else lv for lv in levels]
+            multi = literal[-1] == "#"
+            self._compiled.append((literal[:-1] if multi else literal, names, multi))
+            self.filters.append("/".join(literal))
+        self._cache: dict[str, dict[str, str] | None] = {}
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        """Segment fields of the first pattern that matches, or None."""
+        try:
+            return self._cache[topic]
+        except KeyError:
+            pass
+        found = self._match(topic)
+        if len(self._cache) >= TOPIC_CACHE_MAX:
+            self._cache.clear()
+        self._cache[topic] = found
+        return found
+
+    def _match(self, topic: str) -> dict[str, str] | None:
+        levels = topic.split("/")
+        for literal, names, multi in self._compiled:
+            if len(levels) < len(literal) or (not multi and len(levels) != len(literal)):
+                continue
+            if all(p in {"+", lv} for p, lv in zip(literal, levels, strict=False)):
+                return {name: levels[i] for i, name in names}
+        return None
+
+
+class Decoder:
+    """Turns raw messages into records for one source."""
+
+    def __init__(
+        self,
+        patterns: TopicPatterns,
+        key: tuple[str, ...],
+        reject: RejectRaw,
+        *,
+        fmt: str = "auto",
+        timestamp: str | None = "ts",
+        max_payload: int = 65536,
+        max_clock_skew: float | None = 3600.0,
+    ) -> None:
+        self._patterns = patterns
+        self._key_fields = key
+        self._key = itemgetter(*key)
+        self._single_key = len(key) == 1
+        self._reject = reject
+        self._fmt = fmt
+        self._ts_field = timestamp
+        self._max_payload = max_payload
+        self._skew = max_clock_skew
+
+    def decode(self, topic: str, payload: bytes, now: float, out: list[Record]) -> None:
+        """Append the records in one message to `out`."""
+        reject = self._reject
+        segments = self._patterns.match(topic)
+        if segments is None:
+            reject(topic, payload, "unknown_topic", "no source pattern matches this topic")
+            return
+        if len(payload) > self._max_payload:
+            reject(
+                topic,
+                payload,
+                "too_large",
+                f"{len(payload)} bytes > max_payload {self._max_payload}",
+            )
+            return
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            reject(topic, payload, "malformed_json", str(exc))
+            return
+        if type(data) is dict:
+            if self._fmt == "senml":
+                reject(topic, payload, "not_senml", "expected a SenML array, got an object")
+                return
+            self._reading(topic, payload, data, segments, now, out)
+        elif type(data) is list:
+            if self._fmt == "senml" or (self._fmt == "auto" and _looks_senml(data)):
+                readings = _senml(data, now, self._ts_field or "ts")
+                if isinstance(readings, str):
+                    reject(topic, payload, "bad_senml", readings)
+                    return
+            else:
+                readings = data
+            for reading in readings:
+                if type(reading) is not dict:
+                    reject(
+                        topic,
+                        payload,
+                        "not_an_object",
+                        f"expected a JSON object, got {_kind(reading)}",
+                    )
+                    continue
+                self._reading(topic, payload, reading, segments, now, out)
+        else:
+            reject(
+                topic,
+                payload,
+                "not_an_object",
+                f"expected a JSON object or array, got {_kind(data)}",
+            )
+
+    def _reading(
+        self,
+        topic: str,
+        payload: bytes,
+        fields: dict[str, Any],
+        segments: dict[str, str],
+        now: float,
+        out: list[Record],
+    ) -> None:
+        fields.update(segments)
+        ts: Any = fields.get(self._ts_field) if self._ts_field else None
+        if ts is None:
+            ts = now
+        elif type(ts) not in (int, float) or not math.isfinite(ts):
+            self._reject(
+                topic,
+                payload,
+                "bad_timestamp",
+                f"field '{self._ts_field}': expected epoch seconds, got {ts!r}",
+            )
+            return
+        elif ts > MS_THRESHOLD:
+            ts /= 1000.0
+        if self._skew is not None and abs(ts - now) > self._skew:
+            self._reject(
+                topic,
+                payload,
+                "clock_skew",
+                f"timestamp {ts} is {ts - now:+.0f}s from the gateway clock",
+            )
+            return
+        try:
+            raw = self._key(fields)
+        except KeyError as exc:
+            self._reject(topic, payload, "missing_key", f"key field {exc} is missing")
+            return
+        key = (str(raw),) if self._single_key else tuple(map(str, raw))
+        out.append(Record(key, float(ts), fields))
+
+
+def _looks_senml(data: list[Any]) -> bool:
+    first = data[0] if data else None
+    return (
+        type(first) is dict and bool(first.keys() & SENML_KEYS) and ("n" in first or "bn" in first)
+    )
+
+
+def _senml(pack: list[Any], now: float, ts_field: str) -> list[dict[str, Any]] | str:
+    """Resolve a SenML pack (RFC 8428 4.6) and group its values by time into readings."""
+    base_name, base_time, base_value = "", 0.0, 0.0
+    by_time: dict[float, dict[str, Any]] = {}
+    for i, rec in enumerate(pack):
+        if type(rec) is not dict:
+            return f"record {i}: expected a SenML object, got {_kind(rec)}"
+        try:
+            base_name = rec.get("bn", base_name)
+            base_time = float(rec.get("bt", base_time))
+            base_value = float(rec.get("bv", base_value))
+            name = base_name + rec.get("n", "")
+            t = base_time + float(rec.get("t", 0.0))
+        except (TypeError, ValueError) as exc:
+            return f"record {i}: {exc}"
+        if not name:
+            return f"record {i}: no name (n or bn)"
+        if "v" in rec:
+            value: Any = rec["v"]
+            if type(value) not in (int, float):
+                return f"record {i}: v must be a number, got {value!r}"
+            value = base_value + value
+        elif "vs" in rec:
+            value = rec["vs"]
+        elif "vb" in rec:
+            value = rec["vb"]
+        elif "vd" in rec:
+            value = rec["vd"]
+        elif "s" in rec:
+            value = rec["s"]
+        else:
+            continue  # a base-only record
+        if abs(t) < SENML_RELATIVE_LIMIT:
+            t += now
+        reading = by_time.get(t)
+        if reading is None:
+            reading = by_time[t] = {ts_field: t}
+            if base_name:
+                reading["bn"] = base_name
+        short = rec.get("n") or name
+        reading[short] = value
+    return list(by_time.values())
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, int | float) else "null"
+    )

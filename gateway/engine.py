@@ -1,0 +1,182 @@
+"""Runs a pipeline's steps over micro-batches. No I/O here: sources feed it, outputs drain it.
+
+One pass takes a batch from the source, hands each step the records of the stream it reads
+(the step above, or the one named by `from:`), and gives each output what its streams
+produced. Timers (`tick`) and shutdown (`flush`) make the same pass with what steps
+release on their own, such as closed windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.clock import Clock
+from gateway.metrics import Metrics
+from gateway.operators import REGISTRY
+from gateway.operators.base import Operator, StepContext
+from gateway.record import Record
+from gateway.spec import SOURCE, Pipeline
+
+log = logging.getLogger("fogline.gateway.engine")
+
+DeadLetter = Callable[[dict[str, Any]], None]
+
+
+class Output(Protocol):
+    def emit(self, records: list[Record]) -> None:
+        """Take records; never block (publish or enqueue)."""
+
+
+class RateLimitedLog:
+    """At most one log line per reason every `every` seconds, with a count of the rest."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self._log = logger
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._suppressed: defaultdict[str, int] = defaultdict(int)
+
+    def warning(self, reason: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -1e9) < self._every:
+            self._suppressed[reason] += 1
+            return
+        self._last[reason] = now
+        more = self._suppressed.pop(reason, 0)
+        self._log.warning(
+            "%s%s", text, f" ({more} more like this since the last report)" if more else ""
+        )
+
+
+class Engine:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        clock: Clock,
+        metrics: Metrics,
+        outputs: list[tuple[list[str], Output]],
+        dead_letter: DeadLetter | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.clock = clock
+        self.metrics = metrics
+        self._outputs = outputs
+        self._dead_letter = dead_letter
+        self._log = RateLimitedLog(log)
+        self._pass: defaultdict[str, list[Record]] = defaultdict(list)
+        self.steps: list[tuple[str, str, str, Operator]] = []  # (id, from, path, operator)
+        for spec in pipeline.steps:
+            ctx = StepContext(
+                path=spec.path,
+                step_id=spec.id,
+                key_fields=pipeline.key,
+                clock=clock,
+                reject=self._rejecter(spec.id, spec.path),
+                side=self._sider(spec.id),
+            )
+            self.steps.append((spec.id, spec.from_, spec.path, REGISTRY[spec.op](spec.config, ctx)))
+        metrics.gauges["open_state"] = lambda: {
+            (("step", step_id),): op.open_state() for step_id, _, _, op in self.steps
+        }
+
+    # -- the three ways in --------------------------------------------------------------
+
+    def process(self, batch: list[Record]) -> None:
+        """One micro-batch of decoded readings from the sources."""
+        if batch:
+            self._run({SOURCE: batch}, None)
+
+    def tick(self, now: float) -> None:
+        """Timers: release what is due at `now` (e.g. windows that closed)."""
+        self._run({}, lambda op: op.on_timer(now))
+
+    def flush(self) -> None:
+        """Shutdown: release everything still held, open windows included."""
+        self._run({}, lambda op: op.flush())
+
+    # -- the pass -------------------------------------------------------------------------
+
+    def _run(
+        self, start: dict[str, list[Record]], release: Callable[[Operator], list[Record]] | None
+    ) -> None:
+        streams = self._pass
+        streams.clear()
+        streams.update(start)
+        metrics = self.metrics
+        for step_id, from_, path, op in self.steps:
+            batch = streams.get(from_)
+            out: list[Record] = []
+            if release is not None:
+                try:
+                    out = release(op)
+                except Exception:
+                    log.exception("%s: failed to release timed or held records", path)
+                    metrics.rejects[(step_id, "step_error")] += 1
+            if batch:
+                t0 = time.perf_counter()
+                try:
+                    out += op.process(batch)
+                except Exception:
+                    # A bug in a step must not stop the gateway: count it and go on.
+                    log.exception("%s: failed on a batch of %d records", path, len(batch))
+                    metrics.rejects[(step_id, "step_error")] += len(batch)
+                metrics.step_seconds[step_id] += time.perf_counter() - t0
+                metrics.step_in[step_id] += len(batch)
+                metrics.step_batches[step_id] += 1
+            if out:
+                metrics.step_out[step_id] += len(out)
+                streams[step_id].extend(out)
+        for from_list, output in self._outputs:
+            records = [r for name in from_list for r in streams.get(name, ())]
+            if records:
+                output.emit(records)
+        streams.clear()
+
+    # -- rejects and side streams ---------------------------------------------------------
+
+    def _rejecter(self, step_id: str, path: str) -> Callable[[Record, str, str], None]:
+        def reject(record: Record, reason: str, detail: str) -> None:
+            self.metrics.rejects[(step_id, reason)] += 1
+            self._log.warning(
+                reason, f"{path}: rejected a record of {'/'.join(record.key)}: {detail}"
+            )
+            if self._dead_letter is not None:
+                self._dead_letter(
+                    {
+                        "step": path,
+                        "reason": reason,
+                        "detail": detail,
+                        "key": list(record.key),
+                        "ts": record.ts,
+                        "fields": record.fields,
+                    }
+                )
+
+        return reject
+
+    def _sider(self, step_id: str) -> Callable[[str, Record], None]:
+        def side(stream: str, record: Record) -> None:
+            if stream == "late":
+                self.metrics.late[step_id] += 1
+            self._pass[f"{step_id}.{stream}"].append(record)
+
+        return side
+
+    def reject_raw(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
+        """A message that never became a record (bad JSON, unknown topic, too large...)."""
+        self.metrics.rejects[("source", reason)] += 1
+        self._log.warning(reason, f"source: rejected a message on '{topic}': {detail}")
+        if self._dead_letter is not None:
+            self._dead_letter(
+                {
+                    "step": "source",
+                    "reason": reason,
+                    "detail": detail,
+                    "topic": topic,
+                    "payload": payload,
+                }
+            )

@@ -1,0 +1,285 @@
+# project has no copyright header yet; drop once CPY001 is ignored globally
+"""Safe, fast expressions for pipeline filters and derived fields.
+
+Pipelines carry small expressions such as ``temperature_max > 85 and vibration_rms_z >= 4``
+that run once per record on the hot path. ``eval`` of arbitrary Python would be unsafe
+and a tree-walking interpreter slow, so :func:`compile_expr` parses the source with
+:mod:`ast`, accepts only the grammar below, rewrites every field name ``x`` to ``r["x"]``
+and compiles ``lambda r: <expr>`` once to bytecode that runs without builtins.
+
+Grammar (Python syntax and semantics):
+
+* literals: int, float, str, ``True``/``False``/``None`` and ``true``/``false``/``null``
+* field references: any other bare name, looked up in the record
+* arithmetic: ``+ - * / // % **`` and unary ``+ -`` (a constant exponent is <= 1000)
+* comparisons: ``== != < <= > >=``, chainable (``0 < x < 10``), and ``x in (1, 2)`` /
+  ``x not in [...]`` against a literal tuple or list of constants only
+* logic: ``and``, ``or``, ``not`` (short-circuiting) and ``a if cond else b``
+* calls of :data:`FUNCTIONS` with positional arguments only
+
+Anything else (attributes, indexing, lambdas, comprehensions, keywords, f-strings,
+``:=``, ...) raises :class:`ExprError` at compile time.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = ["FUNCTIONS", "Expr", "ExprError", "compile_expr"]
+
+_MAX_EXPONENT = 1000
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    """Return ``x`` limited to the closed range ``[lo, hi]``."""
+    return min(max(x, lo), hi)
+
+
+# name -> (function, min and max positional arguments; max None = unbounded)
+_SPECS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
+    "abs": (abs, 1, 1),
+    "ceil": (math.ceil, 1, 1),
+    "clamp": (_clamp, 3, 3),
+    "exp": (math.exp, 1, 1),
+    "floor": (math.floor, 1, 1),
+    "hypot": (math.hypot, 1, None),
+    "log": (math.log, 1, 2),
+    "log10": (math.log10, 1, 1),
+    "max": (max, 2, None),
+    "min": (min, 2, None),
+    "pow": (math.pow, 2, 2),
+    "round": (round, 1, 2),
+    "sqrt": (math.sqrt, 1, 1),
+}
+FUNCTIONS: Mapping[str, Callable[..., Any]] = MappingProxyType(
+    {name: spec[0] for name, spec in _SPECS.items()},
+)
+_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
+_CONSTANT_TYPES = (int, float, str, bool, type(None))
+_NOT_LITERAL = object()
+_BAD_OPS: dict[type[ast.AST], str] = {
+    ast.BitOr: "|",
+    ast.BitAnd: "&",
+    ast.BitXor: "^",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.MatMult: "@",
+}  # unary '~' is rejected by _Checker.reject
+_FORBIDDEN: dict[type[ast.AST], str] = {
+    **dict.fromkeys(
+        (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp),
+        "comprehensions are not allowed",
+    ),
+    ast.JoinedStr: "f-strings are not allowed",
+    ast.NamedExpr: "':=' assignment is not allowed",
+    ast.Tuple: "tuples are only allowed after 'in' / 'not in'",
+    ast.List: "lists are only allowed after 'in' / 'not in'",
+}  # anything else, e.g. ast.Lambda, is reported as "'lambda' is not allowed"
+
+
+class ExprError(ValueError):
+    """A syntax error or a forbidden construct in an expression."""
+
+    message: str
+    column: int  # 0-based character offset in the expression source
+
+    def __init__(self, message: str, column: int) -> None:
+        super().__init__(message, column)
+        self.message = message
+        self.column = column
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A compiled expression; call it with a record (a mapping of field to value).
+
+    Evaluation errors propagate unchanged: ``KeyError`` for a field missing from the
+    record, ``ZeroDivisionError``, ``TypeError`` for mismatched types and
+    ``ValueError``/``OverflowError`` from math functions. In the tightest loops call
+    ``expr.fn`` directly to save one Python call.
+    """
+
+    source: str
+    fields: frozenset[str]
+    fn: Callable[[Mapping[str, Any]], Any] = field(repr=False, compare=False)
+
+    def __call__(self, record: Mapping[str, Any]) -> Any:
+        return self.fn(record)
+
+
+def _literal(node: ast.expr) -> Any:
+    """Return the value of a constant (``-1``, ``null``, ...) or ``_NOT_LITERAL``."""
+    match node:
+        case ast.Constant(value=value) if isinstance(value, _CONSTANT_TYPES):
+            return value
+        case ast.Name(id=name) if name in _LITERALS:
+            return _LITERALS[name]
+        case ast.UnaryOp(op=ast.USub() | ast.UAdd(), operand=ast.Constant(value=value)):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return -value if isinstance(node.op, ast.USub) else value
+    return _NOT_LITERAL
+
+
+class _Checker:
+    """Validates a parsed expression and rewrites field names to record lookups."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = [0, *(m.end() for m in re.finditer(r"\r\n|\r|\n", text))]
+        self.fields: set[str] = set()
+
+    def col(self, lineno: int | None, offset: int | None) -> int:
+        """Convert an ast (line, UTF-8 byte offset) position to a character offset."""
+        start = self.starts[min(lineno or 1, len(self.starts)) - 1]
+        line = self.text[start:].encode()[: offset or 0]
+        return start + len(line.decode(errors="ignore"))
+
+    def find(self, symbol: str, after: ast.expr, before: ast.expr | None = None) -> int:
+        """Locate ``symbol`` in the source between two nodes (operator positions)."""
+        lo = self.col(after.end_lineno, after.end_col_offset)
+        hi = self.col(before.lineno, before.col_offset) if before else len(self.text)
+        index = self.text.find(symbol, lo, hi)
+        return index if index >= 0 else lo
+
+    def error(self, message: str, where: ast.expr | ast.keyword | int) -> ExprError:
+        if not isinstance(where, int):
+            where = self.col(where.lineno, where.col_offset)
+        return ExprError(message, where)
+
+    def visit(self, node: ast.expr) -> ast.expr:
+        match node:
+            case ast.Constant(value=value) if isinstance(value, _CONSTANT_TYPES):
+                pass
+            case ast.Name(id=name):
+                if name in _LITERALS:
+                    return ast.copy_location(ast.Constant(_LITERALS[name]), node)
+                self.fields.add(name)
+                record = ast.Name("r", ast.Load())
+                lookup = ast.Subscript(record, ast.Constant(name), ast.Load())
+                return ast.copy_location(lookup, node)
+            case ast.BoolOp():
+                node.values = [self.visit(value) for value in node.values]
+            case ast.UnaryOp(op=op) if not isinstance(op, ast.Invert):
+                node.operand = self.visit(node.operand)
+            case ast.BinOp():
+                self.check_operator(node)
+                node.left, node.right = self.visit(node.left), self.visit(node.right)
+            case ast.Compare():
+                node.comparators = [self.compared(node, i) for i in range(len(node.ops))]
+                node.left = self.visit(node.left)
+            case ast.IfExp():
+                node.test = self.visit(node.test)
+                node.body, node.orelse = self.visit(node.body), self.visit(node.orelse)
+            case ast.Call():
+                return self.call(node)
+            case _:
+                raise self.reject(node)
+        return node
+
+    def reject(self, node: ast.expr) -> ExprError:
+        """Return the error for a construct outside the grammar."""
+        if isinstance(node, ast.Attribute):
+            where = self.find(".", node.value)
+            return self.error("'.' attribute access is not allowed", where)
+        if isinstance(node, ast.Subscript):
+            return self.error("'[...]' indexing is not allowed", self.find("[", node.value))
+        if isinstance(node, ast.UnaryOp):
+            msg = "operator '~' is not allowed"
+        elif isinstance(node, ast.Constant):
+            msg = f"{type(node.value).__name__} literals are not allowed"
+        else:
+            name = type(node).__name__.lower()
+            msg = _FORBIDDEN.get(type(node), f"'{name}' is not allowed")
+        return self.error(msg, node)
+
+    def check_operator(self, node: ast.BinOp) -> None:
+        """Reject bitwise operators and huge constant exponents."""
+        if symbol := _BAD_OPS.get(type(node.op)):
+            where = self.find(symbol, node.left, node.right)
+            raise self.error(f"operator '{symbol}' is not allowed", where)
+        power = _literal(node.right) if isinstance(node.op, ast.Pow) else 0
+        if isinstance(power, int | float) and abs(power) > _MAX_EXPONENT:
+            msg = f"exponent {power} is too large (at most {_MAX_EXPONENT})"
+            raise self.error(msg, node.right)
+
+    def compared(self, node: ast.Compare, i: int) -> ast.expr:
+        """Check and rewrite the right operand of the ``i``-th comparison."""
+        op, right = node.ops[i], node.comparators[i]
+        if isinstance(op, ast.Is | ast.IsNot):
+            where = self.find("is", node.comparators[i - 1] if i else node.left, right)
+            raise self.error("'is' is not allowed; use '==' or '!='", where)
+        if not isinstance(op, ast.In | ast.NotIn):
+            return self.visit(right)
+        if not isinstance(right, ast.Tuple | ast.List):
+            msg = "'in' needs a literal list or tuple on its right, e.g. x in (1, 2)"
+            raise self.error(msg, right)
+        values = [_literal(item) for item in right.elts]
+        if _NOT_LITERAL in values:
+            bad = right.elts[values.index(_NOT_LITERAL)]
+            raise self.error("the list after 'in' may only contain constants", bad)
+        items: list[ast.expr] = [ast.Constant(value) for value in values]
+        return ast.copy_location(ast.Tuple(items, ast.Load()), right)
+
+    def call(self, node: ast.Call) -> ast.expr:
+        """Check a call of a whitelisted function; its name stays a global lookup."""
+        if not isinstance(node.func, ast.Name):
+            self.visit(node.func)  # raises the specific error, e.g. attribute access
+            raise self.error("only the known functions can be called", node.func)
+        name = node.func.id
+        if name not in _SPECS:
+            msg = f"unknown function '{name}' (known: {', '.join(sorted(_SPECS))})"
+            raise self.error(msg, node.func)
+        if node.keywords:
+            raise self.error("keyword arguments are not allowed", node.keywords[0])
+        if starred := [arg for arg in node.args if isinstance(arg, ast.Starred)]:
+            raise self.error("'*' argument unpacking is not allowed", starred[0])
+        node.args = [self.visit(arg) for arg in node.args]
+        _, lo, hi = _SPECS[name]
+        count = len(node.args)
+        if count < lo or (hi is not None and count > hi):
+            wanted = f"{lo} or {hi}" if hi and hi > lo else str(lo) if hi else f"at least {lo}"
+            msg = f"{name}() takes {wanted} argument{'s' * (hi != 1)}, got {count}"
+            raise self.error(msg, node)
+        return node
+
+
+def compile_expr(source: str) -> Expr:
+    """Check ``source`` against the whitelisted grammar and compile it to an :class:`Expr`.
+
+    Raises :class:`ExprError` (with ``message`` and 0-based ``column``) on a syntax error
+    or a forbidden construct. A field missing at evaluation time raises ``KeyError``.
+    """
+    text = source.strip()
+    lead = len(source) - len(source.lstrip())
+    if not text:
+        raise ExprError("expected an expression, got an empty string", 0)
+    checker = _Checker(text)
+    try:
+        tree = ast.parse(text, "<expr>", mode="eval")
+        body = checker.visit(tree.body)
+        arguments = ast.arguments([], [ast.arg("r")], None, [], [], None, [])
+        func = ast.Expression(ast.copy_location(ast.Lambda(arguments, body), body))
+        code = compile(ast.fix_missing_locations(func), "<expr>", "eval")
+    except SyntaxError as exc:
+        column = checker.col(exc.lineno, 0) + (exc.offset or 1) - 1 if exc.lineno else 0
+        detail = exc.msg.removeprefix("invalid syntax").lstrip(". ")
+        msg = f"invalid syntax at column {lead + column}" + (f": {detail}" * bool(detail))
+        raise ExprError(msg, lead + column) from None
+    except ExprError as exc:
+        raise ExprError(exc.message, lead + exc.column) from None
+    except (RecursionError, MemoryError):
+        raise ExprError("expression is too deeply nested", lead) from None
+    namespace: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS}
+    fn = eval(code, namespace)  # noqa: S307 - only whitelisted, rewritten ast is compiled
+    return Expr(source, frozenset(checker.fields), fn)

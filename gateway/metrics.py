@@ -1,0 +1,203 @@
+"""Counters kept as plain ints on the hot path, rendered for Prometheus only when scraped.
+
+A client library's per-increment locking costs more than the work it counts here, so
+the engine bumps dict entries and this module turns them into the text format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Self
+
+log = logging.getLogger("fogline.gateway.metrics")
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Metrics:
+    """Everything the gateway counts. Keys are label tuples, values plain numbers."""
+
+    messages_in: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bytes_in: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    rejects: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    step_in: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    step_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    step_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    step_batches: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    outputs: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    queue_dropped: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    late: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reconnects: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    gauges: dict[str, Callable[[], dict[Labels, float]]] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def total_in(self) -> int:
+        return sum(self.messages_in.values())
+
+    def total_rejects(self) -> int:
+        return sum(self.rejects.values())
+
+    def total_out(self) -> int:
+        return sum(self.outputs.values())
+
+    def snapshot(self) -> dict[str, object]:
+        """A compact summary for the health record."""
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "messages_in": dict(self.messages_in),
+            "rejects": {f"{step}:{reason}": n for (step, reason), n in self.rejects.items()},
+            "outputs": dict(self.outputs),
+            "late": dict(self.late),
+            "queue_dropped": dict(self.queue_dropped),
+            "reconnects": dict(self.reconnects),
+        }
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str, rows: dict[Labels, float]) -> None:
+            out.append(f"# HELP fogline_{name} {help_}")
+            out.append(f"# TYPE fogline_{name} {kind}")
+            for labels, value in rows.items():
+                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                out.append(f"fogline_{name}{{{label_text}}} {value}")
+
+        family(
+            "messages_in_total",
+            "counter",
+            "Messages received, per source.",
+            {(("source", k),): v for k, v in self.messages_in.items()},
+        )
+        family(
+            "bytes_in_total",
+            "counter",
+            "Payload bytes received, per source.",
+            {(("source", k),): v for k, v in self.bytes_in.items()},
+        )
+        family(
+            "rejects_total",
+            "counter",
+            "Rejected readings, per step and reason.",
+            {(("step", s), ("reason", r)): v for (s, r), v in self.rejects.items()},
+        )
+        family(
+            "step_records_in_total",
+            "counter",
+            "Records into each step.",
+            {(("step", k),): v for k, v in self.step_in.items()},
+        )
+        family(
+            "step_records_out_total",
+            "counter",
+            "Records out of each step.",
+            {(("step", k),): v for k, v in self.step_out.items()},
+        )
+        family(
+            "step_seconds_total",
+            "counter",
+            "Time spent in each step.",
+            {(("step", k),): round(v, 6) for k, v in self.step_seconds.items()},
+        )
+        family(
+            "step_batches_total",
+            "counter",
+            "Micro-batches through each step.",
+            {(("step", k),): v for k, v in self.step_batches.items()},
+        )
+        family(
+            "outputs_total",
+            "counter",
+            "Records sent, per output kind.",
+            {(("kind", k),): v for k, v in self.outputs.items()},
+        )
+        family(
+            "late_total",
+            "counter",
+            "Late readings, per window step.",
+            {(("step", k),): v for k, v in self.late.items()},
+        )
+        family(
+            "queue_dropped_total",
+            "counter",
+            "Readings dropped by a full queue.",
+            {(("queue", k),): v for k, v in self.queue_dropped.items()},
+        )
+        family(
+            "reconnects_total",
+            "counter",
+            "Broker reconnections, per client.",
+            {(("client", k),): v for k, v in self.reconnects.items()},
+        )
+        for name, read in self.gauges.items():
+            family(name, "gauge", name.replace("_", " ").capitalize() + ".", read())
+        family(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            {(): round(time.time() - self.started, 3)},
+        )
+        return "\n".join(out) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class MetricsServer:
+    """`/metrics` (Prometheus text) and `/healthz` over a minimal asyncio HTTP server."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int, healthy: Callable[[], bool]) -> None:
+        self._metrics = metrics
+        self._host = host
+        self._port = port
+        self._healthy = healthy
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None  # noqa: S101
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            parts = request.split(b" ", 2)
+            path = parts[1].decode("latin-1") if len(parts) > 1 else "/"
+            path = path.split("?", 1)[0]
+            if path == "/metrics":
+                status, ctype, body = "200 OK", "text/plain; version=0.0.4", self._metrics.render()
+            elif path == "/healthz":
+                ok = self._healthy()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                ctype, body = (
+                    "text/plain",
+                    "ok\n" if ok else "unhealthy: edge broker not connected\n",
+                )
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", "try /metrics or /healthz\n"
+            data = body.encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
+                f"Connection: close\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()

@@ -1,0 +1,19 @@
+"""The operator registry: one module per operator, registered by its YAML name."""
+
+from __future__ import annotations
+
+from gateway.operators.alert import Alert
+from gateway.operators.base import Operator
+from gateway.operators.deadband import Deadband
+from gateway.operators.derive import Derive
+from gateway.operators.ewma import Ewma
+from gateway.operators.filter import Filter
+from gateway.operators.validate import Validate
+from gateway.operators.window import Window
+from gateway.operators.zscore import ZScore
+
+REGISTRY: dict[str, type[Operator]] = {
+    op.name: op for op in (Validate, Filter, Derive, Deadband, Window, ZScore, Ewma, Alert)
+}
+
+__all__ = ["REGISTRY"]

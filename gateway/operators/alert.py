@@ -1,0 +1,211 @@
+"""`alert`: turn conditions into alert events, with hysteresis, duration and cooldown.
+
+```yaml
+- alert:
+    rules:
+      - name: over_temperature
+        raise: temperature_max > 85    # raise when this holds ...
+        for: 20s                       # ... continuously for 20 s of event time
+        clear: temperature_max < 80    # clear only below 80 (hysteresis); default: not raise
+        cooldown: 5m                   # after a clear, no new raise for this key within 5 min
+        severity: critical
+        message: "{machine} at {temperature_max:.1f} °C"
+```
+
+The output stream carries only transitions: one `raised` and one `cleared` event per
+episode, each with the key fields, `rule`, `severity`, `state`, `alert_id` (the same for
+both events of an episode), `raised_at`, `cleared_at`, `message` and `values` (the fields
+the rule reads, as they were).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fogline.units import Duration
+from gateway.expr import compile_expr
+from gateway.operators.base import (
+    Expression,
+    FieldName,
+    Fields,
+    OpConfig,
+    Operator,
+    RelPath,
+    StepContext,
+)
+from gateway.record import Record
+from gateway.template import TemplateError, compile_template
+
+EVENT_FIELDS = (
+    "rule", "severity", "state", "alert_id", "raised_at", "cleared_at", "message", "values",
+)  # fmt: skip
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: FieldName = Field(description="Rule name, carried by its events.")
+    raise_: Expression = Field(alias="raise", description="Condition that raises the alert.")
+    clear: Expression | None = Field(
+        None, description="Condition that clears it; defaults to `not (raise)`."
+    )
+    for_: Duration = Field(
+        0.0, alias="for", description="How long `raise` must hold (event time) before raising."
+    )
+    cooldown: Duration = Field(
+        0.0, description="After a clear, how long before the same key may raise again."
+    )
+    severity: Literal["info", "warning", "critical"] = Field("warning", description="Severity.")
+    message: str | None = Field(None, description="Text with `{field}` placeholders.")
+
+    @field_validator("message")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compile_template(value)
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    def reads(self) -> frozenset[str]:
+        fields = compile_expr(self.raise_).fields
+        if self.clear is not None:
+            fields |= compile_expr(self.clear).fields
+        return fields
+
+
+class AlertConfig(OpConfig):
+    rules: list[Rule] = Field(
+        description="Alert rules, each evaluated on every record.", min_length=1
+    )
+
+    def references(self) -> list[tuple[RelPath, frozenset[str]]]:
+        refs: list[tuple[RelPath, frozenset[str]]] = []
+        for i, rule in enumerate(self.rules):
+            refs.append((("rules", i, "raise"), compile_expr(rule.raise_).fields))
+            if rule.clear is not None:
+                refs.append((("rules", i, "clear"), compile_expr(rule.clear).fields))
+            if rule.message is not None:
+                refs.append((("rules", i, "message"), compile_template(rule.message).fields))
+        return refs
+
+    def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
+        return Fields(frozenset(key) | frozenset(EVENT_FIELDS))
+
+
+class _Episode:
+    """Per rule and key: where the alert stands."""
+
+    __slots__ = ("alert_id", "cooldown_until", "pending_since", "raised_at")
+
+    def __init__(self) -> None:
+        self.pending_since: float | None = None
+        self.raised_at: float | None = None
+        self.alert_id = ""
+        self.cooldown_until = float("-inf")
+
+
+class _CompiledRule:
+    __slots__ = (
+        "clear",
+        "cooldown",
+        "duration",
+        "episodes",
+        "message",
+        "name",
+        "raise_",
+        "reads",
+        "severity",
+    )
+
+    def __init__(self, rule: Rule) -> None:
+        self.name = rule.name
+        self.severity = rule.severity
+        self.raise_ = compile_expr(rule.raise_).fn
+        clear = compile_expr(rule.clear).fn if rule.clear is not None else None
+        self.clear = clear
+        self.duration = rule.for_
+        self.cooldown = rule.cooldown
+        self.message = compile_template(rule.message) if rule.message else None
+        self.reads = sorted(rule.reads())
+        self.episodes: dict[tuple[str, ...], _Episode] = {}
+
+
+class Alert(Operator):
+    name = "alert"
+    Config = AlertConfig
+
+    def __init__(self, config: AlertConfig, ctx: StepContext) -> None:
+        super().__init__(config, ctx)
+        self._rules = [_CompiledRule(rule) for rule in config.rules]
+        self.suppressed = 0  # raises swallowed by a cooldown
+
+    def process(self, batch: list[Record]) -> list[Record]:
+        out: list[Record] = []
+        for record in batch:
+            for rule in self._rules:
+                try:
+                    event = self._step(rule, record)
+                except Exception as exc:
+                    self.ctx.reject(
+                        record, "expression_error", f"rule {rule.name}: {type(exc).__name__}: {exc}"
+                    )
+                    continue
+                if event is not None:
+                    out.append(event)
+        return out
+
+    def _step(self, rule: _CompiledRule, record: Record) -> Record | None:
+        episode = rule.episodes.get(record.key)
+        if episode is None:
+            episode = rule.episodes[record.key] = _Episode()
+        fields, ts = record.fields, record.ts
+        if episode.raised_at is not None:
+            cleared = rule.clear(fields) if rule.clear is not None else not rule.raise_(fields)
+            if not cleared:
+                return None
+            event = self._event(rule, record, episode, "cleared")
+            episode.raised_at = None
+            episode.cooldown_until = ts + rule.cooldown
+            return event
+        if not rule.raise_(fields):
+            episode.pending_since = None
+            return None
+        if episode.pending_since is None:
+            episode.pending_since = ts
+        if ts - episode.pending_since < rule.duration:
+            return None
+        if ts < episode.cooldown_until:
+            self.suppressed += 1
+            return None
+        episode.pending_since = None
+        episode.raised_at = ts
+        episode.alert_id = f"{rule.name}/{'/'.join(record.key)}/{round(ts * 1000)}"
+        return self._event(rule, record, episode, "raised")
+
+    def _event(self, rule: _CompiledRule, record: Record, episode: _Episode, state: str) -> Record:
+        fields = record.fields
+        event: dict[str, Any] = dict(zip(self.ctx.key_fields, record.key, strict=True))
+        event.update(
+            rule=rule.name,
+            severity=rule.severity,
+            state=state,
+            alert_id=episode.alert_id,
+            raised_at=episode.raised_at,
+            cleared_at=record.ts if state == "cleared" else None,
+            values={name: fields.get(name) for name in rule.reads},
+        )
+        message = None
+        if rule.message is not None:
+            try:
+                message = rule.message.render({**fields, **event})
+            except (KeyError, ValueError) as exc:
+                message = f"{rule.name} {state} (message template failed: {exc})"
+        event["message"] = message or f"{rule.name} {state} for {'/'.join(record.key)}"
+        return Record(record.key, record.ts, event)
+
+    def open_state(self) -> int:
+        return sum(1 for r in self._rules for e in r.episodes.values() if e.raised_at is not None)

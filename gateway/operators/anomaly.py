@@ -1,0 +1,98 @@
+"""What the anomaly-score operators share.
+
+A detector keeps per-key state and has two verbs: `score_one(state, x)`, how unusual `x`
+is against what was learnt so far (higher is more anomalous, 0 during warm-up), and
+`learn_one(state, x)`. Scores are fields; turning a score into an alert is the `alert`
+step's job.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from gateway.operators.base import FieldName, Fields, OpConfig, Operator, RelPath, StepContext
+from gateway.record import Record
+
+
+class DetectorConfig(OpConfig):
+    field: FieldName = Field(description="Numeric field to score.")
+    out: FieldName | None = Field(None, description="Output field; defaults to `<field>_<suffix>`.")
+    warmup: int = Field(10, ge=1, description="Samples per key before scores are given (0 before).")
+    exclude_above: float | None = Field(
+        None,
+        gt=0,
+        description="Do not learn from samples scoring above this, so a lasting fault "
+        "never becomes the new normal.",
+    )
+
+    suffix: ClassVar[str] = "score"
+
+    def output_field(self) -> str:
+        return self.out or f"{self.field}_{self.suffix}"
+
+    def extra_outputs(self) -> list[str]:
+        return []
+
+    def references(self) -> list[tuple[RelPath, frozenset[str]]]:
+        return [(("field",), frozenset({self.field}))]
+
+    def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
+        return fields_in.with_([self.output_field(), *self.extra_outputs()])
+
+
+class AnomalyScore(Operator):
+    """Adds a per-key score field; rejects records whose field is missing or not numeric."""
+
+    config: DetectorConfig
+
+    def __init__(self, config: DetectorConfig, ctx: StepContext) -> None:
+        super().__init__(config, ctx)
+        self._state: dict[tuple[str, ...], Any] = {}
+        self._field = config.field
+        self._out = config.output_field()
+        self._warmup = config.warmup
+        self._exclude = config.exclude_above
+
+    @abstractmethod
+    def new_state(self) -> Any:
+        """Fresh per-key state (a small list of floats, for speed)."""
+
+    @abstractmethod
+    def score_one(self, state: Any, x: float) -> float:
+        """How anomalous `x` is against `state`, before learning it."""
+
+    @abstractmethod
+    def learn_one(self, state: Any, x: float) -> None:
+        """Fold `x` into `state`."""
+
+    def annotate(self, state: Any, fields: dict[str, Any]) -> None:
+        """Add detector-specific fields besides the score (optional)."""
+
+    def process(self, batch: list[Record]) -> list[Record]:
+        out: list[Record] = []
+        states = self._state
+        for record in batch:
+            x = record.fields.get(self._field)
+            if type(x) is not float and type(x) is not int:
+                self.ctx.reject(
+                    record, "wrong_type", f"field '{self._field}': expected a number, got {x!r}"
+                )
+                continue
+            state = states.get(record.key)
+            if state is None:
+                state = states[record.key] = self.new_state()
+            warm = state[0] >= self._warmup
+            score = self.score_one(state, x) if warm else 0.0
+            if not warm or self._exclude is None or score <= self._exclude:
+                self.learn_one(state, x)
+            fields = dict(record.fields)
+            fields[self._out] = score
+            self.annotate(state, fields)
+            out.append(Record(record.key, record.ts, fields))
+        return out
+
+    def open_state(self) -> int:
+        return len(self._state)

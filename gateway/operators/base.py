@@ -1,0 +1,117 @@
+"""What every operator shares: a frozen config model, a runtime object, a context.
+
+An operator is registered under the name used in YAML (`- window: {...}`). Its `Config`
+declares every field with type, default and description; that one declaration drives
+parsing, `fogline pipeline check`, `pipelines/schema.json` and `docs/operators.md`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from gateway.clock import Clock
+from gateway.expr import ExprError, compile_expr
+from gateway.record import Record
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """The fields known to exist on a stream; `open` when others may exist too."""
+
+    known: frozenset[str]
+    open: bool = False
+
+    def with_(self, names: Iterable[str]) -> Fields:
+        return Fields(self.known | frozenset(names), self.open)
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        return [] if self.open else sorted(set(names) - self.known)
+
+
+RelPath = tuple[str | int, ...]
+
+
+def _valid_expression(source: str) -> str:
+    try:
+        compile_expr(source)
+    except ExprError as exc:
+        raise ValueError(
+            f"expected a valid expression, got {source!r}: {exc.message} (column {exc.column + 1})"
+        ) from exc
+    return source
+
+
+Expression = Annotated[str, AfterValidator(_valid_expression)]
+"""A safe expression over the record's fields, e.g. `temperature > 85 and vibration_z >= 4`."""
+
+FieldName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class OpConfig(BaseModel):
+    """Fields every step accepts besides its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    id: FieldName | None = Field(
+        None, description="Name of this step's output stream; defaults to the operator name."
+    )
+    from_: FieldName | None = Field(
+        None,
+        alias="from",
+        description="Stream this step reads: a step id, or `source`. Defaults to the step above.",
+    )
+
+    def references(self) -> list[tuple[RelPath, frozenset[str]]]:
+        """Fields this step reads, each with the config path that names them."""
+        return []
+
+    def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
+        """Fields on this step's output, given those on its input."""
+        return fields_in
+
+
+@dataclass(slots=True)
+class StepContext:
+    """What the engine hands a step: where it is, the clock, and where rejects go."""
+
+    path: str
+    step_id: str
+    key_fields: tuple[str, ...]
+    clock: Clock
+    reject: Callable[[Record, str, str], None]
+    """reject(record, reason, detail): count, log at a bounded rate, dead-letter."""
+    side: Callable[[str, Record], None]
+    """side(stream, record): emit on the side stream `<step-id>.<stream>` (e.g. `late`)."""
+
+
+class Operator(ABC):
+    """The runtime half of a step: O(1) per record in `process`, heavy work at timers."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[OpConfig]]
+    side_streams: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, ctx: StepContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    @abstractmethod
+    def process(self, batch: list[Record]) -> list[Record]:
+        """Records out for a micro-batch of records in."""
+
+    def on_timer(self, now: float) -> list[Record]:
+        """Records due at processing time `now` (closing windows and the like)."""
+        return []
+
+    def flush(self) -> list[Record]:
+        """Everything still held, at shutdown."""
+        return []
+
+    def open_state(self) -> int:
+        """How many units of state are open (windows, keys), for metrics."""
+        return 0

@@ -1,0 +1,208 @@
+"""`window`: per-key tumbling or hopping windows with aggregates computed at the boundary.
+
+```yaml
+- window:
+    size: 10s            # window length
+    hop: 5s              # omit for tumbling windows
+    time: event          # event time (the reading's timestamp) or processing
+    lateness: 2s         # event time: how long to wait for out-of-order readings
+    aggregates:
+      vibration: [rms, p95, mean, max]
+      temperature: [mean, max]
+```
+
+Each closed window emits one record per key with the key fields, `window_start`,
+`window_end`, `count` and `<field>_<aggregate>` (e.g. `vibration_rms`).
+
+Per reading the work is an append to a list. At a boundary, every closing window of every
+key is reduced in one vectorized numpy pass per field. Event time follows a watermark: the
+largest timestamp seen, advanced by wall-clock time while no newer reading arrives (so
+windows close when devices fall silent). A window closes once the watermark passes its end
+plus `lateness`; a reading that arrives for windows already closed is late: it is counted
+and emitted on the side stream `<id>.late`, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from fogline.units import Duration
+from gateway.aggregates import AGGREGATES, segment_aggregates
+from gateway.operators.base import FieldName, Fields, OpConfig, Operator, RelPath, StepContext
+from gateway.record import Record
+
+Aggregate = Literal[
+    "count", "sum", "mean", "min", "max", "std", "rms", "p50", "p95", "first", "last"
+]
+assert set(AGGREGATES) == set(Aggregate.__args__)  # type: ignore[attr-defined]  # noqa: S101
+
+MAX_WINDOWS_PER_RECORD = 100
+
+
+class WindowConfig(OpConfig):
+    size: Duration = Field(description="Window length, e.g. `10s`.", gt=0)
+    hop: Duration | None = Field(
+        None, description="Distance between window starts (hopping); omit for tumbling.", gt=0
+    )
+    time: Literal["event", "processing"] = Field(
+        "event", description="Event time (the reading's timestamp) or arrival time."
+    )
+    lateness: Duration = Field(
+        0.0, description="Event time: how long a window waits for out-of-order readings."
+    )
+    aggregates: dict[FieldName, list[Aggregate]] = Field(
+        description="Field -> aggregates to compute over the window.", min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _hop_fits(self) -> WindowConfig:
+        hop = self.hop or self.size
+        if hop > self.size:
+            raise ValueError(f"expected hop <= size ({self.size}s), got {hop}s")
+        if self.size / hop > MAX_WINDOWS_PER_RECORD:
+            raise ValueError(
+                f"expected at most {MAX_WINDOWS_PER_RECORD} overlapping windows (size/hop), "
+                f"got {self.size / hop:g}"
+            )
+        return self
+
+    def references(self) -> list[tuple[RelPath, frozenset[str]]]:
+        return [(("aggregates",), frozenset(self.aggregates))]
+
+    def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
+        out = {"window_start", "window_end", "count", *key}
+        out |= {f"{name}_{agg}" for name, aggs in self.aggregates.items() for agg in aggs}
+        return Fields(frozenset(out))
+
+
+class _Buffer:
+    __slots__ = ("count", "times", "values")
+
+    def __init__(self, n_fields: int) -> None:
+        self.count = 0
+        self.values: list[list[float]] = [[] for _ in range(n_fields)]
+        self.times: list[list[float]] = [[] for _ in range(n_fields)]
+
+
+class Window(Operator):
+    name = "window"
+    Config = WindowConfig
+    side_streams = ("late",)
+
+    def __init__(self, config: WindowConfig, ctx: StepContext) -> None:
+        super().__init__(config, ctx)
+        self._size = config.size
+        self._hop = config.hop or config.size
+        self._lateness = config.lateness if config.time == "event" else 0.0
+        self._event_time = config.time == "event"
+        self._fields = list(config.aggregates)
+        self._aggs = [list(dict.fromkeys(aggs)) for aggs in config.aggregates.values()]
+        self._keep_times = any(a in {"first", "last"} for aggs in self._aggs for a in aggs)
+        # start -> key -> buffer; windows of one start close together, across all keys.
+        self._open: dict[float, dict[tuple[str, ...], _Buffer]] = {}
+        self._max_ts = -math.inf
+        self._max_ts_wall = ctx.clock.now()
+        self._frontier = -math.inf  # every window starting before this has been emitted
+        self.late = 0
+
+    # -- per record: O(1) appends -------------------------------------------------------
+
+    def process(self, batch: list[Record]) -> list[Record]:
+        if not batch:
+            return []
+        now = self.ctx.clock.now()
+        hop, size, fields = self._hop, self._size, self._fields
+        n_fields = len(fields)
+        keep_times = self._keep_times
+        for record in batch:
+            ts = record.ts if self._event_time else now
+            if ts > self._max_ts:
+                self._max_ts = ts
+                self._max_ts_wall = now
+            last_start = math.floor(ts / hop) * hop
+            start = last_start
+            accepted = False
+            while start > ts - size:
+                if start >= self._frontier:
+                    accepted = True
+                    by_key = self._open.get(start)
+                    if by_key is None:
+                        by_key = self._open[start] = {}
+                    buf = by_key.get(record.key)
+                    if buf is None:
+                        buf = by_key[record.key] = _Buffer(n_fields)
+                    buf.count += 1
+                    values = record.fields
+                    for i in range(n_fields):
+                        value = values.get(fields[i])
+                        if value is not None:
+                            buf.values[i].append(value)
+                            if keep_times:
+                                buf.times[i].append(ts)
+                start -= hop
+            if not accepted:
+                self.late += 1
+                self.ctx.side("late", record)
+        return []
+
+    # -- at boundaries: vectorized --------------------------------------------------------
+
+    def watermark(self, now: float) -> float:
+        if not self._event_time:
+            return now
+        return self._max_ts + max(0.0, now - self._max_ts_wall)
+
+    def on_timer(self, now: float) -> list[Record]:
+        if not self._open:
+            return []
+        limit = self.watermark(now) - self._size - self._lateness
+        if limit < self._frontier:
+            return []
+        # Every window starting at or before `limit` is complete, with data or without.
+        self._frontier = math.floor(limit / self._hop) * self._hop + self._hop
+        due = sorted(start for start in self._open if start < self._frontier)
+        return self._emit(due) if due else []
+
+    def flush(self) -> list[Record]:
+        due = sorted(self._open)
+        if due:
+            self._frontier = max(self._frontier, due[-1] + self._hop)
+        return self._emit(due)
+
+    def open_state(self) -> int:
+        return sum(len(by_key) for by_key in self._open.values())
+
+    def _emit(self, starts: list[float]) -> list[Record]:
+        windows: list[tuple[float, tuple[str, ...], _Buffer]] = [
+            (start, key, buf) for start in starts for key, buf in self._open.pop(start).items()
+        ]
+        key_fields = self.ctx.key_fields
+        out = [
+            Record(
+                key,
+                start + self._size,
+                {
+                    **dict(zip(key_fields, key, strict=True)),
+                    "window_start": start,
+                    "window_end": start + self._size,
+                    "count": buf.count,
+                },
+            )
+            for start, key, buf in windows
+        ]
+        for i, (name, aggs) in enumerate(zip(self._fields, self._aggs, strict=True)):
+            present = [j for j, (_, _, buf) in enumerate(windows) if buf.values[i]]
+            if not present:
+                continue
+            values = [windows[j][2].values[i] for j in present]
+            times = [windows[j][2].times[i] for j in present] if self._keep_times else None
+            results = segment_aggregates(values, aggs, times)
+            for agg in aggs:
+                column = results[agg].tolist()
+                label = f"{name}_{agg}"
+                for j, value in zip(present, column, strict=True):
+                    out[j].fields[label] = value
+        return out

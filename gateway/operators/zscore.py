@@ -1,0 +1,48 @@
+"""`zscore`: how many standard deviations a value lies from its key's running mean.
+
+```yaml
+- zscore: {field: vibration_rms, warmup: 12, exclude_above: 4}   # adds vibration_rms_z
+```
+
+Mean and variance are Welford's running estimates over every learnt sample of the key.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+from pydantic import Field
+
+from gateway.operators.anomaly import AnomalyScore, DetectorConfig
+from gateway.operators.base import StepContext
+
+
+class ZScoreConfig(DetectorConfig):
+    suffix: ClassVar[str] = "z"
+    min_std: float = Field(
+        1e-9, gt=0, description="Floor on the standard deviation, so a flat signal scores finitely."
+    )
+
+
+class ZScore(AnomalyScore):
+    name = "zscore"
+    Config = ZScoreConfig
+
+    def __init__(self, config: ZScoreConfig, ctx: StepContext) -> None:
+        super().__init__(config, ctx)
+        self._min_std = config.min_std
+
+    def new_state(self) -> list[float]:
+        return [0, 0.0, 0.0]  # n, mean, sum of squared deviations
+
+    def score_one(self, state: list[float], x: float) -> float:
+        n, mean, m2 = state
+        std = math.sqrt(m2 / n) if n else 0.0
+        return abs(x - mean) / max(std, self._min_std)
+
+    def learn_one(self, state: list[float], x: float) -> None:
+        state[0] += 1
+        delta = x - state[1]
+        state[1] += delta / state[0]
+        state[2] += delta * (x - state[1])

@@ -1,0 +1,1 @@
+"""Where readings enter the gateway."""

@@ -1,0 +1,48 @@
+"""A one-line live status for a terminal; periodic plain log lines otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from gateway.metrics import Metrics
+
+log = logging.getLogger("fogline.gateway")
+
+
+async def show_status(
+    metrics: Metrics,
+    pending: Callable[[], int],
+    every: float = 1.0,
+    log_every: float = 60.0,
+    stream: TextIO | None = None,
+) -> None:
+    """Print msgs/s in, records out and rejects; runs until cancelled."""
+    out = stream or sys.stderr
+    tty = out.isatty()
+    last_in, last_out, elapsed = metrics.total_in(), metrics.total_out(), 0.0
+    try:
+        while True:
+            await asyncio.sleep(every)
+            elapsed += every
+            total_in, total_out = metrics.total_in(), metrics.total_out()
+            rate_in = (total_in - last_in) / every
+            rate_out = (total_out - last_out) / every
+            line = (
+                f"in {rate_in:,.0f} msg/s ({total_in:,}) | out {rate_out:,.0f}/s ({total_out:,}) | "
+                f"rejects {metrics.total_rejects():,} | uplink pending {pending():,}"
+            )
+            last_in, last_out = total_in, total_out
+            if tty:
+                out.write("\r\x1b[2K" + line)
+                out.flush()
+            elif elapsed >= log_every:
+                elapsed = 0.0
+                log.info("%s", line)
+    finally:
+        if tty:
+            out.write("\n")
+            out.flush()

@@ -1,0 +1,321 @@
+"""Tests for gateway.expr: the safe, compiled pipeline expression language."""
+
+from __future__ import annotations
+
+import math
+import operator
+import pickle
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.expr import FUNCTIONS, Expr, ExprError, compile_expr
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def ev(source: str, **record: Any) -> Any:
+    return compile_expr(source)(record)
+
+
+def err(source: str) -> ExprError:
+    with pytest.raises(ExprError) as info:
+        compile_expr(source)
+    return info.value
+
+
+# --- evaluation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("1 + 2 * 3", 7),
+        ("(1 + 2) * 3", 9),
+        ("7 / 2", 3.5),
+        ("7 // 2", 3),
+        ("-7 // 2", -4),
+        ("7 % 3", 1),
+        ("2 ** 10", 1024),
+        ("-x ** 2", -9),
+        ("(-x) ** 2", 9),
+        ("2 ** 3 ** 2", 512),
+        ("+x - -x", 6),
+        ("x * 2 + 1 > 6", True),
+        ("1e-9 * 1e9", 1.0),
+        ('"ab" + "cd"', "abcd"),
+    ],
+)
+def test_arithmetic_and_precedence(source: str, expected: Any) -> None:
+    assert ev(source, x=3) == expected
+
+
+@pytest.mark.parametrize(("x", "expected"), [(-1, False), (0, False), (5, True), (10, False)])
+def test_chained_comparison(x: int, expected: bool) -> None:
+    assert ev("0 < x < 10", x=x) is expected
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x == 3", True),
+        ("x != 3", False),
+        ("x < 3", False),
+        ("x <= 3", True),
+        ("x > 2.5", True),
+        ("x >= 4", False),
+        ("1 <= x <= 3 != 4", True),
+    ],
+)
+def test_comparisons(source: str, expected: bool) -> None:
+    assert ev(source, x=3) is expected
+
+
+def test_boolean_logic_short_circuits() -> None:
+    # 'missing' is never looked up, so no KeyError is raised.
+    assert ev("x > 0 and missing > 1", x=0) is False
+    assert ev("x > 0 or missing > 1", x=1) is True
+    assert ev("not x", x=0) is True
+    assert ev("not (a and b) or c", a=True, b=True, c=False) is False
+    assert ev("a or b", a=0, b="fallback") == "fallback"
+
+
+def test_example_pipeline_expressions() -> None:
+    record = {"temperature_max": 90.0, "vibration_rms_z": 4.0, "flow_max": 0.6, "valve_last": 0}
+    assert compile_expr("temperature_max > 85 and vibration_rms_z >= 4")(record) is True
+    assert compile_expr("flow_max > 0.5 and valve_last == 0")(record) is True
+    assert ev("sqrt(x**2 + y**2)", x=3, y=4) == 5.0
+    assert ev("abs(a - b) / max(b, 1e-9)", a=3.0, b=4.0) == 0.25
+    assert ev("abs(a - b) / max(b, 1e-9)", a=1.0, b=0.0) == pytest.approx(1e9)
+    src = 'severity == "critical" and state == "raised"'
+    assert ev(src, severity="critical", state="raised") is True
+    assert ev(src, severity="minor", state="raised") is False
+
+
+@pytest.mark.parametrize(("x", "expected"), [(5, 5), (-2, 0), (0, 0)])
+def test_if_expression(x: int, expected: int) -> None:
+    assert ev("x if x > 0 else 0", x=x) == expected
+
+
+def test_in_with_literal_list_and_tuple() -> None:
+    assert ev("state in ['raised', 'ack']", state="ack") is True
+    assert ev("state in ('raised', 'ack')", state="cleared") is False
+    assert ev("code not in (1, 2, -3)", code=-3) is False
+    assert ev("code not in [1, 2, -3]", code=4) is True
+    assert ev("v in (null, true)", v=None) is True
+    assert ev("v in ()", v=1) is False
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("abs(-2.5)", 2.5),
+        ("min(3, 1, 2)", 1),
+        ("max(3, 1, 2)", 3),
+        ("round(2.567, 2)", 2.57),
+        ("round(2.5)", 2),
+        ("sqrt(16)", 4.0),
+        ("log(math_e)", 1.0),
+        ("log(8, 2)", 3.0),
+        ("log10(1000)", 3.0),
+        ("exp(0)", 1.0),
+        ("floor(-1.5)", -2),
+        ("ceil(1.2)", 2),
+        ("clamp(5, 0, 3)", 3),
+        ("clamp(-5, 0, 3)", 0),
+        ("clamp(2, 0, 3)", 2),
+        ("hypot(3, 4)", 5.0),
+        ("pow(2, 0.5)", math.sqrt(2)),
+    ],
+)
+def test_functions(source: str, expected: float) -> None:
+    assert ev(source, math_e=math.e) == pytest.approx(expected)
+
+
+def test_functions_mapping_is_the_whitelist_and_read_only() -> None:
+    assert set(FUNCTIONS) == {
+        "abs",
+        "ceil",
+        "clamp",
+        "exp",
+        "floor",
+        "hypot",
+        "log",
+        "log10",
+        "max",
+        "min",
+        "pow",
+        "round",
+        "sqrt",
+    }
+    with pytest.raises(TypeError):
+        FUNCTIONS["eval"] = eval  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("true", True),
+        ("false", False),
+        ("null", None),
+        ("True", True),
+        ("None", None),
+        ("x == null", False),
+        ("flag == true", True),
+    ],
+)
+def test_literals(source: str, expected: Any) -> None:
+    assert ev(source, x=1, flag=True) is expected
+
+
+def test_fields_are_exact() -> None:
+    expr = compile_expr("sqrt(x**2 + y**2) > limit and true and x != null")
+    assert expr.fields == frozenset({"x", "y", "limit"})
+    assert compile_expr("1 + 2").fields == frozenset()
+    assert compile_expr("state in ('a', 'b')").fields == frozenset({"state"})
+    # A field may share a name with a function or the record parameter.
+    assert ev("max(sqrt, r)", sqrt=1, r=2) == 2
+
+
+def test_expr_object() -> None:
+    expr = compile_expr(" x + 1 ")
+    assert isinstance(expr, Expr)
+    assert expr.source == " x + 1 "
+    assert expr({"x": 1}) == expr.fn({"x": 1}) == 2
+    assert expr == compile_expr(" x + 1 ")
+    with pytest.raises(AttributeError):
+        expr.source = "y"  # type: ignore[misc]
+
+
+def test_multiline_source_in_parentheses() -> None:
+    assert ev("(a +\n b) * 2", a=1, b=2) == 6
+    assert err("(a +\n b.c)").column == 7
+
+
+# --- evaluation-time errors are left to the caller -------------------------------------
+
+
+def test_missing_field_raises_key_error() -> None:
+    expr = compile_expr("temperature_max > 85")
+    with pytest.raises(KeyError, match="temperature_max"):
+        expr({"other": 1})
+
+
+def test_division_by_zero_raises() -> None:
+    with pytest.raises(ZeroDivisionError):
+        ev("a / b", a=1, b=0)
+
+
+def test_no_builtins_reachable() -> None:
+    # Names are record lookups, never globals or builtins.
+    assert ev("__import__", __import__="just data") == "just data"
+    with pytest.raises(KeyError):
+        ev("open")
+
+
+# --- compile-time errors --------------------------------------------------------------
+
+KNOWN = "abs, ceil, clamp, exp, floor, hypot, log, log10, max, min, pow, round, sqrt"
+
+
+@pytest.mark.parametrize(
+    ("source", "message", "column"),
+    [
+        ("", "expected an expression, got an empty string", 0),
+        ("   ", "expected an expression, got an empty string", 0),
+        ("x +* 2", "invalid syntax at column 3", 3),
+        ("x = 1", "invalid syntax at column 2", 2),
+        ("'é' + (", "invalid syntax at column 6: '(' was never closed", 6),
+        ("sqr(x)", f"unknown function 'sqr' (known: {KNOWN})", 0),
+        ("__import__('os')", f"unknown function '__import__' (known: {KNOWN})", 0),
+        ("x + open('f')", f"unknown function 'open' (known: {KNOWN})", 4),
+        ("x.y", "'.' attribute access is not allowed", 1),
+        ("().__class__", "'.' attribute access is not allowed", 2),
+        ("  x.y", "'.' attribute access is not allowed", 3),
+        ("'é'.upper()", "'.' attribute access is not allowed", 3),
+        ("x.y()", "'.' attribute access is not allowed", 1),
+        ("x[0]", "'[...]' indexing is not allowed", 1),
+        ("x[1:2]", "'[...]' indexing is not allowed", 1),
+        ("lambda: 1", "'lambda' is not allowed", 0),
+        ("[a for a in b]", "comprehensions are not allowed", 0),
+        ("x + {a for a in b}", "comprehensions are not allowed", 4),
+        ("max(a for a in b)", "comprehensions are not allowed", 3),
+        ("{k: 1 for k in b}", "comprehensions are not allowed", 0),
+        ("round(x, ndigits=2)", "keyword arguments are not allowed", 9),
+        ("max(a, **b)", "keyword arguments are not allowed", 7),
+        ("sqrt(*a)", "'*' argument unpacking is not allowed", 5),
+        ("f'{x}'", "f-strings are not allowed", 0),
+        ("(y := 1)", "':=' assignment is not allowed", 1),
+        ("await x", "'await' is not allowed", 0),
+        ("(yield)", "'yield' is not allowed", 1),
+        ("{1: 2}", "'dict' is not allowed", 0),
+        ("{1}", "'set' is not allowed", 0),
+        ("(1, 2)", "tuples are only allowed after 'in' / 'not in'", 0),
+        ("x == [1]", "lists are only allowed after 'in' / 'not in'", 5),
+        ("x is None", "'is' is not allowed; use '==' or '!='", 2),
+        ("x is not None", "'is' is not allowed; use '==' or '!='", 2),
+        ("a | b", "operator '|' is not allowed", 2),
+        ("a & b", "operator '&' is not allowed", 2),
+        ("a ^ b", "operator '^' is not allowed", 2),
+        ("a << 2", "operator '<<' is not allowed", 2),
+        ("a >> 2", "operator '>>' is not allowed", 2),
+        ("a @ b", "operator '@' is not allowed", 2),
+        ("~a", "operator '~' is not allowed", 0),
+        ("x in y", "'in' needs a literal list or tuple on its right, e.g. x in (1, 2)", 5),
+        ("x not in 'abc'", "'in' needs a literal list or tuple on its right, e.g. x in (1, 2)", 9),
+        ("x in (y, 1)", "the list after 'in' may only contain constants", 6),
+        ("x ** 10000", "exponent 10000 is too large (at most 1000)", 5),
+        ("x ** -2000", "exponent -2000 is too large (at most 1000)", 5),
+        ("b'x'", "bytes literals are not allowed", 0),
+        ("1j", "complex literals are not allowed", 0),
+        ("...", "ellipsis literals are not allowed", 0),
+        ("sqrt(1, 2)", "sqrt() takes 1 argument, got 2", 0),
+        ("min(1)", "min() takes at least 2 arguments, got 1", 0),
+        ("log()", "log() takes 1 or 2 arguments, got 0", 0),
+        ("clamp(x, 1)", "clamp() takes 3 arguments, got 2", 0),
+        ("(a)(b)", f"unknown function 'a' (known: {KNOWN})", 1),
+        ("max(a, b)(c)", "only the known functions can be called", 0),
+    ],
+)
+def test_forbidden_constructs(source: str, message: str, column: int) -> None:
+    error = err(source)
+    assert error.message == message
+    assert str(error) == message
+    assert error.column == column
+    assert isinstance(error, ValueError)
+
+
+def test_too_deeply_nested() -> None:
+    assert err("-" * 100_000 + "1").message == "expression is too deeply nested"
+
+
+def test_error_pickles() -> None:
+    error = pickle.loads(pickle.dumps(ExprError("boom", 3)))  # noqa: S301
+    assert (error.message, error.column) == ("boom", 3)
+
+
+# --- property: compiled expressions agree with Python ---------------------------------
+
+OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+numbers = st.integers(-(10**12), 10**12) | st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(database=None)
+@given(a=numbers, b=numbers, op=st.sampled_from(sorted(OPERATORS)))
+def test_matches_python(a: float, b: float, op: str) -> None:
+    expected = OPERATORS[op](a, b)
+    assert compile_expr(f"a {op} b")({"a": a, "b": b}) == expected
+    assert compile_expr(f"{a!r} {op} b")({"b": b}) == expected
