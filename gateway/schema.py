@@ -81,7 +81,9 @@ def _module_doc(model: Any) -> str:
     return str(doc).strip()
 
 
-def _type(prop: dict[str, Any]) -> str:
+def _type(prop: Any) -> str:
+    if not isinstance(prop, dict):
+        return "any"
     if "enum" in prop:
         return " \\| ".join(f"`{v}`" for v in prop["enum"])
     if "const" in prop:
@@ -93,6 +95,6 @@ def _type(prop: dict[str, Any]) -> str:
     kind = prop.get("type", "any")
     if kind == "array":
         return f"list of {_type(prop.get('items', {}))}"
-    if kind == "object" and "additionalProperties" in prop:
+    if kind == "object" and isinstance(prop.get("additionalProperties"), dict):
         return f"map of {_type(prop['additionalProperties'])}"
     return str(kind)

@@ -1,0 +1,149 @@
+"""The `fogline` command as users run it: real processes, real broker, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from support import Broker, Collector
+
+ROOT = Path(__file__).resolve().parents[2]
+FOGLINE = [sys.executable, "-m", "fogline.cli"]
+
+THREE_MISTAKES = """\
+name: bad
+key: [machine]
+sources:
+  - mqtt: {topics: ["f/{machine}/t"]}
+steps:
+  - validate:
+      fields: {temperature: {type: number}}
+  - windw: {size: 10s}
+  - window:
+      id: w
+      from: validate
+      size: 10 sec
+      aggregates: {temperature: [max]}
+  - filter: {from: validate, when: temprature > 3}
+outputs:
+  - uplink: {from: filter, kind: event}
+"""
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FOGLINE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_check_accepts_the_demo_pipelines() -> None:
+    result = run("pipeline", "check", *sorted(str(p) for p in (ROOT / "pipelines").glob("*.yaml")))
+    assert result.returncode == 0, result.stderr
+    assert "pipeline 'factory', key (line, machine)" in result.stdout
+    assert "step    windows = window <- readings" in result.stdout
+
+
+def test_check_reports_three_located_mistakes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(THREE_MISTAKES)
+    result = run("pipeline", "check", str(bad))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "3 problems found"
+    assert lines[0] == (
+        f"{bad}:8:5 steps[1].windw: expected one of: alert, deadband, derive, ewma, filter, "
+        "validate, window, zscore; got unknown step type 'windw'"
+    )
+    assert (
+        lines[1]
+        == f"{bad}:12:7 steps[2].window.size: expected a duration like 10s, 500ms or 5m, got '10 sec'"
+    )
+    assert lines[2].startswith(
+        f"{bad}:14:30 steps[3].filter.when: expected fields that stream 'validate'"
+    )
+    assert "got 'temprature' which no step produces; did you mean 'temperature'?" in lines[2]
+
+
+def test_check_names_a_missing_file() -> None:
+    result = run("pipeline", "check", "nope.yaml")
+    assert result.returncode == 1
+    assert "nope.yaml:1:1 cannot read the file: No such file or directory" in result.stderr
+
+
+def test_schema_and_reference_are_current() -> None:
+    schema = run("pipeline", "schema")
+    assert schema.returncode == 0
+    assert orjson.loads(schema.stdout) == orjson.loads(
+        (ROOT / "pipelines" / "schema.json").read_bytes()
+    ), "pipelines/schema.json is stale: fogline pipeline schema > pipelines/schema.json"
+    docs = run("pipeline", "docs")
+    assert docs.stdout == (ROOT / "docs" / "operators.md").read_text(), (
+        "docs/operators.md is stale: fogline pipeline docs > docs/operators.md"
+    )
+
+
+def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
+    """The acceptance run: readings by mosquitto_pub-like publishes, garbage, SIGTERM."""
+    watch = Collector(broker.port, ["fogline/gw1/up/#", "factory/+/+/actions"])
+    proc = subprocess.Popen(
+        [*FOGLINE, "gateway", "--pipeline", "pipelines/factory.yaml", "--id", "gw1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FOGLINE_BROKER": broker.url, "FOGLINE_DATA_DIR": str(tmp_path)},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not watch.on("fogline/gw1/up/health"):  # the first health record: it is up
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        now = time.time()
+        watch.publish(
+            "factory/l1/m-01/telemetry",
+            orjson.dumps({"ts": now, "vibration": 2.0, "temperature": 60.0}),
+        )
+        watch.publish("factory/l1/m-01/telemetry", b"\xff\xfe garbage")
+        watch.publish(
+            "factory/l1/m-01/telemetry",
+            orjson.dumps({"ts": now + 0.1, "vibration": 2.1, "temperature": 97.0}),
+        )
+        while not (watch.on("factory/l1/m-01/actions") and watch.on("fogline/gw1/up/alert")):
+            assert time.monotonic() < deadline, "no action and alert for the overheating machine"
+            time.sleep(0.05)
+        action = orjson.loads(watch.on("factory/l1/m-01/actions")[0][1])
+        assert action["command"] == "stop"
+        assert action["reason"] == "critical_temperature"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        # Shutdown flushed the open window: its digest holds both good readings.
+        deadline = time.monotonic() + 5
+        while not watch.on("fogline/gw1/up/digest"):
+            assert time.monotonic() < deadline, "no digest after shutdown"
+            time.sleep(0.05)
+        digest = orjson.loads(watch.on("fogline/gw1/up/digest")[0][1])["records"][0]["data"]
+        assert digest["count"] == 2
+        assert digest["temperature_max"] == 97.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=5)
+        watch.close()
+    assert "rejected a message on 'factory/l1/m-01/telemetry'" in err
+
+
+def test_gateway_says_what_to_do_with_a_bad_url() -> None:
+    result = run("gateway", "--pipeline", "pipelines/factory.yaml", "--broker", "http://x")
+    assert result.returncode == 2
+    assert "expected a broker URL like mqtt://host:1883" in result.stderr

@@ -1,0 +1,199 @@
+"""The gateway against a real mosquitto: readings in; digests, alerts and actions out."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fogline.urls import parse_broker_url
+from gateway.app import Gateway, GatewayOptions
+from gateway.spec import load_pipeline, parse_pipeline
+from support import Broker, eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FAST = """
+name: fast
+key: [machine]
+sources:
+  - mqtt: {topics: ["plant/{machine}/telemetry"], qos: 1}
+steps:
+  - validate:
+      id: readings
+      fields:
+        temperature: {type: number, min: -40, max: 250}
+  - window:
+      id: windows
+      size: 1s
+      lateness: 0.2s
+      aggregates: {temperature: [count, mean, max]}
+  - alert:
+      id: hot
+      from: readings
+      rules:
+        - {name: hot, raise: temperature > 90, clear: temperature < 80, severity: critical}
+outputs:
+  - uplink: {from: windows, kind: digest}
+  - uplink: {from: hot, kind: alert}
+  - action:
+      from: hot
+      when: state == "raised"
+      topic: "plant/{machine}/actions"
+      payload: {command: stop, rule: "{rule}", at: "{raised_at}"}
+dead_letter: {topic: "fogline/{gateway}/deadletter"}
+tick: 50ms
+"""
+
+
+def options(
+    broker: Broker, pipeline_text: str = FAST, gid: str = "gw1", **kw: object
+) -> GatewayOptions:
+    pipeline = parse_pipeline(pipeline_text, "test.yaml")
+    url = parse_broker_url(broker.url)
+    return GatewayOptions(pipeline, url, url, gid, Path("."), status=False, **kw)  # type: ignore[arg-type]
+
+
+def records(messages: list[tuple[str, bytes]]) -> list[dict[str, object]]:
+    return [r["data"] for _, p in messages for r in orjson.loads(p)["records"]]
+
+
+async def test_digest_alert_and_action_by_content(broker: Broker, collector_factory) -> None:
+    watch = collector_factory(["fogline/gw1/up/#", "plant/+/actions"])
+    async with Gateway(options(broker)) as gw:
+        now = time.time()
+        for i, temp in enumerate([20.0, 22.0, 24.0]):
+            watch.publish(
+                "plant/m-1/telemetry", orjson.dumps({"ts": now + i * 0.01, "temperature": temp})
+            )
+        watch.publish("plant/m-2/telemetry", orjson.dumps({"ts": now, "temperature": 97.5}))
+
+        actions = await eventually(lambda: watch.on("plant/m-2/actions"), what="the stop action")
+        action = orjson.loads(actions[0][1])
+        assert action["command"] == "stop"
+        assert action["rule"] == "hot"
+        assert isinstance(action["at"], float)  # a lone {field} keeps its type
+
+        alerts = records(await eventually(lambda: watch.on("fogline/gw1/up/alert"), what="alert"))
+        assert alerts[0]["machine"] == "m-2"
+        assert alerts[0]["state"] == "raised"
+        assert alerts[0]["values"] == {"temperature": 97.5}
+
+        digests = await eventually(
+            lambda: [
+                d for d in records(watch.on("fogline/gw1/up/digest")) if d["machine"] == "m-1"
+            ],
+            what="the digest of m-1",
+        )
+        m1 = digests[0]
+        assert m1["count"] == 3
+        assert m1["temperature_mean"] == pytest.approx(22.0)
+        assert m1["temperature_max"] == 24.0
+        assert m1["window_end"] - m1["window_start"] == pytest.approx(1.0)
+        assert gw.metrics.outputs["action"] == 1
+    # seq is per gateway and strictly increasing across kinds
+    seqs = [r["seq"] for _, p in watch.on("fogline/gw1/up/") for r in orjson.loads(p)["records"]]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1))
+
+
+async def test_garbage_is_counted_and_the_stream_goes_on(broker: Broker, collector_factory) -> None:
+    watch = collector_factory(["fogline/gw1/#", "plant/+/actions"])
+    async with Gateway(options(broker)) as gw:
+        bad = {
+            b"{not json": "malformed_json",
+            b'{"temperature": "hot"}': "wrong_type",
+            b'{"temperature": NaN}': "malformed_json",  # JSON has no NaN: orjson refuses it
+            b'{"temperature": 900}': "out_of_range",
+            b'{"pressure": 1}': "missing_field",
+            b"42": "not_an_object",
+            b'{"temperature": 20, "pad": "' + b"x" * 70_000 + b'"}': "too_large",
+            b'{"ts": "yesterday", "temperature": 20}': "bad_timestamp",
+        }
+        for payload in bad:
+            watch.publish("plant/m-9/telemetry", payload)
+        watch.publish("plant/m-9/telemetry", orjson.dumps({"temperature": 99.0}))
+        await eventually(lambda: watch.on("plant/m-9/actions"), what="an action after the garbage")
+        reasons = {reason: n for (_, reason), n in gw.metrics.rejects.items()}
+        assert reasons == Counter(bad.values())
+        dead = await eventually(
+            lambda: (
+                len(watch.on("fogline/gw1/deadletter")) == len(bad)
+                and watch.on("fogline/gw1/deadletter")
+            ),
+            what="one dead letter per bad payload",
+        )
+        assert {orjson.loads(p)["reason"] for _, p in dead} == set(bad.values())
+
+
+async def test_broker_restart_mid_stream(broker: Broker, collector_factory) -> None:
+    async with Gateway(options(broker)) as gw:
+        watch = collector_factory(["plant/+/actions"])
+        watch.publish("plant/a/telemetry", orjson.dumps({"temperature": 99.0}))
+        await eventually(lambda: watch.on("plant/a/actions"), what="the first action")
+        watch.close()
+
+        broker.stop()
+        await eventually(lambda: not gw.edge.connected.is_set(), what="the gateway to notice")
+        broker.start()
+        await eventually(gw.edge.connected.is_set, timeout=20, what="the gateway to reconnect")
+
+        watch = collector_factory(["plant/+/actions"])
+        watch.publish("plant/b/telemetry", orjson.dumps({"temperature": 99.0}))
+        await eventually(lambda: watch.on("plant/b/actions"), what="an action after the restart")
+        assert gw.metrics.reconnects["edge"] >= 1
+
+
+async def test_senml_and_arrays(broker: Broker, collector_factory) -> None:
+    watch = collector_factory(["plant/+/actions"])
+    async with Gateway(options(broker)) as gw:
+        senml = [{"bn": "urn:dev:s1:", "n": "temperature", "u": "Cel", "v": 96.0}]
+        watch.publish("plant/s1/telemetry", orjson.dumps(senml))
+        watch.publish(
+            "plant/s2/telemetry", orjson.dumps([{"temperature": 50.0}, {"temperature": 95.5}])
+        )
+        await eventually(
+            lambda: watch.on("plant/s1/actions") and watch.on("plant/s2/actions"), what="actions"
+        )
+        assert gw.metrics.total_rejects() == 0
+
+
+async def test_metrics_and_healthz(broker: Broker, collector_factory) -> None:
+    watch = collector_factory([])
+    async with Gateway(options(broker, metrics_port=0)) as gw:
+        watch.publish("plant/m/telemetry", orjson.dumps({"temperature": 20.0}))
+        port = gw.metrics_server.port
+        await eventually(lambda: gw.metrics.total_in() == 1, what="the reading")
+
+        def get(path: str) -> tuple[int, str]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:  # noqa: S310
+                return r.status, r.read().decode()
+
+        status, body = await __import__("asyncio").to_thread(get, "/healthz")
+        assert status == 200
+        assert body == "ok\n"
+        status, body = await __import__("asyncio").to_thread(get, "/metrics")
+        assert 'fogline_messages_in_total{source="mqtt"} 1' in body
+        assert 'fogline_step_records_in_total{step="readings"} 1' in body
+        assert "fogline_queue_depth" in body
+        assert all(line.startswith(("# ", "fogline_")) for line in body.splitlines())
+
+
+async def test_shutdown_flushes_open_windows(broker: Broker, collector_factory) -> None:
+    slow = FAST.replace("size: 1s", "size: 1h")
+    watch = collector_factory(["fogline/gw1/up/digest"])
+    async with Gateway(options(broker, slow)) as gw:
+        watch.publish("plant/m/telemetry", orjson.dumps({"temperature": 20.0}))
+        await eventually(lambda: gw.metrics.step_in["windows"] == 1, what="the reading")
+        assert not watch.on("fogline/gw1/up/digest")
+    digests = records(
+        await eventually(lambda: watch.on("fogline/gw1/up/digest"), what="the flushed window")
+    )
+    assert digests[0]["count"] == 1
+
+
+def test_factory_pipeline_loads() -> None:
+    assert load_pipeline(ROOT / "pipelines" / "factory.yaml").key == ("line", "machine")

@@ -1,0 +1,116 @@
+"""Test support: a real mosquitto on a free port, an MQTT collector, and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """A private mosquitto that a test can stop and start again on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self._conf = workdir / "mosquitto.conf"
+        self._conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 100000\n"
+        )
+        self._log = workdir / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self._log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self._conf)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {self._log.read_text()}") from None
+                time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(5)
+        self._proc = None
+
+
+class Collector:
+    """A paho client (independent of the gateway's own MQTT code) that records messages."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._topics = topics
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(5):
+            raise RuntimeError("collector could not subscribe")
+
+    def _on_connect(self, client: paho.Client, *_: object) -> None:
+        if self._topics:
+            client.subscribe([(t, 1) for t in self._topics])
+        else:
+            self._subscribed.set()
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload))
+
+    def on(self, prefix: str) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return [(t, p) for t, p in self.messages if t.startswith(prefix)]
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+async def eventually(
+    check: Callable[[], object], timeout: float = 10.0, what: str = "condition"
+) -> object:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,218 @@
+"""`alert`: transitions only, with hysteresis, `for:` duration, cooldown and messages."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_op, rec, run_op
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.operators.alert import EVENT_FIELDS
+
+HYSTERESIS = {"name": "hot", "raise": "x > 85", "clear": "x < 80"}
+
+
+def alert(rules, records):
+    return run_op("alert", {"rules": rules}, records)
+
+
+def series(xs, machine="m1", step=1.0):
+    return [rec(machine, i * step, x=x) for i, x in enumerate(xs)]
+
+
+def states(run):
+    return [(r.ts, r.fields["state"]) for r in run.out]
+
+
+def test_one_raise_and_one_clear_per_episode():
+    xs = [70, 90, 92, 95, 91, 70, 60, 88, 89, 10]
+    run = alert([{"name": "hot", "raise": "x > 85"}], series(xs))
+    assert states(run) == [(1, "raised"), (5, "cleared"), (7, "raised"), (9, "cleared")]
+
+
+def test_event_fields():
+    run = alert(
+        [{"name": "hot", "raise": "x > 85", "severity": "critical"}],
+        [rec("m1", 10.0, x=90, other=1), rec("m1", 12.5, x=50, other=2)],
+    )
+    raised, cleared = run.out
+    assert set(raised.fields) == {"machine", *EVENT_FIELDS}
+    assert raised.key == ("m1",)
+    assert raised.ts == 10.0
+    assert raised.fields == {
+        "machine": "m1",
+        "rule": "hot",
+        "severity": "critical",
+        "state": "raised",
+        "alert_id": "hot/m1/10000",
+        "raised_at": 10.0,
+        "cleared_at": None,
+        "values": {"x": 90},
+        "message": "hot raised for m1",
+    }
+    assert cleared.ts == 12.5
+    assert cleared.fields["state"] == "cleared"
+    assert cleared.fields["raised_at"] == 10.0
+    assert cleared.fields["cleared_at"] == 12.5
+    assert cleared.fields["values"] == {"x": 50}
+    assert cleared.fields["message"] == "hot cleared for m1"
+
+
+def test_alert_id_is_shared_by_raise_and_clear_and_new_per_episode():
+    run = alert([HYSTERESIS], series([90, 79, 90, 79]))
+    ids = [r.fields["alert_id"] for r in run.out]
+    assert ids[0] == ids[1]
+    assert ids[2] == ids[3]
+    assert ids[0] != ids[2]
+
+
+def test_hysteresis_holds_between_the_thresholds():
+    xs = [84, 86, 82, 80, 84.9, 90, 79.9, 82, 85]
+    run = alert([HYSTERESIS], series(xs))
+    assert states(run) == [(1, "raised"), (6, "cleared")]
+
+
+band = st.floats(min_value=80, max_value=85)  # neither x > 85 nor x < 80
+
+
+@settings(max_examples=150, deadline=None)
+@given(raised_first=st.booleans(), xs=st.lists(band, min_size=1, max_size=40))
+def test_no_transition_while_the_signal_stays_between_the_thresholds(raised_first, xs):
+    prefix = [90.0] if raised_first else []
+    run = alert([HYSTERESIS], series([*prefix, *xs]))
+    assert states(run) == ([(0.0, "raised")] if raised_first else [])
+    assert run.op.open_state() == int(raised_first)
+
+
+@settings(max_examples=150, deadline=None)
+@given(xs=st.lists(st.floats(min_value=60, max_value=100), max_size=60))
+def test_transitions_alternate_and_happen_only_past_their_thresholds(xs):
+    run = alert([HYSTERESIS], series(xs))
+    expected, up = [], False
+    for i, x in enumerate(xs):
+        if not up and x > 85:
+            expected.append((float(i), "raised"))
+            up = True
+        elif up and x < 80:
+            expected.append((float(i), "cleared"))
+            up = False
+    assert states(run) == expected
+
+
+def test_clear_defaults_to_not_raise():
+    run = alert([{"name": "hot", "raise": "x > 85"}], series([90, 86, 85, 90]))
+    assert states(run) == [(0, "raised"), (2, "cleared"), (3, "raised")]
+
+
+def test_for_delays_the_raise_until_the_condition_held_long_enough():
+    times = [0, 10, 19.9, 20, 30]
+    run = alert([{**HYSTERESIS, "for": "20s"}], [rec("m1", t, x=90) for t in times])
+    assert states(run) == [(20, "raised")]
+    assert run.out[0].fields["raised_at"] == 20
+
+
+def test_for_resets_when_the_condition_stops_holding():
+    points = [(0, 90), (10, 90), (15, 84), (20, 90), (35, 90), (40, 90)]
+    run = alert([{**HYSTERESIS, "for": 20}], [rec("m1", t, x=x) for t, x in points])
+    assert states(run) == [(40, "raised")]
+
+
+def test_for_is_measured_in_event_time_across_batches():
+    run = make_op("alert", {"rules": [{**HYSTERESIS, "for": "1m"}]})
+    assert run.feed([rec("m1", 1000, x=90)]) == []
+    assert run.feed([rec("m1", 1059, x=90)]) == []
+    [raised] = run.feed([rec("m1", 1060, x=90)])
+    assert raised.fields["state"] == "raised"
+
+
+def test_cooldown_suppresses_a_re_raise_and_counts_it():
+    points = [(0, 90), (10, 70), (20, 90), (100, 90), (200, 70), (250, 90), (310, 90)]
+    run = alert([{**HYSTERESIS, "cooldown": "5m"}], [rec("m1", t, x=x) for t, x in points])
+    assert states(run) == [(0, "raised"), (10, "cleared"), (310, "raised")]
+    assert run.op.suppressed == 3
+
+
+def test_cooldown_is_per_key():
+    records = [rec("m1", 0, x=90), rec("m1", 1, x=70), rec("m2", 2, x=90), rec("m1", 3, x=90)]
+    run = alert([{**HYSTERESIS, "cooldown": 60}], records)
+    assert [(r.key[0], r.fields["state"]) for r in run.out] == [
+        ("m1", "raised"),
+        ("m1", "cleared"),
+        ("m2", "raised"),
+    ]
+    assert run.op.suppressed == 1
+
+
+def test_message_template_is_rendered():
+    rule = {**HYSTERESIS, "message": "{machine} {state} at {x:.1f} °C ({rule}, {severity})"}
+    run = alert([rule], series([90.25, 70]))
+    assert [r.fields["message"] for r in run.out] == [
+        "m1 raised at 90.2 °C (hot, warning)",
+        "m1 cleared at 70.0 °C (hot, warning)",
+    ]
+
+
+def test_message_naming_a_missing_field_falls_back():
+    run = alert([{**HYSTERESIS, "message": "{machine}: {nope}"}], series([90]))
+    assert run.out[0].fields["message"] == "hot raised (message template failed: 'nope')"
+
+
+def test_values_snapshot_holds_the_fields_the_rule_reads():
+    rule = {"name": "r", "raise": "x > 85 and rpm > 100", "clear": "temp < 50"}
+    run = alert([rule], [rec("m1", 0, x=90, rpm=1500, other=1), rec("m1", 1, x=0, rpm=0, temp=40)])
+    assert [r.fields["values"] for r in run.out] == [
+        {"x": 90, "rpm": 1500, "temp": None},
+        {"x": 0, "rpm": 0, "temp": 40},
+    ]
+
+
+def test_keys_are_independent():
+    records = [
+        rec("m1", 0, x=90),
+        rec("m2", 0, x=70),
+        rec("m2", 1, x=90),
+        rec("m1", 1, x=82),
+        rec("m2", 2, x=70),
+        rec("m1", 2, x=70),
+    ]
+    run = alert([HYSTERESIS], records)
+    assert [(r.key[0], r.ts, r.fields["state"]) for r in run.out] == [
+        ("m1", 0, "raised"),
+        ("m2", 1, "raised"),
+        ("m2", 2, "cleared"),
+        ("m1", 2, "cleared"),
+    ]
+    assert len({r.fields["alert_id"] for r in run.out}) == 2
+
+
+def test_rules_are_independent():
+    rules = [HYSTERESIS, {"name": "cold", "raise": "x < 0", "severity": "info"}]
+    run = alert(rules, series([90, -5, 5]))
+    assert [(r.fields["rule"], r.fields["state"]) for r in run.out] == [
+        ("hot", "raised"),  # 90
+        ("hot", "cleared"),  # -5: each rule in order, on the same record
+        ("cold", "raised"),
+        ("cold", "cleared"),  # 5
+    ]
+
+
+def test_expression_error_rejects_and_the_batch_continues():
+    bad = rec("m1", 1, y=1)
+    run = alert([HYSTERESIS], [rec("m1", 0, x=70), bad, rec("m1", 2, x=90)])
+    assert states(run) == [(2, "raised")]
+    assert run.rejects == [(bad, "expression_error", "rule hot: KeyError: 'x'")]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"name": "r", "raise": "x >"},
+        {"name": "r", "raise": "x > 1", "message": "{x.real}"},
+        {"name": "r", "raise": "x > 1", "severity": "fatal"},
+        {"name": "r", "raise": "x > 1", "for": "soon"},
+        {"name": "r", "raise": "x > 1", "unknown": 1},
+    ],
+)
+def test_invalid_rules(rule):
+    with pytest.raises(ValueError, match="validation error"):
+        make_op("alert", {"rules": [rule]})

@@ -1,0 +1,37 @@
+"""`ewma`: an exponentially weighted mean that forgets, and the distance from it."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import rec, run_op
+
+
+def test_adds_the_moving_mean_and_its_score():
+    run = run_op("ewma", {"field": "flow", "alpha": 0.5, "warmup": 1}, [rec("m1", 0, flow=4.0)])
+    assert run.out[0].fields == {"machine": "m1", "flow": 4.0, "flow_ewma": 4.0, "flow_ewma_z": 0.0}
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.25, 1.0])
+def test_mean_moves_towards_a_step_by_alpha_per_sample(alpha):
+    xs = [0.0] * 5 + [1.0] * 10
+    run = run_op(
+        "ewma", {"field": "x", "alpha": alpha, "warmup": 1}, [rec("m1", i, x=x) for i, x in enumerate(xs)]
+    )
+    means = [r.fields["x_ewma"] for r in run.out]
+    assert means[:5] == [0.0] * 5
+    assert means[5:] == pytest.approx([1 - (1 - alpha) ** k for k in range(1, 11)])
+
+
+def test_a_slow_drift_becomes_normal_where_zscore_keeps_alarming():
+    xs = [10.0 + 0.05 * i + (0.1 if i % 2 else -0.1) for i in range(400)]
+    records = [rec("m1", i, x=x) for i, x in enumerate(xs)]
+    ewma = [r.fields["x_ewma_z"] for r in run_op("ewma", {"field": "x", "alpha": 0.2}, records).out]
+    zscore = [r.fields["x_z"] for r in run_op("zscore", {"field": "x"}, records).out]
+    assert max(ewma[50:]) < 3
+    assert zscore[-1] > ewma[-1]
+
+
+def test_constant_signal_scores_zero():
+    run = run_op("ewma", {"field": "x", "warmup": 2}, [rec("m1", i, x=5.0) for i in range(10)])
+    assert {r.fields["x_ewma_z"] for r in run.out} == {0.0}
+    assert {r.fields["x_ewma"] for r in run.out} == {5.0}
