@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 
 from fogline.units import Duration
 from gateway.operators.base import FieldName, OpConfig, Operator, RelPath, StepContext
@@ -23,7 +23,7 @@ from gateway.record import Record
 
 
 class DeadbandConfig(OpConfig):
-    fields: dict[FieldName, float] = Field(
+    fields: dict[FieldName, PositiveFloat] = Field(
         description="Field -> smallest change that passes (absolute, or % of the last value).",
         min_length=1,
     )
@@ -70,7 +70,8 @@ class Deadband(Operator):
             if value is None:
                 continue
             limit = abs(previous[name]) * threshold / 100 if self._percent else threshold
-            if abs(value - previous[name]) >= limit:
+            change = abs(value - previous[name])
+            if change >= limit and change > 0:  # from zero, percent mode passes any real change
                 return True
         return False
 

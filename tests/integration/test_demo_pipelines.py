@@ -1,0 +1,98 @@
+"""The demo pipelines do what their headers promise, on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+from support import Broker, eventually
+
+from fogline.urls import parse_broker_url
+from gateway.app import Gateway, GatewayOptions
+from gateway.spec import parse_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fast(name: str, **replace: str) -> str:
+    """A demo pipeline with short windows, so a test does not wait 30 s."""
+    text = (ROOT / "pipelines" / f"{name}.yaml").read_text()
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+async def test_farm_example_from_its_header(broker: Broker, collector_factory) -> None:
+    text = fast("farm", **{"size: 30s": "size: 1s", "lateness: 5s": "lateness: 0.2s"})
+    url = parse_broker_url(broker.url)
+    opts = GatewayOptions(
+        parse_pipeline(text, "farm.yaml"), url, url, "farm1", Path(), status=False
+    )
+    watch = collector_factory(["farm/+/+/valve/set", "fogline/farm1/up/alert"])
+    async with Gateway(opts):
+        # The line the header tells users to paste: dry soil, and flow with the valve closed.
+        watch.publish(
+            "farm/north/plot-7/telemetry",
+            b'[{"n":"moisture","v":14.0},{"n":"valve","v":0},{"n":"flow","v":3.2},{"n":"pressure","v":2.0}]',
+        )
+        commands = await eventually(
+            lambda: len(watch.on("farm/north/plot-7/valve/set")) >= 2 and watch.on("farm/"),
+            what="open and close commands",
+        )
+        assert sorted(orjson.loads(p)["command"] for _, p in commands) == ["close", "open"]
+        alerts = [
+            r["data"]
+            for _, p in watch.on("fogline/farm1/up/alert")
+            for r in orjson.loads(p)["records"]
+        ]
+        assert {a["rule"] for a in alerts} == {"dry_soil", "leak_valve_closed"}
+        assert all(a["farm"] == "north" and a["plot"] == "plot-7" for a in alerts)
+
+
+async def test_factory_vibration_anomaly_raises_once(broker: Broker, collector_factory) -> None:
+    """Twelve normal windows, then a bearing fault: one warning alert, not a storm."""
+    text = fast(
+        "factory",
+        **{"size: 10s": "size: 1s", "lateness: 2s": "lateness: 0s", "for: 10s": "for: 1s"},
+    )
+    url = parse_broker_url(broker.url)
+    opts = GatewayOptions(
+        parse_pipeline(text, "factory.yaml"), url, url, "gw1", Path(), status=False
+    )
+    watch = collector_factory(["fogline/gw1/up/alert"])
+    async with Gateway(opts) as gw:
+        # Readings timestamped in the past, one window per simulated second, sent at once.
+        start = int(time.time()) - 30
+        for second in range(20):
+            fault = second >= 12
+            for i in range(10):
+                vib = 2.0 + 0.05 * ((i * 7 + second) % 5) + (4.0 if fault else 0.0)
+                body = {"ts": start + second + i / 10, "vibration": vib, "temperature": 60.0}
+                watch.publish("factory/l1/m-06/telemetry", orjson.dumps(body), qos=1)
+        await eventually(lambda: gw.metrics.step_in["readings"] == 200, what="all readings")
+        await asyncio.sleep(0.5)
+    alerts = [
+        r["data"] for _, p in watch.on("fogline/gw1/up/alert") for r in orjson.loads(p)["records"]
+    ]
+    raised = [a for a in alerts if a["rule"] == "vibration_anomaly" and a["state"] == "raised"]
+    assert len(raised) == 1
+    assert raised[0]["machine"] == "m-06"
+    assert raised[0]["values"]["vibration_rms_z"] > 4
+
+
+async def test_no_task_outlives_the_gateway(broker: Broker) -> None:
+    text = (ROOT / "pipelines" / "factory.yaml").read_text()
+    url = parse_broker_url(broker.url)
+    before = asyncio.all_tasks()
+    opts = GatewayOptions(
+        parse_pipeline(text, "factory.yaml"), url, url, "gw1", Path(), status=False
+    )
+    async with Gateway(opts) as gw:
+        assert {t.get_name() for t in asyncio.all_tasks()} >= {"gw[gw1].pipeline", "gw[gw1].ticker"}
+    await asyncio.sleep(0.1)
+    left = {t.get_name() for t in asyncio.all_tasks() - before}
+    assert left == set(), f"tasks left running: {left}"
+    assert gw.stopped.is_set()
