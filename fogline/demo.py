@@ -22,9 +22,9 @@ from pathlib import Path
 
 import orjson
 
+from fogline.mqtt import MqttLink
 from fogline.urls import parse_broker_url
 from gateway.app import Gateway, GatewayOptions
-from gateway.mqtt import MqttLink
 from gateway.spec import load_pipeline
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "factory.yaml"

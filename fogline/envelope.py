@@ -6,11 +6,21 @@ One MQTT message carries a batch of records of one kind:
      "records": [{"seq": 41, "data": {...}}, {"seq": 42, "data": {...}}]}
 
 `seq` is per gateway and increases across all kinds; the cloud stores each
-`(gateway, seq)` once, whatever the transport repeats.
+`(gateway, seq)` once, whatever the transport repeats. A payload that does not start with
+`{` is the same JSON compressed with zlib (the gateway compresses when it pays).
+
+The cloud acknowledges what it has durably stored (duplicates included) on
+`fogline/<gateway-id>/down/ack`, as inclusive seq ranges:
+
+    {"v": 1, "gateway": "gw1", "acks": [[41, 42], [45, 45]]}
+
+Only then does the gateway drop those records from its outbox: a broker's PUBACK says
+nothing about the cloud's disk.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
@@ -42,8 +52,27 @@ def encode_batch(
     )
 
 
-def decode_batch(payload: bytes) -> dict[str, Any]:
-    """Parse and check a batch; ValueError names what is wrong."""
+COMPRESS_ABOVE = 1024  # bytes of JSON below which zlib does not pay
+
+
+def compress(payload: bytes) -> bytes:
+    """zlib when it makes the payload smaller, else the JSON as is."""
+    if len(payload) < COMPRESS_ABOVE:
+        return payload
+    packed = zlib.compress(payload, 6)
+    return packed if len(packed) < len(payload) else payload
+
+
+def decode_batch(payload: bytes, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
+    """Parse and check a batch (plain or zlib); ValueError names what is wrong."""
+    if payload[:1] != b"{":
+        try:
+            decomp = zlib.decompressobj()
+            payload = decomp.decompress(payload, max_bytes)
+            if decomp.unconsumed_tail:
+                raise ValueError(f"larger than {max_bytes} bytes once decompressed")
+        except zlib.error as exc:
+            raise ValueError(f"neither JSON nor zlib: {exc}") from exc
     try:
         batch = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -63,3 +92,43 @@ def decode_batch(payload: bytes) -> dict[str, Any]:
         ):
             raise ValueError(f"records[{i}]: expected {{'seq': int, 'data': object}}")
     return batch
+
+
+def encode_ack(gateway: str, ranges: list[tuple[int, int]]) -> bytes:
+    return orjson.dumps({"v": VERSION, "gateway": gateway, "acks": ranges})
+
+
+def decode_ack(payload: bytes) -> list[tuple[int, int]]:
+    """Inclusive seq ranges from an ack; ValueError names what is wrong."""
+    try:
+        ack = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if (
+        not isinstance(ack, dict)
+        or ack.get("v") != VERSION
+        or not isinstance(ack.get("acks"), list)
+    ):
+        raise ValueError("expected {'v': 1, 'acks': [[lo, hi], ...]}")
+    ranges: list[tuple[int, int]] = []
+    for item in ack["acks"]:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(isinstance(x, int) for x in item)
+            or item[0] > item[1]
+        ):
+            raise ValueError(f"bad ack range {item!r}")
+        ranges.append((item[0], item[1]))
+    return ranges
+
+
+def to_ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Inclusive runs of consecutive numbers: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges

@@ -20,11 +20,11 @@ from typing import Any, Self
 import orjson
 
 from fogline import __version__
+from fogline.mqtt import MqttLink
 from fogline.urls import BrokerUrl
 from gateway.clock import Clock, SystemClock
 from gateway.engine import Engine, Output
 from gateway.metrics import Metrics, MetricsServer
-from gateway.mqtt import MqttLink
 from gateway.outputs import ActionOutput, UplinkOutput
 from gateway.sources.mqtt import MqttSource
 from gateway.spec import ActionOutputConfig, MqttSourceConfig, Pipeline, UplinkOutputConfig

@@ -13,9 +13,9 @@ from collections import deque
 from typing import Any, Protocol
 
 from fogline.envelope import encode_batch, uplink_topic
+from fogline.mqtt import MqttLink
 from gateway.clock import Clock
 from gateway.metrics import Metrics
-from gateway.mqtt import MqttLink
 
 log = logging.getLogger("fogline.gateway.uplink")
 

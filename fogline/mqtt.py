@@ -21,8 +21,8 @@ from gmqtt import Client
 
 from fogline.urls import BrokerUrl
 
-log = logging.getLogger("fogline.gateway.mqtt")
-client_log = logging.getLogger("fogline.gateway.mqtt.client")
+log = logging.getLogger("fogline.mqtt")
+client_log = logging.getLogger("fogline.mqtt.client")
 client_log.setLevel(logging.WARNING)  # gmqtt logs every SUBACK at INFO
 
 OnMessage = Callable[[str, bytes], None]
