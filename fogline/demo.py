@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 
+from fogline.envelope import decode_batch
 from fogline.mqtt import MqttLink
 from fogline.urls import parse_broker_url
 from gateway.app import Gateway, GatewayOptions
@@ -76,7 +77,7 @@ def _show(topic: str, payload: bytes, start: float) -> None:
     if topic.endswith("/actions"):
         print(f"{at} ACTION  {topic}: {payload.decode()}")
         return
-    batch = orjson.loads(payload)
+    batch = decode_batch(payload)
     kind = batch["kind"]
     for rec in batch["records"]:
         data = rec["data"]

@@ -3,7 +3,10 @@
 One MQTT message carries a batch of records of one kind:
 
     {"v": 1, "gateway": "gw1", "kind": "digest", "sent_at": 1700000000.0,
-     "records": [{"seq": 41, "data": {...}}, {"seq": 42, "data": {...}}]}
+     "records": [{"seq": 41, "device": "line-1/m-03", "data": {...}}, ...]}
+
+`device` is the record's pipeline key joined with `/` (empty for gateway-level records
+such as health).
 
 `seq` is per gateway and increases across all kinds; the cloud stores each
 `(gateway, seq)` once, whatever the transport repeats. A payload that does not start with
@@ -37,16 +40,18 @@ def downlink_topic(gateway: str, kind: str) -> str:
     return f"fogline/{gateway}/down/{kind}"
 
 
-def encode_batch(
-    gateway: str, kind: str, records: list[tuple[int, dict[str, Any]]], sent_at: float
-) -> bytes:
+Entry = tuple[int, str, dict[str, Any]]
+"""(seq, device, data): one record on the uplink."""
+
+
+def encode_batch(gateway: str, kind: str, records: list[Entry], sent_at: float) -> bytes:
     return orjson.dumps(
         {
             "v": VERSION,
             "gateway": gateway,
             "kind": kind,
             "sent_at": sent_at,
-            "records": [{"seq": seq, "data": data} for seq, data in records],
+            "records": [{"seq": s, "device": d, "data": data} for s, d, data in records],
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
@@ -88,9 +93,12 @@ def decode_batch(payload: bytes, max_bytes: int = 16 * 1024 * 1024) -> dict[str,
         if (
             not isinstance(rec, dict)
             or not isinstance(rec.get("seq"), int)
+            or not isinstance(rec.get("device"), str)
             or not isinstance(rec.get("data"), dict)
         ):
-            raise ValueError(f"records[{i}]: expected {{'seq': int, 'data': object}}")
+            raise ValueError(
+                f"records[{i}]: expected {{'seq': int, 'device': str, 'data': object}}"
+            )
     return batch
 
 

@@ -206,7 +206,7 @@ class Gateway:
     async def _health(self) -> None:
         every = self.options.pipeline.header.health_every
         while True:
-            self.uplink.send("health", [self.health()])
+            self.uplink.send("health", [("", self.health())])
             await asyncio.sleep(every)
 
     def health(self) -> dict[str, Any]:

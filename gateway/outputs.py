@@ -29,7 +29,7 @@ class UplinkOutput:
         self._sink = sink
 
     def emit(self, records: list[Record]) -> None:
-        self._sink.send(self.kind, [record_body(r) for r in records])
+        self._sink.send(self.kind, [("/".join(r.key), record_body(r)) for r in records])
 
 
 class ActionOutput:

@@ -12,7 +12,7 @@ import logging
 from collections import deque
 from typing import Any, Protocol
 
-from fogline.envelope import encode_batch, uplink_topic
+from fogline.envelope import Entry, compress, encode_batch, uplink_topic
 from fogline.mqtt import MqttLink
 from gateway.clock import Clock
 from gateway.metrics import Metrics
@@ -23,8 +23,8 @@ PRIORITY = ("alert", "escalation", "event", "digest", "health")
 
 
 class UplinkSink(Protocol):
-    def send(self, kind: str, bodies: list[dict[str, Any]]) -> None:
-        """Number the records and queue them for the cloud."""
+    def send(self, kind: str, records: list[tuple[str, dict[str, Any]]]) -> None:
+        """Number `(device, data)` records and queue them for the cloud."""
 
 
 class MqttUplink:
@@ -46,7 +46,7 @@ class MqttUplink:
         self._clock = clock
         self._max_batch = max_batch
         self._max_pending = max_pending
-        self._pending: dict[str, deque[tuple[int, dict[str, Any]]]] = {k: deque() for k in PRIORITY}
+        self._pending: dict[str, deque[Entry]] = {k: deque() for k in PRIORITY}
         self._size = 0
         self._seq = 0
         self._wake = asyncio.Event()
@@ -58,12 +58,12 @@ class MqttUplink:
     def pending(self) -> int:
         return self._size
 
-    def send(self, kind: str, bodies: list[dict[str, Any]]) -> None:
+    def send(self, kind: str, records: list[tuple[str, dict[str, Any]]]) -> None:
         queue = self._pending.setdefault(kind, deque())
-        for body in bodies:
+        for device, data in records:
             self._seq += 1
-            queue.append((self._seq, body))
-        self._size += len(bodies)
+            queue.append((self._seq, device, data))
+        self._size += len(records)
         while self._size > self._max_pending:
             self._evict()
         self._wake.set()
@@ -89,7 +89,7 @@ class MqttUplink:
         for kind, queue in self._pending.items():
             while queue and self._link.connected.is_set():
                 batch = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
-                payload = encode_batch(self.gateway_id, kind, batch, self._clock.now())
+                payload = compress(encode_batch(self.gateway_id, kind, batch, self._clock.now()))
                 if not self._link.publish(uplink_topic(self.gateway_id, kind), payload, qos=1):
                     queue.extendleft(reversed(batch))
                     return sent

@@ -12,6 +12,8 @@ from pathlib import Path
 import orjson
 from support import Broker, Collector
 
+from fogline.envelope import decode_batch
+
 ROOT = Path(__file__).resolve().parents[2]
 FOGLINE = [sys.executable, "-m", "fogline.cli"]
 
@@ -65,10 +67,8 @@ def test_check_reports_three_located_mistakes(tmp_path: Path) -> None:
         f"{bad}:8:5 steps[1].windw: expected one of: alert, deadband, derive, ewma, filter, "
         "validate, window, zscore; got unknown step type 'windw'"
     )
-    assert (
-        lines[1]
-        == f"{bad}:12:7 steps[2].window.size: expected a duration like 10s, 500ms or 5m, got '10 sec'"
-    )
+    size = "steps[2].window.size: expected a duration like 10s, 500ms or 5m, got '10 sec'"
+    assert lines[1] == f"{bad}:12:7 {size}"
     assert lines[2].startswith(
         f"{bad}:14:30 steps[3].filter.when: expected fields that stream 'validate'"
     )
@@ -132,7 +132,7 @@ def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
         while not watch.on("fogline/gw1/up/digest"):
             assert time.monotonic() < deadline, "no digest after shutdown"
             time.sleep(0.05)
-        digest = orjson.loads(watch.on("fogline/gw1/up/digest")[0][1])["records"][0]["data"]
+        digest = decode_batch(watch.on("fogline/gw1/up/digest")[0][1])["records"][0]["data"]
         assert digest["count"] == 2
         assert digest["temperature_max"] == 97.0
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 from support import Broker, eventually
 
+from fogline.envelope import decode_batch
 from fogline.urls import parse_broker_url
 from gateway.app import Gateway, GatewayOptions
 from gateway.spec import parse_pipeline
@@ -46,7 +47,7 @@ async def test_farm_example_from_its_header(broker: Broker, collector_factory) -
         alerts = [
             r["data"]
             for _, p in watch.on("fogline/farm1/up/alert")
-            for r in orjson.loads(p)["records"]
+            for r in decode_batch(p)["records"]
         ]
         assert {a["rule"] for a in alerts} == {"dry_soil", "leak_valve_closed"}
         assert all(a["farm"] == "north" and a["plot"] == "plot-7" for a in alerts)
@@ -75,7 +76,7 @@ async def test_factory_vibration_anomaly_raises_once(broker: Broker, collector_f
         await eventually(lambda: gw.metrics.step_in["readings"] == 200, what="all readings")
         await asyncio.sleep(0.5)
     alerts = [
-        r["data"] for _, p in watch.on("fogline/gw1/up/alert") for r in orjson.loads(p)["records"]
+        r["data"] for _, p in watch.on("fogline/gw1/up/alert") for r in decode_batch(p)["records"]
     ]
     raised = [a for a in alerts if a["rule"] == "vibration_anomaly" and a["state"] == "raised"]
     assert len(raised) == 1

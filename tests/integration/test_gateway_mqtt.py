@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
+from support import Broker, eventually
 
+from fogline.envelope import decode_batch
 from fogline.urls import parse_broker_url
 from gateway.app import Gateway, GatewayOptions
 from gateway.spec import load_pipeline, parse_pipeline
-from support import Broker, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,11 +56,11 @@ def options(
 ) -> GatewayOptions:
     pipeline = parse_pipeline(pipeline_text, "test.yaml")
     url = parse_broker_url(broker.url)
-    return GatewayOptions(pipeline, url, url, gid, Path("."), status=False, **kw)  # type: ignore[arg-type]
+    return GatewayOptions(pipeline, url, url, gid, Path(), status=False, **kw)  # type: ignore[arg-type]
 
 
 def records(messages: list[tuple[str, bytes]]) -> list[dict[str, object]]:
-    return [r["data"] for _, p in messages for r in orjson.loads(p)["records"]]
+    return [r["data"] for _, p in messages for r in decode_batch(p)["records"]]
 
 
 async def test_digest_alert_and_action_by_content(broker: Broker, collector_factory) -> None:
@@ -96,7 +97,7 @@ async def test_digest_alert_and_action_by_content(broker: Broker, collector_fact
         assert m1["window_end"] - m1["window_start"] == pytest.approx(1.0)
         assert gw.metrics.outputs["action"] == 1
     # seq is per gateway and strictly increasing across kinds
-    seqs = [r["seq"] for _, p in watch.on("fogline/gw1/up/") for r in orjson.loads(p)["records"]]
+    seqs = [r["seq"] for _, p in watch.on("fogline/gw1/up/") for r in decode_batch(p)["records"]]
     assert sorted(seqs) == list(range(1, len(seqs) + 1))
 
 
@@ -169,7 +170,7 @@ async def test_metrics_and_healthz(broker: Broker, collector_factory) -> None:
         await eventually(lambda: gw.metrics.total_in() == 1, what="the reading")
 
         def get(path: str) -> tuple[int, str]:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
                 return r.status, r.read().decode()
 
         status, body = await __import__("asyncio").to_thread(get, "/healthz")
