@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fogline import __version__
+from fogline.units import parse_duration, parse_size
 from fogline.urls import parse_broker_url
 
 
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(gw, "data-dir", "directory for durable state", "./fogline-data")
     _add(gw, "metrics-port", "serve /metrics and /healthz on this port")
     _add(gw, "metrics-host", "address for the metrics server", "127.0.0.1")
+    _add(gw, "durability", "outbox sync: normal (survives a crash) or full (power loss)", "normal")
+    _add(gw, "outbox-max-bytes", "outbox bound; beyond it evict by class", "256MiB")
+    _add(gw, "outbox-ttl", "per-kind expiry, e.g. digest=7d,health=1d")
+    _add(gw, "uplink-max-rate", "records/s cap while a backlog drains")
 
     pipe = sub.add_parser("pipeline", help="check pipelines, or print their schema and reference")
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
@@ -99,6 +104,25 @@ def _pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_durability(value: str) -> None:
+    if value not in {"normal", "full"}:
+        raise ValueError(f"--durability: expected normal or full, got {value!r}")
+
+
+def _ttl(spec: str) -> dict[str, float]:
+    """`digest=7d,health=1d` -> {"digest": 604800.0, "health": 86400.0}."""
+    from gateway.outbox import CLASS  # noqa: PLC0415
+
+    ttl: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        kind, _, duration = item.partition("=")
+        if kind not in CLASS or not duration:
+            kinds = ", ".join(CLASS)
+            raise ValueError(f"--outbox-ttl: expected KIND=DURATION, KIND in {kinds}; got {item!r}")
+        ttl[kind] = parse_duration(duration)
+    return ttl
+
+
 def _gateway(args: argparse.Namespace) -> int:
     from gateway.app import GatewayOptions, run_gateway  # noqa: PLC0415
     from gateway.spec import PipelineError, load_pipeline  # noqa: PLC0415
@@ -114,6 +138,10 @@ def _gateway(args: argparse.Namespace) -> int:
         broker = parse_broker_url(args.broker)
         uplink = parse_broker_url(args.uplink) if args.uplink else broker
         metrics_port = int(args.metrics_port) if args.metrics_port else None
+        _check_durability(args.durability)
+        max_bytes = parse_size(args.outbox_max_bytes)
+        ttl = _ttl(args.outbox_ttl or "")
+        max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
     except PipelineError as exc:
         print(exc, file=sys.stderr)
         print(
@@ -132,6 +160,10 @@ def _gateway(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         metrics_port=metrics_port,
         metrics_host=args.metrics_host,
+        durability=args.durability,
+        outbox_max_bytes=max_bytes,
+        outbox_ttl=ttl,
+        uplink_max_rate=max_rate,
     )
     return asyncio.run(run_gateway(options))
 

@@ -25,12 +25,13 @@ from fogline.urls import BrokerUrl
 from gateway.clock import Clock, SystemClock
 from gateway.engine import Engine, Output
 from gateway.metrics import Metrics, MetricsServer
+from gateway.outbox import Durability, Outbox
 from gateway.outputs import ActionOutput, UplinkOutput
 from gateway.sources.mqtt import MqttSource
 from gateway.spec import ActionOutputConfig, MqttSourceConfig, Pipeline, UplinkOutputConfig
 from gateway.status import show_status
 from gateway.template import compile_template
-from gateway.uplink import MqttUplink
+from gateway.uplink import Uplink
 
 log = logging.getLogger("fogline.gateway")
 
@@ -50,6 +51,10 @@ class GatewayOptions:
     metrics_host: str = "127.0.0.1"
     shutdown_deadline: float = 10.0
     status: bool = True
+    durability: Durability = "normal"
+    outbox_max_bytes: int = 256 * 1024 * 1024
+    outbox_ttl: dict[str, float] = field(default_factory=dict)
+    uplink_max_rate: float | None = None
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -86,14 +91,24 @@ class Gateway:
         )
         self.source.pause = self.edge.pause_reading
         self.source.resume = self.edge.resume_reading
+        self.outbox = Outbox(
+            options.data_dir / "outbox.db",
+            max_bytes=options.outbox_max_bytes,
+            durability=options.durability,
+            ttl=options.outbox_ttl,
+        )
+        self.uplink = Uplink(
+            gid, self.outbox, self.metrics, options.clock, max_rate=options.uplink_max_rate
+        )
         self.up = MqttLink(
             options.uplink,
             f"fogline-{gid}-uplink",
             name="uplink",
+            subscriptions=[(self.uplink.ack_topic, 1)],
+            on_message=self.uplink.on_message,
             wait_connected=0.0,
-            on_reconnect=lambda: self._count_reconnect("uplink"),
+            on_reconnect=self._uplink_reconnected,
         )
-        self.uplink = MqttUplink(gid, self.up, self.metrics, options.clock)
         outputs: list[tuple[list[str], Output]] = []
         for i, (kind, cfg) in enumerate(pipeline.outputs):
             if isinstance(cfg, UplinkOutputConfig):
@@ -133,6 +148,7 @@ class Gateway:
             await self._exit.enter_async_context(self.edge)
         except BaseException:
             await self._exit.aclose()
+            self.outbox.close()
             raise
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
@@ -141,7 +157,8 @@ class Gateway:
             "pipeline": self._pipeline_loop(),
             "ticker": self._ticker(),
             "health": self._health(),
-            "uplink.publish": self.uplink.run(),
+            "uplink.commit": self.uplink.run_commits(),
+            "uplink.publish": self.uplink.run_publish(self.up),
         }
         if self.options.status:
             loops["status"] = show_status(self.metrics, lambda: self.uplink.pending)
@@ -169,6 +186,7 @@ class Gateway:
                     task.cancel()
                 await self._tasks.__aexit__(None, None, None)
             await self._exit.aclose()
+            self.outbox.close()
             self.stopped.set()
 
     async def _shutdown(self) -> None:
@@ -176,9 +194,11 @@ class Gateway:
         self.edge.pause_reading()
         self.engine.process(self.source.take(max_messages=1 << 30))
         self.engine.flush()
-        if self.uplink.pending and self.up.connected.is_set():
-            self.uplink.publish_ready()
-            await self.up.drain()
+        self.uplink.send("health", [("", self.health())])
+        self.outbox.flush()  # durable now; what is not acknowledged is sent after a restart
+        if self.up.connected.is_set():
+            self.uplink.pump(self.up)
+            await self.up.drain(within=2.0)
 
     async def run_until_signal(self) -> None:
         loop = asyncio.get_running_loop()
@@ -218,6 +238,7 @@ class Gateway:
             "edge_connected": self.edge.connected.is_set(),
             "intake_depth": self.source.depth,
             "uplink_pending": self.uplink.pending,
+            "outbox": self.outbox.stats(),
             **self.metrics.snapshot(),
         }
 
@@ -234,6 +255,10 @@ class Gateway:
             entry["payload"] = payload[: self._dead_max].decode("utf-8", "replace")
         entry["gateway"] = self.options.gateway_id
         self.edge.publish(self._dead_topic, orjson.dumps(entry, default=str), 0)
+
+    def _uplink_reconnected(self) -> None:
+        self._count_reconnect("uplink")
+        self.uplink.on_reconnect()
 
     def _count_reconnect(self, name: str) -> None:
         self.metrics.reconnects[name] += 1

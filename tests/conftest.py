@@ -6,8 +6,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from support import MOSQUITTO, Broker, Collector
+
+from fogline.urls import parse_broker_url
+from gateway.app import GatewayOptions
+from gateway.spec import parse_pipeline
 
 
 @pytest.fixture
@@ -32,3 +35,15 @@ def collector_factory(broker: Broker) -> Iterator[Callable[[list[str]], Collecto
     yield make
     for c in made:
         c.close()
+
+
+@pytest.fixture
+def gateway_options(broker: Broker, tmp_path: Path) -> Callable[..., GatewayOptions]:
+    """Options for an in-process gateway on the test broker, its data in tmp_path/<id>."""
+
+    def make(pipeline_text: str, gid: str = "gw1", **kw: object) -> GatewayOptions:
+        pipeline = parse_pipeline(pipeline_text, "test.yaml")
+        url = parse_broker_url(broker.url)
+        return GatewayOptions(pipeline, url, url, gid, tmp_path / gid, status=False, **kw)  # type: ignore[arg-type]
+
+    return make

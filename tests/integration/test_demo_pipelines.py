@@ -10,9 +10,7 @@ import orjson
 from support import Broker, eventually
 
 from fogline.envelope import decode_batch
-from fogline.urls import parse_broker_url
-from gateway.app import Gateway, GatewayOptions
-from gateway.spec import parse_pipeline
+from gateway.app import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,12 +24,11 @@ def fast(name: str, **replace: str) -> str:
     return text
 
 
-async def test_farm_example_from_its_header(broker: Broker, collector_factory) -> None:
+async def test_farm_example_from_its_header(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
     text = fast("farm", **{"size: 30s": "size: 1s", "lateness: 5s": "lateness: 0.2s"})
-    url = parse_broker_url(broker.url)
-    opts = GatewayOptions(
-        parse_pipeline(text, "farm.yaml"), url, url, "farm1", Path(), status=False
-    )
+    opts = gateway_options(text, "farm1")
     watch = collector_factory(["farm/+/+/valve/set", "fogline/farm1/up/alert"])
     async with Gateway(opts):
         # The line the header tells users to paste: dry soil, and flow with the valve closed.
@@ -53,16 +50,15 @@ async def test_farm_example_from_its_header(broker: Broker, collector_factory) -
         assert all(a["farm"] == "north" and a["plot"] == "plot-7" for a in alerts)
 
 
-async def test_factory_vibration_anomaly_raises_once(broker: Broker, collector_factory) -> None:
+async def test_factory_vibration_anomaly_raises_once(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
     """Twelve normal windows, then a bearing fault: one warning alert, not a storm."""
     text = fast(
         "factory",
         **{"size: 10s": "size: 1s", "lateness: 2s": "lateness: 0s", "for: 10s": "for: 1s"},
     )
-    url = parse_broker_url(broker.url)
-    opts = GatewayOptions(
-        parse_pipeline(text, "factory.yaml"), url, url, "gw1", Path(), status=False
-    )
+    opts = gateway_options(text)
     watch = collector_factory(["fogline/gw1/up/alert"])
     async with Gateway(opts) as gw:
         # Readings timestamped in the past, one window per simulated second, sent at once.
@@ -84,13 +80,10 @@ async def test_factory_vibration_anomaly_raises_once(broker: Broker, collector_f
     assert raised[0]["values"]["vibration_rms_z"] > 4
 
 
-async def test_no_task_outlives_the_gateway(broker: Broker) -> None:
+async def test_no_task_outlives_the_gateway(broker: Broker, gateway_options) -> None:
     text = (ROOT / "pipelines" / "factory.yaml").read_text()
-    url = parse_broker_url(broker.url)
     before = asyncio.all_tasks()
-    opts = GatewayOptions(
-        parse_pipeline(text, "factory.yaml"), url, url, "gw1", Path(), status=False
-    )
+    opts = gateway_options(text)
     async with Gateway(opts) as gw:
         assert {t.get_name() for t in asyncio.all_tasks()} >= {"gw[gw1].pipeline", "gw[gw1].ticker"}
     await asyncio.sleep(0.1)

@@ -12,9 +12,8 @@ import pytest
 from support import Broker, eventually
 
 from fogline.envelope import decode_batch
-from fogline.urls import parse_broker_url
-from gateway.app import Gateway, GatewayOptions
-from gateway.spec import load_pipeline, parse_pipeline
+from gateway.app import Gateway
+from gateway.spec import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,21 +50,15 @@ tick: 50ms
 """
 
 
-def options(
-    broker: Broker, pipeline_text: str = FAST, gid: str = "gw1", **kw: object
-) -> GatewayOptions:
-    pipeline = parse_pipeline(pipeline_text, "test.yaml")
-    url = parse_broker_url(broker.url)
-    return GatewayOptions(pipeline, url, url, gid, Path(), status=False, **kw)  # type: ignore[arg-type]
-
-
 def records(messages: list[tuple[str, bytes]]) -> list[dict[str, object]]:
     return [r["data"] for _, p in messages for r in decode_batch(p)["records"]]
 
 
-async def test_digest_alert_and_action_by_content(broker: Broker, collector_factory) -> None:
+async def test_digest_alert_and_action_by_content(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
     watch = collector_factory(["fogline/gw1/up/#", "plant/+/actions"])
-    async with Gateway(options(broker)) as gw:
+    async with Gateway(gateway_options(FAST)) as gw:
         now = time.time()
         for i, temp in enumerate([20.0, 22.0, 24.0]):
             watch.publish(
@@ -101,9 +94,11 @@ async def test_digest_alert_and_action_by_content(broker: Broker, collector_fact
     assert sorted(seqs) == list(range(1, len(seqs) + 1))
 
 
-async def test_garbage_is_counted_and_the_stream_goes_on(broker: Broker, collector_factory) -> None:
+async def test_garbage_is_counted_and_the_stream_goes_on(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
     watch = collector_factory(["fogline/gw1/#", "plant/+/actions"])
-    async with Gateway(options(broker)) as gw:
+    async with Gateway(gateway_options(FAST)) as gw:
         bad = {
             b"{not json": "malformed_json",
             b'{"temperature": "hot"}': "wrong_type",
@@ -130,8 +125,10 @@ async def test_garbage_is_counted_and_the_stream_goes_on(broker: Broker, collect
         assert {orjson.loads(p)["reason"] for _, p in dead} == set(bad.values())
 
 
-async def test_broker_restart_mid_stream(broker: Broker, collector_factory) -> None:
-    async with Gateway(options(broker)) as gw:
+async def test_broker_restart_mid_stream(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    async with Gateway(gateway_options(FAST)) as gw:
         watch = collector_factory(["plant/+/actions"])
         watch.publish("plant/a/telemetry", orjson.dumps({"temperature": 99.0}))
         await eventually(lambda: watch.on("plant/a/actions"), what="the first action")
@@ -148,9 +145,9 @@ async def test_broker_restart_mid_stream(broker: Broker, collector_factory) -> N
         assert gw.metrics.reconnects["edge"] >= 1
 
 
-async def test_senml_and_arrays(broker: Broker, collector_factory) -> None:
+async def test_senml_and_arrays(broker: Broker, collector_factory, gateway_options) -> None:
     watch = collector_factory(["plant/+/actions"])
-    async with Gateway(options(broker)) as gw:
+    async with Gateway(gateway_options(FAST)) as gw:
         senml = [{"bn": "urn:dev:s1:", "n": "temperature", "u": "Cel", "v": 96.0}]
         watch.publish("plant/s1/telemetry", orjson.dumps(senml))
         watch.publish(
@@ -162,9 +159,9 @@ async def test_senml_and_arrays(broker: Broker, collector_factory) -> None:
         assert gw.metrics.total_rejects() == 0
 
 
-async def test_metrics_and_healthz(broker: Broker, collector_factory) -> None:
+async def test_metrics_and_healthz(broker: Broker, collector_factory, gateway_options) -> None:
     watch = collector_factory([])
-    async with Gateway(options(broker, metrics_port=0)) as gw:
+    async with Gateway(gateway_options(FAST, metrics_port=0)) as gw:
         watch.publish("plant/m/telemetry", orjson.dumps({"temperature": 20.0}))
         port = gw.metrics_server.port
         await eventually(lambda: gw.metrics.total_in() == 1, what="the reading")
@@ -183,10 +180,12 @@ async def test_metrics_and_healthz(broker: Broker, collector_factory) -> None:
         assert all(line.startswith(("# ", "fogline_")) for line in body.splitlines())
 
 
-async def test_shutdown_flushes_open_windows(broker: Broker, collector_factory) -> None:
+async def test_shutdown_flushes_open_windows(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
     slow = FAST.replace("size: 1s", "size: 1h")
     watch = collector_factory(["fogline/gw1/up/digest"])
-    async with Gateway(options(broker, slow)) as gw:
+    async with Gateway(gateway_options(slow)) as gw:
         watch.publish("plant/m/telemetry", orjson.dumps({"temperature": 20.0}))
         await eventually(lambda: gw.metrics.step_in["windows"] == 1, what="the reading")
         assert not watch.on("fogline/gw1/up/digest")

@@ -1,0 +1,245 @@
+"""The durable outbox: every record for the cloud, in SQLite (WAL), until the cloud says it
+has stored it.
+
+Appends are numbered at once (`seq`, per gateway, across kinds) and committed in groups: at
+most every `flush_interval` or `flush_records` records, at once for alerts. Only committed
+records are ever read for sending, and the persisted `next_seq` moves in the same
+transaction, so a crash loses at most the last uncommitted group and never reuses a number
+the cloud has seen. Acknowledged records are deleted in the next group.
+
+The outbox is bounded in bytes. Over the bound it evicts by class, lowest first (health,
+digest, event, escalation, alert): an alert goes only when nothing else is left. Every
+eviction and expiry is counted per kind and kept as seq ranges, which the health record
+reports so the cloud can tell an explained gap from a loss.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from fogline.envelope import Entry, to_ranges
+
+# Lower number = higher priority: sent first, evicted last.
+CLASS = {"alert": 0, "escalation": 1, "event": 2, "digest": 3, "health": 4}
+KINDS = tuple(sorted(CLASS, key=CLASS.__getitem__))
+MAX_REPORTED_RANGES = 2000
+
+Durability = Literal["normal", "full"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    class INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox (class, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(slots=True)
+class Pending:
+    seq: int
+    cls: int
+    device: str
+    data: bytes
+    created: float
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        durability: Durability = "normal",
+        ttl: dict[str, float] | None = None,
+        flush_records: int = 1000,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.flush_records = flush_records
+        self._ttl = {CLASS[k]: v for k, v in (ttl or {}).items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        self._db.executescript(SCHEMA)
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        top = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
+        self.next_seq: int = max(int(meta.get("next_seq", "1")), top + 1)
+        self.evicted: defaultdict[str, int] = defaultdict(
+            int, orjson.loads(meta.get("evicted", "{}"))
+        )
+        self.expired: defaultdict[str, int] = defaultdict(
+            int, orjson.loads(meta.get("expired", "{}"))
+        )
+        self.dropped_ranges: list[tuple[int, int]] = [
+            (int(lo), int(hi)) for lo, hi in orjson.loads(meta.get("dropped_ranges", "[]"))
+        ]
+        size, depth = self._db.execute(
+            "SELECT COALESCE(SUM(LENGTH(data)), 0), COUNT(*) FROM outbox"
+        ).fetchone()
+        self.bytes: int = int(size)
+        self.depth: int = int(depth)
+        self._appends: list[Pending] = []
+        self._acks: list[tuple[int, int]] = []
+        self.urgent = False  # an alert waits: flush without delay
+        self.commits = 0
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, kind: str, device: str, data: dict[str, Any]) -> int:
+        """Number a record and buffer it for the next group commit; returns its seq."""
+        seq = self.next_seq
+        self.next_seq += 1
+        cls = CLASS.get(kind, CLASS["event"])
+        self._appends.append(Pending(seq, cls, device, orjson.dumps(data), time.time()))
+        if cls == 0:
+            self.urgent = True
+        return seq
+
+    def ack(self, ranges: list[tuple[int, int]]) -> None:
+        """The cloud has stored these seqs: delete them in the next group commit."""
+        self._acks.extend(ranges)
+
+    @property
+    def pending(self) -> int:
+        """Records not yet acknowledged, committed or not."""
+        return self.depth + len(self._appends)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._appends) + len(self._acks)
+
+    def flush(self, now: float | None = None) -> int:
+        """One transaction: buffered appends and acks, expiry, eviction. Returns rows added."""
+        appends, acks = self._appends, self._acks
+        self._appends, self._acks = [], []
+        self.urgent = False
+        now = time.time() if now is None else now
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if appends:
+                db.executemany(
+                    "INSERT INTO outbox (seq, class, device, data, created) VALUES (?, ?, ?, ?, ?)",
+                    [(p.seq, p.cls, p.device, p.data, p.created) for p in appends],
+                )
+                self.bytes += sum(len(p.data) for p in appends)
+                self.depth += len(appends)
+            for lo, hi in acks:
+                self._delete("seq BETWEEN ? AND ?", (lo, hi))
+            dropped_now = self._expire(now) if self._ttl else False
+            dropped_now = self._evict() or dropped_now
+            meta = [("next_seq", str(self.next_seq))]
+            if dropped_now:
+                self.dropped_ranges = to_ranges_merged(self.dropped_ranges)[-MAX_REPORTED_RANGES:]
+                meta += [
+                    ("evicted", orjson.dumps(self.evicted).decode()),
+                    ("expired", orjson.dumps(self.expired).decode()),
+                    ("dropped_ranges", orjson.dumps(self.dropped_ranges).decode()),
+                ]
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._appends = appends + self._appends
+            self._acks = acks + self._acks
+            raise
+        self.commits += 1
+        return len(appends)
+
+    def _delete(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, int, int]]:
+        # `where` is one of a few literals in this module, never input.
+        query = f"DELETE FROM outbox WHERE {where} RETURNING seq, class, LENGTH(data)"  # noqa: S608
+        rows: list[tuple[int, int, int]] = self._db.execute(query, args).fetchall()
+        self.bytes -= sum(r[2] for r in rows)
+        self.depth -= len(rows)
+        return rows
+
+    def _expire(self, now: float) -> bool:
+        dropped = False
+        for cls, ttl in self._ttl.items():
+            rows = self._delete("class = ? AND created < ?", (cls, now - ttl))
+            if rows:
+                dropped = True
+                self.expired[KINDS[cls]] += len(rows)
+                self.dropped_ranges += to_ranges([r[0] for r in rows])
+        return dropped
+
+    def _evict(self) -> bool:
+        dropped = False
+        for cls in range(len(KINDS) - 1, -1, -1):
+            while self.bytes > self.max_bytes:
+                # Oldest first within the class; a page at a time keeps each statement short.
+                over = self.bytes - self.max_bytes
+                victims = self._db.execute(
+                    "SELECT seq, LENGTH(data) FROM outbox WHERE class = ? ORDER BY seq LIMIT 512",
+                    (cls,),
+                ).fetchall()
+                if not victims:
+                    break
+                upto, freed = victims[-1][0], 0
+                for seq, size in victims:
+                    freed += size
+                    if freed >= over:
+                        upto = seq
+                        break
+                rows = self._delete("class = ? AND seq <= ?", (cls, upto))
+                self.evicted[KINDS[cls]] += len(rows)
+                self.dropped_ranges += to_ranges([r[0] for r in rows])
+                dropped = True
+        return dropped
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read(self, kind: str, after: int, limit: int, max_bytes: int) -> list[Entry]:
+        """Committed records of a kind after `after`, in seq order, within the limits."""
+        out: list[Entry] = []
+        size = 0
+        for seq, device, data in self._db.execute(
+            "SELECT seq, device, data FROM outbox WHERE class = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (CLASS[kind], after, limit),
+        ):
+            size += len(data)
+            if out and size > max_bytes:
+                break
+            out.append((seq, device, orjson.loads(data)))
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """What the health record reports about the outbox."""
+        return {
+            "depth": self.depth,
+            "bytes": self.bytes,
+            "max_bytes": self.max_bytes,
+            "evicted": dict(self.evicted),
+            "expired": dict(self.expired),
+            "evicted_ranges": self.dropped_ranges,
+        }
+
+    def close(self) -> None:
+        if self._appends or self._acks:
+            self.flush()
+        self._db.close()
+
+
+def to_ranges_merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort and merge inclusive ranges that touch or overlap."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
