@@ -266,7 +266,8 @@ def compile_expr(source: str) -> Expr:
         raise ExprError("expected an expression, got an empty string", 0)
     checker = _Checker(text)
     try:
-        tree = ast.parse(text, "<expr>", mode="eval")
+        # The newline makes an unexpected end of input point at the end, not at column 0.
+        tree = ast.parse(text + "\n", "<expr>", mode="eval")
         body = checker.visit(tree.body)
         arguments = ast.arguments([], [ast.arg("r")], None, [], [], None, [])
         func = ast.Expression(ast.copy_location(ast.Lambda(arguments, body), body))
@@ -274,7 +275,7 @@ def compile_expr(source: str) -> Expr:
     except SyntaxError as exc:
         column = checker.col(exc.lineno, 0) + (exc.offset or 1) - 1 if exc.lineno else 0
         detail = exc.msg.removeprefix("invalid syntax").lstrip(". ")
-        msg = f"invalid syntax at column {lead + column}" + (f": {detail}" * bool(detail))
+        msg = "invalid syntax" + (f": {detail}" * bool(detail))
         raise ExprError(msg, lead + column) from None
     except ExprError as exc:
         raise ExprError(exc.message, lead + exc.column) from None

@@ -202,7 +202,9 @@ class Alert(Operator):
         if rule.message is not None:
             try:
                 message = rule.message.render({**fields, **event})
-            except (KeyError, ValueError) as exc:
+            except KeyError as exc:
+                message = f"{rule.name} {state} (message template failed: no field {exc})"
+            except Exception as exc:  # e.g. a null field with a format spec
                 message = f"{rule.name} {state} (message template failed: {exc})"
         event["message"] = message or f"{rule.name} {state} for {'/'.join(record.key)}"
         return Record(record.key, record.ts, event)

@@ -55,7 +55,14 @@ class Deadband(Operator):
         for record in batch:
             seen = last.get(record.key)
             fields = record.fields
-            if seen is None or self._moved(seen[1], fields) or self._due(seen[0], record.ts):
+            try:
+                passes = (
+                    seen is None or self._moved(seen[1], fields) or self._due(seen[0], record.ts)
+                )
+            except TypeError:
+                self.ctx.reject(record, "wrong_type", "a deadband field is not a number")
+                continue
+            if passes:
                 try:
                     last[record.key] = (record.ts, {f: fields[f] for f, _ in self._thresholds})
                 except KeyError as exc:

@@ -118,6 +118,18 @@ class Window(Operator):
         n_fields = len(fields)
         keep_times = self._keep_times
         for record in batch:
+            values = record.fields
+            row = [values.get(name) for name in fields]
+            if not all(v is None or type(v) is float or type(v) is int for v in row):
+                bad = next(
+                    n
+                    for n, v in zip(fields, row, strict=True)
+                    if v is not None and type(v) not in (int, float)
+                )
+                self.ctx.reject(
+                    record, "wrong_type", f"field '{bad}': expected a number, got {values[bad]!r}"
+                )
+                continue
             ts = record.ts if self._event_time else now
             if ts > self._max_ts:
                 self._max_ts = ts
@@ -135,9 +147,8 @@ class Window(Operator):
                     if buf is None:
                         buf = by_key[record.key] = _Buffer(n_fields)
                     buf.count += 1
-                    values = record.fields
                     for i in range(n_fields):
-                        value = values.get(fields[i])
+                        value = row[i]
                         if value is not None:
                             buf.values[i].append(value)
                             if keep_times:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway.clock import FakeClock
 from gateway.operators import REGISTRY
@@ -17,6 +20,9 @@ from gateway.operators.base import Operator, StepContext
 from gateway.record import Record
 
 KEY_FIELDS = ("machine",)
+IGNORE_LIBCST_WARNING = pytest.mark.filterwarnings(
+    "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+)
 
 
 def rec(machine: str, ts: float, **fields: Any) -> Record:
@@ -56,7 +62,6 @@ def make_op(op_name: str, config_dict: dict[str, Any], clock: FakeClock | None =
     """The operator with a collecting context, before any record went in."""
     cls = REGISTRY[op_name]
     config = cls.Config.model_validate(config_dict)
-    run: Run
     rejects: list[tuple[Record, str, str]] = []
     side: list[tuple[str, Record]] = []
     ctx = StepContext(
@@ -67,8 +72,7 @@ def make_op(op_name: str, config_dict: dict[str, Any], clock: FakeClock | None =
         reject=lambda record, reason, detail: rejects.append((record, reason, detail)),
         side=lambda stream, record: side.append((stream, record)),
     )
-    run = Run(cls(config, ctx), rejects=rejects, side=side)
-    return run
+    return Run(cls(config, ctx), rejects=rejects, side=side)
 
 
 def run_op(
@@ -88,3 +92,14 @@ def run_op(
     if flush:
         run.flush()
     return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # When a hypothesis test fails, its pytest plugin imports libcst to suggest a patch;
+    # the installed libcst uses the deprecated mypy_extensions.TypedDict, and with
+    # `filterwarnings = error` that warning crashes the whole run (INTERNALERROR) and hides
+    # the failure. Item marks outrank the ini filters, so ignore just that warning here.
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(IGNORE_LIBCST_WARNING)

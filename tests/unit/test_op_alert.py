@@ -154,7 +154,7 @@ def test_message_template_is_rendered():
 
 def test_message_naming_a_missing_field_falls_back():
     run = alert([{**HYSTERESIS, "message": "{machine}: {nope}"}], series([90]))
-    assert run.out[0].fields["message"] == "hot raised (message template failed: 'nope')"
+    assert run.out[0].fields["message"] == "hot raised (message template failed: no field 'nope')"
 
 
 def test_values_snapshot_holds_the_fields_the_rule_reads():
@@ -216,3 +216,15 @@ def test_expression_error_rejects_and_the_batch_continues():
 def test_invalid_rules(rule):
     with pytest.raises(ValueError, match="validation error"):
         make_op("alert", {"rules": [rule]})
+
+
+def test_message_with_a_format_spec_on_a_null_field_falls_back_and_keeps_the_event():
+    # A reading may carry null for an optional field (validate lets `required: false`
+    # fields be null). Rendering `{current:.1f}` with None raises TypeError, which must
+    # fall back like a missing field does, never swallow the raise.
+    rule = {**HYSTERESIS, "message": "{machine}: {current:.1f} A"}
+    run = alert([rule], [rec("m1", 0, x=90, current=None), rec("m1", 1, x=70, current=2.0)])
+    assert run.rejects == []
+    assert states(run) == [(0, "raised"), (1, "cleared")]
+    assert run.out[0].fields["message"].startswith("hot raised (message template failed: ")
+    assert run.out[1].fields["message"] == "m1: 2.0 A"

@@ -15,7 +15,9 @@ def test_adds_the_moving_mean_and_its_score():
 def test_mean_moves_towards_a_step_by_alpha_per_sample(alpha):
     xs = [0.0] * 5 + [1.0] * 10
     run = run_op(
-        "ewma", {"field": "x", "alpha": alpha, "warmup": 1}, [rec("m1", i, x=x) for i, x in enumerate(xs)]
+        "ewma",
+        {"field": "x", "alpha": alpha, "warmup": 1},
+        [rec("m1", i, x=x) for i, x in enumerate(xs)],
     )
     means = [r.fields["x_ewma"] for r in run.out]
     assert means[:5] == [0.0] * 5

@@ -70,9 +70,7 @@ def arrivals(draw):
 def test_tumbling_event_time_matches_numpy(case):
     lateness, records = case
     clock = FakeClock(T0 + 1000)  # the wall clock never moves: only readings move time
-    run = make_op(
-        "window", {"size": "10s", "lateness": lateness, "aggregates": {"x": AGGS}}, clock
-    )
+    run = make_op("window", {"size": "10s", "lateness": lateness, "aggregates": {"x": AGGS}}, clock)
     for r in records:
         run.feed([r])
         run.timer(clock.now())
@@ -98,7 +96,8 @@ def test_tumbling_event_time_matches_numpy(case):
         assert out.fields["count"] == len(xs)
         v = np.array(xs)
         for agg in AGGS:
-            assert out.fields[f"x_{agg}"] == pytest.approx(REFERENCE[agg](v), rel=1e-9, abs=1e-9), agg
+            want = pytest.approx(REFERENCE[agg](v), rel=1e-9, abs=1e-9)
+            assert out.fields[f"x_{agg}"] == want, agg
 
 
 def test_windows_are_emitted_in_start_order_and_only_once():
@@ -117,7 +116,10 @@ def test_hopping_each_reading_lands_in_two_windows():
     times = [0.0, 2.5, 5.0, 7.5, 12.0, 19.9]
     records = [rec("m1", T0 + t, x=t) for t in times]
     run = run_op(
-        "window", {"size": "10s", "hop": "5s", "aggregates": {"x": ["count", "sum"]}}, records, flush=True
+        "window",
+        {"size": "10s", "hop": "5s", "aggregates": {"x": ["count", "sum"]}},
+        records,
+        flush=True,
     )
     got = {r.fields["window_start"] - T0: r.fields for r in run.out}
     expected = {}
@@ -142,7 +144,9 @@ def test_hopping_on_timer_closes_each_window_at_its_own_end():
 def test_processing_time_uses_the_clock_not_the_timestamp():
     clock = FakeClock(T0 + 3)
     run = make_op(
-        "window", {"size": 10, "time": "processing", "lateness": 60, "aggregates": {"x": ["sum"]}}, clock
+        "window",
+        {"size": 10, "time": "processing", "lateness": 60, "aggregates": {"x": ["sum"]}},
+        clock,
     )
     run.feed([rec("m1", 5.0, x=1.0), rec("m2", 1e12, x=2.0)])  # event times are ignored
     clock.advance(4)  # T0 + 7
@@ -248,7 +252,10 @@ def test_a_field_without_values_in_a_window_omits_its_aggregates():
         rec("m1", T0 + 11, y=4.0),
     ]
     run = run_op(
-        "window", {"size": 10, "aggregates": {"x": ["mean"], "y": ["max", "count"]}}, records, flush=True
+        "window",
+        {"size": 10, "aggregates": {"x": ["mean"], "y": ["max", "count"]}},
+        records,
+        flush=True,
     )
     got = {(r.key[0], r.fields["window_start"] - T0): r.fields for r in run.out}
     assert set(got[("m1", 0)]) == {"machine", "window_start", "window_end", "count", "x_mean"}
@@ -265,7 +272,10 @@ def test_a_field_without_values_in_a_window_omits_its_aggregates():
 def test_first_and_last_follow_event_time_not_arrival():
     records = [rec("m1", T0 + t, x=float(t)) for t in (5, 2, 8, 3)]
     run = run_op(
-        "window", {"size": 10, "lateness": 10, "aggregates": {"x": ["first", "last"]}}, records, flush=True
+        "window",
+        {"size": 10, "lateness": 10, "aggregates": {"x": ["first", "last"]}},
+        records,
+        flush=True,
     )
     [out] = run.out
     assert (out.fields["x_first"], out.fields["x_last"]) == (2.0, 8.0)

@@ -1,0 +1,340 @@
+"""Decoder: topic fields, JSON / JSON array / SenML, timestamps, key, and every reject."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.decode import Decoder, TopicPatterns
+from gateway.record import Record
+
+NOW = 1_700_000_000.0
+TOPIC = "factory/l1/m1/telemetry"
+TOPIC_FIELDS = {"line": "l1", "machine": "m1"}
+
+
+class Harness:
+    def __init__(
+        self, patterns=("factory/{line}/{machine}/telemetry",), key=("line", "machine"), **kw
+    ):
+        self.rejects: list[tuple[str, bytes, str, str]] = []
+        self.patterns = TopicPatterns(list(patterns))
+        self.decoder = Decoder(self.patterns, key, lambda *args: self.rejects.append(args), **kw)
+
+    def __call__(self, payload, topic=TOPIC, now=NOW) -> list[Record]:
+        raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        out: list[Record] = []
+        self.decoder.decode(topic, raw, now, out)
+        return out
+
+    @property
+    def reasons(self) -> list[str]:
+        return [reason for _, _, reason, _ in self.rejects]
+
+    @property
+    def details(self) -> list[str]:
+        return [detail for _, _, _, detail in self.rejects]
+
+
+@pytest.fixture
+def decode():
+    return Harness()
+
+
+# -- plain JSON ----------------------------------------------------------------------------
+
+
+def test_json_object(decode):
+    out = decode({"ts": NOW - 1.5, "vibration": 2.4, "status": "ok"})
+    assert out == [
+        Record(
+            ("l1", "m1"),
+            NOW - 1.5,
+            {"ts": NOW - 1.5, "vibration": 2.4, "status": "ok", **TOPIC_FIELDS},
+        )
+    ]
+    assert decode.rejects == []
+
+
+def test_topic_fields_win_over_payload_fields(decode):
+    [r] = decode({"machine": "spoofed", "v": 1})
+    assert r.key == ("l1", "m1")
+    assert r.fields["machine"] == "m1"
+
+
+def test_json_array_of_readings(decode):
+    out = decode([{"ts": NOW - 2, "v": 1}, {"ts": NOW - 1, "v": 2}, {"v": 3}])
+    assert [(r.ts, r.fields["v"]) for r in out] == [(NOW - 2, 1), (NOW - 1, 2), (NOW, 3)]
+    assert all(r.key == ("l1", "m1") for r in out)
+
+
+def test_empty_array_is_nothing(decode):
+    assert decode([]) == []
+    assert decode.rejects == []
+
+
+def test_timestamp_in_milliseconds(decode):
+    [r] = decode({"ts": 1_700_000_000_250, "v": 1})
+    assert r.ts == pytest.approx(1_700_000_000.25)
+    assert type(r.ts) is float
+
+
+def test_integer_seconds_become_float(decode):
+    [r] = decode({"ts": 1_699_999_999, "v": 1})
+    assert r.ts == 1_699_999_999.0
+    assert type(r.ts) is float
+
+
+@pytest.mark.parametrize("payload", [{"v": 1}, {"v": 1, "ts": None}])
+def test_missing_timestamp_is_the_arrival_time(decode, payload):
+    [r] = decode(payload, now=NOW + 0.125)
+    assert r.ts == NOW + 0.125
+
+
+def test_other_timestamp_field_and_none():
+    assert Harness(timestamp="time")({"time": NOW - 5, "ts": "ignored"})[0].ts == NOW - 5
+    assert Harness(timestamp=None)({"ts": NOW - 5})[0].ts == NOW
+
+
+def test_single_field_key():
+    decode = Harness(patterns=["plant/{machine}/telemetry"], key=("machine",))
+    [r] = decode({"v": 1}, topic="plant/m7/telemetry")
+    assert r.key == ("m7",)
+
+
+def test_key_values_from_the_payload_become_strings():
+    decode = Harness(patterns=["plant/{line}"], key=("line", "unit"))
+    [r] = decode({"unit": 12}, topic="plant/a")
+    assert r.key == ("a", "12")
+    assert r.fields["unit"] == 12
+
+
+# -- SenML -------------------------------------------------------------------------------
+
+
+def test_senml_pack_grouped_by_time(decode):
+    pack = [
+        {"bn": "urn:dev:m1:", "bt": NOW - 10, "n": "temp", "u": "Cel", "v": 21.5},
+        {"n": "running", "vb": True},
+        {"n": "state", "vs": "run"},
+        {"n": "temp", "t": 5, "v": 22.0},
+        {"n": "hum", "t": 5, "v": 40},
+    ]
+    out = decode(pack)
+    assert decode.rejects == []
+    assert out == [
+        Record(
+            ("l1", "m1"),
+            NOW - 10,
+            {
+                "ts": NOW - 10,
+                "bn": "urn:dev:m1:",
+                "temp": 21.5,
+                "running": True,
+                "state": "run",
+                **TOPIC_FIELDS,
+            },
+        ),
+        Record(
+            ("l1", "m1"),
+            NOW - 5,
+            {"ts": NOW - 5, "bn": "urn:dev:m1:", "temp": 22.0, "hum": 40, **TOPIC_FIELDS},
+        ),
+    ]
+
+
+def test_senml_relative_times_resolve_against_now(decode):
+    pack = [{"n": "a", "v": 1}, {"n": "a", "t": -30, "v": 2}, {"n": "b", "t": -30, "v": 3}]
+    out = decode(pack, now=NOW)
+    assert [(r.ts, {k: r.fields.get(k) for k in ("a", "b")}) for r in out] == [
+        (NOW, {"a": 1, "b": None}),
+        (NOW - 30, {"a": 2, "b": 3}),
+    ]
+
+
+def test_senml_relative_base_time(decode):
+    [r] = decode([{"bt": -60, "n": "a", "v": 1}])
+    assert r.ts == NOW - 60
+
+
+def test_senml_base_value_and_base_only_records(decode):
+    pack = [{"bn": "dev:", "bt": NOW, "bv": 100}, {"n": "a", "v": 1.5}, {"n": "b", "v": -1}]
+    [r] = decode(pack)
+    assert (r.fields["a"], r.fields["b"]) == (101.5, 99.0)
+
+
+def test_senml_times_in_milliseconds(decode):
+    [r] = decode([{"bt": 1_700_000_000_500, "n": "a", "v": 1}])
+    assert r.ts == pytest.approx(1_700_000_000.5)
+
+
+def test_senml_forced_format_rejects_an_object():
+    decode = Harness(fmt="senml")
+    assert decode({"n": "a", "v": 1}) == []
+    assert decode.reasons == ["not_senml"]
+
+
+def test_json_format_does_not_read_senml():
+    decode = Harness(fmt="json")
+    [r] = decode([{"n": "a", "v": 1}])
+    assert r.fields["n"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("pack", "detail"),
+    [
+        ([{"n": "a", "v": "1"}], "record 0: v must be a number, got '1'"),
+        ([{"n": "a", "v": True}], "record 0: v must be a number, got True"),
+        ([{"n": "a", "v": 1}, 5], "record 1: expected a SenML object, got a number"),
+        ([{"bn": "x", "bt": "soon", "v": 1}], None),
+        ([{"bn": "", "n": "", "v": 1}], "record 0: no name (n or bn)"),
+    ],
+)
+def test_bad_senml(decode, pack, detail):
+    assert decode(pack) == []
+    assert decode.reasons == ["bad_senml"]
+    if detail is not None:
+        assert decode.details == [detail]
+    else:
+        assert decode.details[0].startswith("record 0: ")
+
+
+# -- rejects -----------------------------------------------------------------------------
+
+
+def test_unknown_topic(decode):
+    assert decode({"v": 1}, topic="factory/l1/m1/status") == []
+    assert decode({"v": 1}, topic="factory/l1/telemetry") == []
+    assert decode.reasons == ["unknown_topic", "unknown_topic"]
+    topic, payload, _, detail = decode.rejects[0]
+    assert topic == "factory/l1/m1/status"
+    assert payload == b'{"v":1}'
+    assert detail == "no source pattern matches this topic"
+
+
+def test_too_large():
+    decode = Harness(max_payload=16)
+    assert decode(b'{"v": 1234567890}') == []  # 17 bytes
+    assert decode.reasons == ["too_large"]
+    assert decode.details == ["17 bytes > max_payload 16"]
+    assert len(decode(b'{"v": 123456789}')) == 1  # exactly 16 bytes
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b"", b'{"v": NaN}', b"\xff\xfe"])
+def test_malformed_json(decode, payload):
+    assert decode(payload) == []
+    assert decode.reasons == ["malformed_json"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "detail"),
+    [
+        (42, "expected a JSON object or array, got a number"),
+        ("text", "expected a JSON object or array, got a string"),
+        (None, "expected a JSON object or array, got null"),
+        (True, "expected a JSON object or array, got a boolean"),
+    ],
+)
+def test_not_an_object(decode, payload, detail):
+    assert decode(payload) == []
+    assert decode.rejects == [(TOPIC, orjson.dumps(payload), "not_an_object", detail)]
+
+
+def test_array_item_that_is_not_an_object(decode):
+    out = decode([{"v": 1}, "oops", [2], {"v": 3}])
+    assert [r.fields["v"] for r in out] == [1, 3]
+    assert decode.reasons == ["not_an_object", "not_an_object"]
+    assert decode.details == [
+        "expected a JSON object, got a string",
+        "expected a JSON object, got an array",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ts", "shown"), [("2024-01-01", "'2024-01-01'"), (True, "True"), ([1], "[1]"), ({}, "{}")]
+)
+def test_bad_timestamp(decode, ts, shown):
+    assert decode({"ts": ts, "v": 1}) == []
+    assert decode.rejects == [
+        (
+            TOPIC,
+            orjson.dumps({"ts": ts, "v": 1}),
+            "bad_timestamp",
+            f"field 'ts': expected epoch seconds, got {shown}",
+        )
+    ]
+
+
+@pytest.mark.parametrize("offset", [3601, -3601, -NOW])
+def test_clock_skew(decode, offset):
+    assert decode({"ts": NOW + offset, "v": 1}) == []
+    assert decode.reasons == ["clock_skew"]
+
+
+def test_clock_skew_detail_and_limit(decode):
+    assert len(decode({"ts": NOW + 3600, "v": 1})) == 1
+    decode({"ts": NOW - 7200, "v": 1})
+    assert decode.details == [f"timestamp {NOW - 7200} is -7200s from the gateway clock"]
+
+
+def test_clock_skew_disabled():
+    decode = Harness(max_clock_skew=None)
+    assert [r.ts for r in decode({"ts": 1_000_000.0})] == [1_000_000.0]
+
+
+def test_missing_key():
+    decode = Harness(patterns=["factory/{line}/telemetry"])
+    assert decode({"v": 1}, topic="factory/l1/telemetry") == []
+    assert decode.rejects == [
+        ("factory/l1/telemetry", b'{"v":1}', "missing_key", "key field 'machine' is missing")
+    ]
+
+
+def test_one_bad_reading_in_an_array_spares_the_others(decode):
+    out = decode([{"ts": "x"}, {"ts": NOW + 1e6}, {"ts": NOW - 1, "v": 1}])
+    assert [r.ts for r in out] == [NOW - 1]
+    assert decode.reasons == ["bad_timestamp", "clock_skew"]
+
+
+# -- topic patterns ----------------------------------------------------------------------
+
+
+def test_plus_and_hash_patterns():
+    patterns = TopicPatterns(["site/+/{machine}/#", "plant/{line}/+"])
+    assert patterns.filters == ["site/+/+/#", "plant/+/+"]
+    assert patterns.match("site/a/m1/x/y/z") == {"machine": "m1"}
+    assert patterns.match("site/a/m1") == {"machine": "m1"}  # '#' also matches the parent
+    assert patterns.match("site/a") is None
+    assert patterns.match("plant/l2/anything") == {"line": "l2"}
+    assert patterns.match("plant/l2/a/b") is None
+    assert patterns.match("other/l2/a") is None
+
+
+def test_hash_alone_matches_everything():
+    patterns = TopicPatterns(["#"])
+    assert patterns.match("a") == {}
+    assert patterns.match("a/b/c") == {}
+
+
+def test_first_matching_pattern_wins():
+    patterns = TopicPatterns(["f/{line}/special", "f/{line}/{machine}"])
+    assert patterns.match("f/l1/special") == {"line": "l1"}
+    assert patterns.match("f/l1/m2") == {"line": "l1", "machine": "m2"}
+
+
+def test_topic_cache_returns_the_same_fields():
+    patterns = TopicPatterns(["factory/{line}/{machine}/telemetry"])
+    first = patterns.match(TOPIC)
+    second = patterns.match(TOPIC)
+    assert first == second == TOPIC_FIELDS
+    assert second is first
+    assert patterns.match("nope") is None
+    assert patterns.match("nope") is None
+
+
+def test_decoding_does_not_corrupt_the_cached_topic_fields(decode):
+    decode({"v": 1, "extra": 2})
+    decode([{"n": "a", "v": 1}])
+    assert decode.patterns.match(TOPIC) == TOPIC_FIELDS
+    [r] = decode({"v": 5})
+    assert r.fields == {"v": 5, **TOPIC_FIELDS}
