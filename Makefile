@@ -14,14 +14,18 @@ $(BIN)/fogline: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $@
 
+SYSTEM_PACKAGES := mosquitto mosquitto-clients libcoap3-bin
+
 system-deps:
-	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { \
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "== installing mosquitto"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	    echo "== installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "mosquitto is missing: sudo apt-get install -y mosquitto mosquitto-clients"; exit 1; \
-	  fi; }
+	    echo "missing system packages: sudo apt-get install -y $$missing"; exit 1; \
+	  fi; \
+	fi
 
 demo: $(BIN)/fogline system-deps
 	$(BIN)/fogline demo

@@ -27,8 +27,15 @@ from gateway.engine import Engine, Output
 from gateway.metrics import Metrics, MetricsServer
 from gateway.outbox import Durability, Outbox
 from gateway.outputs import ActionOutput, UplinkOutput
+from gateway.sources.coap import CoapSource
 from gateway.sources.mqtt import MqttSource
-from gateway.spec import ActionOutputConfig, MqttSourceConfig, Pipeline, UplinkOutputConfig
+from gateway.spec import (
+    ActionOutputConfig,
+    CoapSourceConfig,
+    MqttSourceConfig,
+    Pipeline,
+    UplinkOutputConfig,
+)
 from gateway.status import show_status
 from gateway.template import compile_template
 from gateway.uplink import Uplink
@@ -68,17 +75,23 @@ class Gateway:
         self.stopped = asyncio.Event()
         pipeline = options.pipeline
         gid = options.gateway_id
+        self.ready = asyncio.Event()
         self.source = MqttSource(
-            [
-                cfg
-                for kind, cfg in pipeline.sources
-                if isinstance(cfg, MqttSourceConfig) and kind == "mqtt"
-            ],
+            [cfg for _, cfg in pipeline.sources if isinstance(cfg, MqttSourceConfig)],
             pipeline.key,
             self._reject_raw,
             self.metrics,
             pipeline.header.queue,
             options.clock.now,
+            self.ready,
+        )
+        coap = [cfg for _, cfg in pipeline.sources if isinstance(cfg, CoapSourceConfig)]
+        self.coap = (
+            CoapSource(
+                coap, pipeline.key, self._reject_raw, self.metrics, options.clock.now, self.ready
+            )
+            if coap
+            else None
         )
         self.edge = MqttLink(
             options.broker,
@@ -146,6 +159,8 @@ class Gateway:
                 )
             await self._exit.enter_async_context(self.up)
             await self._exit.enter_async_context(self.edge)
+            if self.coap is not None:
+                await self._exit.enter_async_context(self.coap)
         except BaseException:
             await self._exit.aclose()
             self.outbox.close()
@@ -193,6 +208,8 @@ class Gateway:
         """Stop intake, finish what was received, flush windows, hand records to the uplink."""
         self.edge.pause_reading()
         self.engine.process(self.source.take(max_messages=1 << 30))
+        if self.coap is not None:
+            self.engine.process(self.coap.take())
         self.engine.flush()
         self.uplink.send("health", [("", self.health())])
         self.outbox.flush()  # durable now; what is not acknowledged is sent after a restart
@@ -211,11 +228,16 @@ class Gateway:
     # -- tasks ------------------------------------------------------------------------------
 
     async def _pipeline_loop(self) -> None:
-        source, engine = self.source, self.engine
+        source, coap, engine, ready = self.source, self.coap, self.engine, self.ready
         while True:
-            await source.ready.wait()
+            await ready.wait()
+            ready.clear()
             engine.process(source.take())
-            await asyncio.sleep(0)  # let the client read more before the next batch
+            if source.depth:
+                ready.set()  # more than one batch was waiting
+            if coap is not None:
+                engine.process(coap.take())
+            await asyncio.sleep(0)  # let the clients read more before the next batch
 
     async def _ticker(self) -> None:
         tick = self.options.pipeline.header.tick
@@ -236,7 +258,7 @@ class Gateway:
             "version": __version__,
             "pipeline": self.options.pipeline.name,
             "edge_connected": self.edge.connected.is_set(),
-            "intake_depth": self.source.depth,
+            "intake_depth": self.source.depth + (self.coap.depth if self.coap else 0),
             "uplink_pending": self.uplink.pending,
             "outbox": self.outbox.stats(),
             **self.metrics.snapshot(),

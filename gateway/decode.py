@@ -107,13 +107,28 @@ class Decoder:
         except orjson.JSONDecodeError as exc:
             reject(topic, payload, "malformed_json", str(exc))
             return
+        self.decode_data(topic, payload, data, segments, now, out)
+
+    def decode_data(
+        self,
+        topic: str,
+        payload: bytes,
+        data: Any,
+        segments: dict[str, str],
+        now: float,
+        out: list[Record],
+        fmt: str | None = None,
+    ) -> None:
+        """Append the records in already-parsed data (JSON, or SenML from CBOR) to `out`."""
+        reject = self._reject
+        fmt = fmt or self._fmt
         if type(data) is dict:
-            if self._fmt == "senml":
+            if fmt == "senml":
                 reject(topic, payload, "not_senml", "expected a SenML array, got an object")
                 return
             self._reading(topic, payload, data, segments, now, out)
         elif type(data) is list:
-            if self._fmt == "senml" or (self._fmt == "auto" and _looks_senml(data)):
+            if fmt == "senml" or (fmt == "auto" and _looks_senml(data)):
                 readings = _senml(data, now, self._ts_field or "ts")
                 if isinstance(readings, str):
                     reject(topic, payload, "bad_senml", readings)
@@ -176,6 +191,23 @@ class Decoder:
             return
         key = (str(raw),) if self._single_key else tuple(map(str, raw))
         out.append(Record(key, float(ts), fields))
+
+
+# RFC 8428 section 6: SenML CBOR uses integers for the labels.
+SENML_CBOR_LABELS = {
+    -2: "bn", -3: "bt", -4: "bu", -5: "bv", -16: "bs", -1: "bver",
+    0: "n", 1: "u", 2: "v", 3: "vs", 4: "vb", 5: "s", 6: "t", 7: "ut", 8: "vd",
+}  # fmt: skip
+
+
+def senml_from_cbor(pack: Any) -> Any:
+    """A SenML CBOR pack with its integer labels renamed to the JSON ones."""
+    if not isinstance(pack, list):
+        return pack
+    return [
+        {SENML_CBOR_LABELS.get(k, k): v for k, v in rec.items()} if isinstance(rec, dict) else rec
+        for rec in pack
+    ]
 
 
 def _looks_senml(data: list[Any]) -> bool:

@@ -44,6 +44,27 @@ class _Model(BaseModel):
 _SEGMENT = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
+def _check_patterns(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        levels = pattern.split("/")
+        for i, level in enumerate(levels):
+            bad_hash = level == "#" and i != len(levels) - 1
+            if bad_hash or (
+                level not in {"+", "#"}
+                and any(c in level for c in "+#{}")
+                and not _SEGMENT.match(level)
+            ):
+                raise ValueError(
+                    f"expected a pattern like 'factory/{{line}}/{{machine}}/telemetry', "
+                    f"got {pattern!r} (level {i + 1}: {level!r})"
+                )
+    return patterns
+
+
+def _segment_fields(patterns: list[str]) -> set[str]:
+    return {m.group(1) for p in patterns for lv in p.split("/") if (m := _SEGMENT.match(lv))}
+
+
 class MqttSourceConfig(_Model):
     """Readings from MQTT topics on the edge broker."""
 
@@ -72,29 +93,51 @@ class MqttSourceConfig(_Model):
         "clock (a bad clock would otherwise close every window); null to accept any.",
     )
 
-    @field_validator("topics")
-    @classmethod
-    def _patterns(cls, topics: list[str]) -> list[str]:
-        for topic in topics:
-            levels = topic.split("/")
-            for i, level in enumerate(levels):
-                bad_hash = level == "#" and i != len(levels) - 1
-                if bad_hash or (
-                    level not in {"+", "#"}
-                    and any(c in level for c in "+#{}")
-                    and not _SEGMENT.match(level)
-                ):
-                    raise ValueError(
-                        f"expected a topic pattern like 'factory/{{line}}/{{machine}}/telemetry', "
-                        f"got {topic!r} (level {i + 1}: {level!r})"
-                    )
-        return topics
+    _check_topics = field_validator("topics")(_check_patterns)
 
     def segment_fields(self) -> set[str]:
-        return {m.group(1) for t in self.topics for lv in t.split("/") if (m := _SEGMENT.match(lv))}
+        return _segment_fields(self.topics)
 
 
-SOURCES: dict[str, type[_Model]] = {"mqtt": MqttSourceConfig}
+class CoapSourceConfig(_Model):
+    """Readings POSTed over CoAP (RFC 7252), or observed on devices that serve them."""
+
+    bind: str = Field(
+        "127.0.0.1:5683",
+        description="Address to serve on, `host:port`; `0.0.0.0:5683` accepts devices on "
+        "the network.",
+    )
+    paths: list[str] = Field(
+        description="Path patterns; a `{name}` segment becomes field `name` "
+        "(e.g. `farm/{farm}/{plot}/telemetry`).",
+        min_length=1,
+    )
+    observe: list[str] = Field(
+        default_factory=list,
+        description="`coap://` resource URIs to observe (RFC 7641); their path must match `paths`.",
+    )
+    format: Literal["auto", "json", "senml"] = Field(
+        "auto", description="For JSON payloads; SenML CBOR is recognised by its content format."
+    )
+    timestamp: FieldName | None = Field("ts", description="As for `mqtt`.")
+    max_payload: ByteSize = Field(65536, description="Larger payloads get 4.13.")
+    max_clock_skew: Duration | None = Field(3600.0, description="As for `mqtt`.")
+
+    _check_paths = field_validator("paths")(_check_patterns)
+
+    @field_validator("bind")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port like 127.0.0.1:5683, got {value!r}")
+        return value
+
+    def segment_fields(self) -> set[str]:
+        return _segment_fields(self.paths)
+
+
+SOURCES: dict[str, type[_Model]] = {"mqtt": MqttSourceConfig, "coap": CoapSourceConfig}
 
 
 # -- outputs -----------------------------------------------------------------------------
@@ -239,7 +282,8 @@ class Pipeline:
     def summary(self) -> str:
         lines = [f"{self.file}: pipeline '{self.name}', key ({', '.join(self.key)})"]
         for kind, cfg in self.sources:
-            lines.append(f"  source  {kind}: {', '.join(getattr(cfg, 'topics', []))}")
+            where = getattr(cfg, "topics", None) or [f"{cfg.bind} /{p}" for p in cfg.paths]
+            lines.append(f"  source  {kind}: {', '.join(where)}")
         lines += [f"  step    {s.id} = {s.op} <- {s.from_}" for s in self.steps]
         for kind, cfg in self.outputs:
             target = cfg.kind if kind == "uplink" else cfg.topic

@@ -29,6 +29,7 @@ class MqttSource:
         metrics: Metrics,
         queue: QueueConfig,
         now: Callable[[], float],
+        ready: asyncio.Event,
     ) -> None:
         self._now = now
         self._routes: list[tuple[TopicPatterns, Decoder]] = []
@@ -54,7 +55,7 @@ class MqttSource:
         self.pause: Callable[[], None] | None = None
         self.resume: Callable[[], None] | None = None
         self._paused = False
-        self.ready = asyncio.Event()
+        self.ready = ready  # shared by all sources: the pipeline task waits on it
         metrics.gauges["queue_depth"] = lambda: {(("queue", "intake"),): len(self._queue)}
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -94,8 +95,6 @@ class MqttSource:
                 )
         self._metrics.messages_in[SOURCE_NAME] += n
         self._metrics.bytes_in[SOURCE_NAME] += nbytes
-        if not queue:
-            self.ready.clear()
         if self._paused and len(queue) < self._max // 2 and self.resume is not None:
             self._paused = False
             self.resume()

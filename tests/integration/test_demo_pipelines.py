@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import orjson
-from support import Broker, eventually
+from support import Broker, eventually, udp_port
 
 from fogline.envelope import decode_batch
 from gateway.app import Gateway
@@ -27,7 +27,14 @@ def fast(name: str, **replace: str) -> str:
 async def test_farm_example_from_its_header(
     broker: Broker, collector_factory, gateway_options
 ) -> None:
-    text = fast("farm", **{"size: 30s": "size: 1s", "lateness: 5s": "lateness: 0.2s"})
+    text = fast(
+        "farm",
+        **{
+            "size: 30s": "size: 1s",
+            "lateness: 5s": "lateness: 0.2s",
+            "127.0.0.1:5683": f"127.0.0.1:{udp_port()}",
+        },
+    )
     opts = gateway_options(text, "farm1")
     watch = collector_factory(["farm/+/+/valve/set", "fogline/farm1/up/alert"])
     async with Gateway(opts):

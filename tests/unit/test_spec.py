@@ -349,7 +349,7 @@ outputs:
 """
     assert problems(text) == [
         (
-            "p.yaml:5:7 sources[0].mqtt.topics: expected a topic pattern like "
+            "p.yaml:5:7 sources[0].mqtt.topics: expected a pattern like "
             f"'factory/{{line}}/{{machine}}/telemetry', got '{topic}' ({level})"
         )
     ]
