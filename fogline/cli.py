@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add(gw, "outbox-ttl", "per-kind expiry, e.g. digest=7d,health=1d")
     _add(gw, "uplink-max-rate", "records/s cap while a backlog drains")
 
+    cloud = sub.add_parser("cloud", help="run the cloud aggregator: ingest, API, retention")
+    _add(cloud, "broker", "broker URL the gateways publish to", "mqtt://127.0.0.1:1883")
+    _add(
+        cloud,
+        "db",
+        "database URL (sqlite:///FILE or postgresql+psycopg://...)",
+        "sqlite:///./fogline.db",
+    )
+    _add(cloud, "http", "HOST:PORT for the API, /metrics and /healthz", "127.0.0.1:8080")
+    _add(cloud, "replica", "replica name, unique per instance", socket.gethostname().split(".")[0])
+    _add(cloud, "retention-days", "days digests are kept", "30")
+
     pipe = sub.add_parser("pipeline", help="check pipelines, or print their schema and reference")
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
     check = psub.add_parser("check", help="validate pipeline files and report every problem")
@@ -71,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pipeline(args)
     if args.command == "gateway":
         return _gateway(args)
+    if args.command == "cloud":
+        return _cloud(args)
     if args.command == "demo":
         from fogline.demo import run_demo  # noqa: PLC0415
 
@@ -166,6 +180,37 @@ def _gateway(args: argparse.Namespace) -> int:
         uplink_max_rate=max_rate,
     )
     return asyncio.run(run_gateway(options))
+
+
+def _cloud(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from cloud.app import CloudOptions, parse_days, parse_http, run_cloud  # noqa: PLC0415
+    from cloud.db import check_url  # noqa: PLC0415
+
+    try:
+        broker = parse_broker_url(args.broker)
+        host, port = parse_http(args.http)
+        check_url(args.db)
+        retention_days = parse_days(args.retention_days, "--retention-days")
+    except ValueError as exc:
+        print(f"fogline cloud: {exc}", file=sys.stderr)
+        return 2
+    options = CloudOptions(
+        broker=broker,
+        db_url=args.db,
+        http_host=host,
+        http_port=port,
+        replica=args.replica,
+        retention_days=retention_days,
+    )
+    try:
+        return asyncio.run(run_cloud(options))
+    except OSError as exc:
+        print(f"fogline cloud: cannot listen on {args.http}: {exc}", file=sys.stderr)
+    except SQLAlchemyError as exc:
+        print(f"fogline cloud: cannot use the database {args.db}: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -27,7 +28,6 @@ from gateway.engine import Engine, Output
 from gateway.metrics import Metrics, MetricsServer
 from gateway.outbox import Durability, Outbox
 from gateway.outputs import ActionOutput, UplinkOutput
-from gateway.sources.coap import CoapSource
 from gateway.sources.mqtt import MqttSource
 from gateway.spec import (
     ActionOutputConfig,
@@ -86,6 +86,8 @@ class Gateway:
             self.ready,
         )
         coap = [cfg for _, cfg in pipeline.sources if isinstance(cfg, CoapSourceConfig)]
+        if coap:  # aiocoap and cbor2 cost memory: load them only for pipelines that use CoAP
+            from gateway.sources.coap import CoapSource  # noqa: PLC0415
         self.coap = (
             CoapSource(
                 coap, pipeline.key, self._reject_raw, self.metrics, options.clock.now, self.ready
@@ -180,6 +182,10 @@ class Gateway:
         self._running = [
             self._tasks.create_task(coro, name=f"gw[{gid}].{name}") for name, coro in loops.items()
         ]
+        # Everything alive now lives as long as the process: keep it out of every future
+        # full collection, whose pauses would otherwise land on alert latency.
+        gc.collect()
+        gc.freeze()
         log.info(
             "gateway %s running pipeline '%s' (fogline %s)",
             gid,

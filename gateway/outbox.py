@@ -73,6 +73,8 @@ class Outbox:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        # Checkpoints (the WAL's fsync-heavy part) run in a worker thread: see checkpoint().
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(SCHEMA)
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         top = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
@@ -227,6 +229,18 @@ class Outbox:
             "expired": dict(self.expired),
             "evicted_ranges": self.dropped_ranges,
         }
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database, on a connection of its own.
+
+        Meant for a worker thread (sqlite3 releases the GIL while it works), so the event
+        loop never waits on the fsyncs; a passive checkpoint never blocks the writer.
+        """
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
 
     def close(self) -> None:
         if self._appends or self._acks:

@@ -25,6 +25,8 @@ from gateway.outbox import KINDS, Outbox
 
 log = logging.getLogger("fogline.gateway.uplink")
 
+CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the event loop)
+
 
 class UplinkSink(Protocol):
     def send(self, kind: str, records: list[tuple[str, dict[str, Any]]]) -> None:
@@ -127,7 +129,11 @@ class Uplink:
 
     async def run_commits(self) -> None:
         """Group commit: every `flush_interval`, or at once when an alert or a full group waits."""
+        checkpointed = time.monotonic()
         while True:
+            if time.monotonic() - checkpointed > CHECKPOINT_EVERY:
+                await asyncio.to_thread(self.outbox.checkpoint)
+                checkpointed = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), self._flush_interval)
             self._flush_now.clear()

@@ -25,6 +25,7 @@ and emitted on the side stream `<id>.late`, never silently dropped.
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -79,12 +80,14 @@ class WindowConfig(OpConfig):
 
 
 class _Buffer:
+    """One window of one key: C double arrays (8 bytes a value, invisible to the GC)."""
+
     __slots__ = ("count", "times", "values")
 
     def __init__(self, n_fields: int) -> None:
         self.count = 0
-        self.values: list[list[float]] = [[] for _ in range(n_fields)]
-        self.times: list[list[float]] = [[] for _ in range(n_fields)]
+        self.values = [array("d") for _ in range(n_fields)]
+        self.times = [array("d") for _ in range(n_fields)]
 
 
 class Window(Operator):
@@ -120,12 +123,8 @@ class Window(Operator):
         for record in batch:
             values = record.fields
             row = [values.get(name) for name in fields]
-            if not all(v is None or type(v) is float or type(v) is int for v in row):
-                bad = next(
-                    n
-                    for n, v in zip(fields, row, strict=True)
-                    if v is not None and type(v) not in (int, float)
-                )
+            bad = _not_a_number(fields, row)
+            if bad is not None:
                 self.ctx.reject(
                     record, "wrong_type", f"field '{bad}': expected a number, got {values[bad]!r}"
                 )
@@ -217,3 +216,11 @@ class Window(Operator):
                 for j, value in zip(present, column, strict=True):
                     out[j].fields[label] = value
         return out
+
+
+def _not_a_number(names: list[str], row: list[object]) -> str | None:
+    """The first field holding something other than a number (None: absent, allowed)."""
+    for name, value in zip(names, row, strict=True):
+        if value is not None and value.__class__ is not float and value.__class__ is not int:
+            return name
+    return None
