@@ -104,8 +104,8 @@ class Collector:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 async def eventually(

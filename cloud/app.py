@@ -1,0 +1,187 @@
+"""The cloud process: ingest, the HTTP API and retention in one event loop.
+
+`async with Cloud(options) as cloud:` returns once the database is migrated, the HTTP
+socket listens and ingest has started connecting (a broker that is away does not keep
+the API down; `/healthz` says so). Leaving it stops intake, stores and acknowledges what
+was already received, then stops the HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import uvicorn
+
+from cloud.api import create_app
+from cloud.db import make_engine, migrate
+from cloud.ingest import Ingest, IngestOptions
+from cloud.metrics import CloudMetrics
+from cloud.retention import run_retention
+from cloud.store import Store
+from fogline import __version__
+from fogline.urls import BrokerUrl
+
+log = logging.getLogger("fogline.cloud")
+
+
+@dataclass
+class CloudOptions:
+    broker: BrokerUrl
+    db_url: str = "sqlite:///./fogline.db"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080  # 0: any free port (see Cloud.http_port)
+    replica: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    retention_days: float = 30.0
+    retention_every: float = 3600.0
+    db_connect_args: dict[str, Any] | None = None
+    ingest: IngestOptions = field(default_factory=IngestOptions)
+    wait_broker: float | None = 0.0  # seconds to wait for the broker at start (None: forever)
+    clock: Callable[[], float] = time.time
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our loop: the process, not uvicorn, owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def parse_http(address: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:8080` for IPv6) into its parts."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT like 127.0.0.1:8080, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_days(text: str, flag: str) -> float:
+    """A positive number of days; the error names the flag."""
+    try:
+        days = float(text)
+    except ValueError:
+        days = 0.0
+    if not 0 < days < float("inf"):
+        raise ValueError(f"{flag}: expected a positive number of days, got {text!r}")
+    return days
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket we own, so that port 0 works and its number is known at once.
+
+    `proto` must say TCP: asyncio sets TCP_NODELAY only on sockets that do, and without it
+    a keep-alive response waits ~40 ms for a delayed ACK (Nagle), measured here.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Cloud:
+    def __init__(self, options: CloudOptions) -> None:
+        self.options = options
+        self.metrics = CloudMetrics()
+        self.engine = make_engine(options.db_url, options.db_connect_args)
+        self.store = Store(self.engine, options.clock)
+        self.ingest = Ingest(
+            self.store,
+            options.broker,
+            options.replica,
+            self.metrics,
+            options.ingest,
+            wait_connected=options.wait_broker,
+        )
+        self._socket: socket.socket | None = None
+        self._server: _EmbeddedServer | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._retention: asyncio.Task[None] | None = None
+
+    @property
+    def http_port(self) -> int:
+        if self._socket is None:
+            raise RuntimeError("the HTTP server is not running")
+        return int(self._socket.getsockname()[1])
+
+    async def __aenter__(self) -> Self:
+        options = self.options
+        try:
+            await asyncio.to_thread(migrate, self.engine)
+            self._socket = _listen(options.http_host, options.http_port)
+            app = create_app(self.engine, self.metrics, self.ingest.connected)
+            config = uvicorn.Config(
+                app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+            )
+            self._server = _EmbeddedServer(config)
+            self._tasks = asyncio.TaskGroup()
+            await self._tasks.__aenter__()
+            name = f"cloud[{options.replica}]"
+            self._tasks.create_task(self._server.serve(sockets=[self._socket]), name=f"{name}.http")
+            self._retention = self._tasks.create_task(
+                run_retention(
+                    self.store,
+                    options.retention_days,
+                    options.retention_every,
+                    self.metrics,
+                    options.clock,
+                ),
+                name=f"{name}.retention",
+            )
+            await self.ingest.__aenter__()
+        except BaseException:
+            await self._close()
+            raise
+        log.info(
+            "cloud %s (fogline %s): API on http://%s:%d, broker %s, store %s",
+            options.replica,
+            __version__,
+            options.http_host,
+            self.http_port,
+            options.broker,
+            self.engine.url.render_as_string(hide_password=True),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.ingest.__aexit__(*exc)
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True  # uvicorn finishes open requests, then returns
+        if self._retention is not None:
+            self._retention.cancel()
+        if self._tasks is not None:
+            await self._tasks.__aexit__(None, None, None)
+        if self._socket is not None:
+            self._socket.close()
+        self.engine.dispose()
+
+
+async def run_cloud(options: CloudOptions) -> int:
+    """Run until SIGINT/SIGTERM; the CLI's entry point."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Cloud(options):
+        await stop.wait()
+        log.info("stopping: storing and acknowledging what was received")
+    return 0

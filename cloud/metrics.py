@@ -1,0 +1,120 @@
+"""What the cloud counts, as plain numbers rendered to Prometheus text when scraped.
+
+Like the gateway's counters (`gateway/metrics.py`): dict increments on the hot path, no
+client library and its per-increment locks. Only the ingest task and its one worker
+thread write them, one drain at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# Drain latency buckets in seconds (decode + one transaction).
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class CloudMetrics:
+    messages_in: int = 0
+    bytes_in: int = 0
+    stored: Counter[str] = field(default_factory=Counter)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    rejects: Counter[str] = field(default_factory=Counter)
+    acks_published: int = 0
+    acks_unsent: int = 0
+    drains: int = 0
+    drain_failures: int = 0
+    drain_buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+    drain_seconds: float = 0.0
+    retention_deleted: int = 0
+    gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def observe_drain(self, seconds: float) -> None:
+        self.drains += 1
+        self.drain_seconds += seconds
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                self.drain_buckets[i] += 1
+                break
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str, rows: dict[Labels, float]) -> None:
+            out.append(f"# HELP fogline_cloud_{name} {help_}")
+            out.append(f"# TYPE fogline_cloud_{name} {kind}")
+            for labels, value in rows.items():
+                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                out.append(
+                    f"fogline_cloud_{name}{{{text}}} {value}"
+                    if text
+                    else f"fogline_cloud_{name} {value}"
+                )
+
+        family("messages_in_total", "counter", "Uplink messages received.", {(): self.messages_in})
+        family("bytes_in_total", "counter", "Uplink payload bytes received.", {(): self.bytes_in})
+        family(
+            "records_stored_total",
+            "counter",
+            "Records stored for the first time, per kind.",
+            {(("kind", k),): v for k, v in sorted(self.stored.items())},
+        )
+        family(
+            "duplicates_total",
+            "counter",
+            "Records received again and ignored (already stored), per kind.",
+            {(("kind", k),): v for k, v in sorted(self.duplicates.items())},
+        )
+        family(
+            "rejects_total",
+            "counter",
+            "Messages rejected, per reason.",
+            {(("reason", k),): v for k, v in sorted(self.rejects.items())},
+        )
+        family("acks_published_total", "counter", "Acks published.", {(): self.acks_published})
+        family(
+            "acks_unsent_total",
+            "counter",
+            "Acks not published (broker link down); the gateway retransmits.",
+            {(): self.acks_unsent},
+        )
+        family(
+            "drain_failures_total",
+            "counter",
+            "Drains whose transaction failed (retried).",
+            {(): self.drain_failures},
+        )
+        family(
+            "retention_deleted_total",
+            "counter",
+            "Digests deleted by retention.",
+            {(): self.retention_deleted},
+        )
+        out.append("# HELP fogline_cloud_drain_seconds Decode and store time per drain.")
+        out.append("# TYPE fogline_cloud_drain_seconds histogram")
+        running = 0
+        for bound, n in zip(BUCKETS, self.drain_buckets, strict=True):
+            running += n
+            out.append(f'fogline_cloud_drain_seconds_bucket{{le="{bound}"}} {running}')
+        out.append(f'fogline_cloud_drain_seconds_bucket{{le="+Inf"}} {self.drains}')
+        out.append(f"fogline_cloud_drain_seconds_sum {round(self.drain_seconds, 6)}")
+        out.append(f"fogline_cloud_drain_seconds_count {self.drains}")
+        for name, read in self.gauges.items():
+            family(name, "gauge", name.replace("_", " ").capitalize() + ".", {(): read()})
+        family(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            {(): round(time.time() - self.started, 3)},
+        )
+        return "\n".join(out) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

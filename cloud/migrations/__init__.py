@@ -1,0 +1,1 @@
+"""Alembic migrations of the cloud store; `cloud.db.migrate` runs them at start."""

@@ -1,0 +1,208 @@
+"""The cloud store's tables, as typed SQLAlchemy 2 models (Alembic migrations mirror them).
+
+Times are epoch seconds (floats), exactly as the wire contract carries them: the same
+numbers compare the same way on SQLite and PostgreSQL, and SQLite keeps no time zone.
+
+Every record table is unique on `(gateway_id, seq)`. The `received` ledger holds one row
+per `(gateway_id, seq)` of every kind: it is the gate that makes ingest idempotent and the
+set that loss detection runs over, and it outlives digest retention (a digest that
+expired was still received, not lost).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the rowid (autoincrementing).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Seq = BigInteger
+Json = JSON().with_variant(JSONB(), "postgresql")
+# Longest strings the bounded columns hold; ingest rejects records with longer ones.
+MAX_GATEWAY, MAX_DEVICE, MAX_ALERT_ID, MAX_RULE = 128, 256, 256, 128
+GatewayId = String(MAX_GATEWAY)
+Device = String(MAX_DEVICE)
+
+STATES = ("open", "acknowledged", "resolved")
+SEVERITIES = ("info", "warning", "critical")
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so that later migrations can drop and alter them by name.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    # Read by SQLAlchemy as a class attribute, never mutated.
+    type_annotation_map = {dict[str, Any]: Json, float: Float(precision=53)}  # noqa: RUF012
+
+
+def _gateway_fk() -> Mapped[str]:
+    return mapped_column(GatewayId, ForeignKey("gateways.id", ondelete="CASCADE"))
+
+
+class Gateway(Base):
+    """One row per gateway ever heard of; health fields come from its latest health record."""
+
+    __tablename__ = "gateways"
+
+    id: Mapped[str] = mapped_column(GatewayId, primary_key=True)
+    first_seen: Mapped[float]
+    last_seen: Mapped[float]
+    received: Mapped[int] = mapped_column(Seq, default=0)
+    max_seq: Mapped[int] = mapped_column(Seq, default=0)
+    version: Mapped[str | None] = mapped_column(String(64))
+    pipeline: Mapped[str | None] = mapped_column(String(256))
+    edge_connected: Mapped[bool | None]
+    uplink_pending: Mapped[int | None] = mapped_column(Seq)
+    outbox_depth: Mapped[int | None] = mapped_column(Seq)
+    outbox_bytes: Mapped[int | None] = mapped_column(Seq)
+    evicted: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    expired: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    health_seq: Mapped[int | None] = mapped_column(Seq)
+    health_ts: Mapped[float | None]
+    health: Mapped[dict[str, Any] | None]
+
+
+class Received(Base):
+    """The ledger: every `(gateway, seq)` stored, whatever its kind."""
+
+    __tablename__ = "received"
+
+    gateway_id: Mapped[str] = mapped_column(
+        GatewayId, ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[float]
+
+
+class EvictedRange(Base):
+    """Seq ranges a gateway reported evicting from its outbox unsent (merged, disjoint)."""
+
+    __tablename__ = "evicted_ranges"
+
+    gateway_id: Mapped[str] = mapped_column(
+        GatewayId, ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    )
+    lo: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    hi: Mapped[int] = mapped_column(Seq)
+
+
+class Digest(Base):
+    __tablename__ = "digests"
+    __table_args__ = (
+        UniqueConstraint("gateway_id", "seq"),
+        Index(None, "window_end", "id"),
+        Index(None, "gateway_id", "device", "window_end"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = _gateway_fk()
+    seq: Mapped[int] = mapped_column(Seq)
+    device: Mapped[str] = mapped_column(Device)
+    window_start: Mapped[float]
+    window_end: Mapped[float]
+    ts: Mapped[float | None]
+    metrics: Mapped[dict[str, Any]]
+
+
+class AlertEvent(Base):
+    """Each raise and clear as it arrived; the idempotency record behind `Alert`."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (UniqueConstraint("gateway_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = _gateway_fk()
+    seq: Mapped[int] = mapped_column(Seq)
+    alert_id: Mapped[str] = mapped_column(String(MAX_ALERT_ID))
+    device: Mapped[str] = mapped_column(Device)
+    state: Mapped[str] = mapped_column(String(16))
+    ts: Mapped[float | None]
+    data: Mapped[dict[str, Any]]
+
+
+class Alert(Base):
+    """One episode per `(gateway, alert_id)`: the raise and the clear folded together.
+
+    `state` is open, acknowledged or resolved; a clear resolves from either. The raise
+    and the clear may arrive in either order, so each fills only what it knows.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("gateway_id", "alert_id"),
+        Index(None, "raised_at", "id"),
+        Index(None, "gateway_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = _gateway_fk()
+    alert_id: Mapped[str] = mapped_column(String(MAX_ALERT_ID))
+    raised_seq: Mapped[int | None] = mapped_column(Seq)
+    cleared_seq: Mapped[int | None] = mapped_column(Seq)
+    device: Mapped[str] = mapped_column(Device)
+    rule: Mapped[str] = mapped_column(String(MAX_RULE))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    raised_at: Mapped[float]
+    cleared_at: Mapped[float | None]
+    acknowledged_at: Mapped[float | None]
+    message: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]]
+    updated_at: Mapped[float]
+
+
+class Escalation(Base):
+    __tablename__ = "escalations"
+    __table_args__ = (UniqueConstraint("gateway_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = _gateway_fk()
+    seq: Mapped[int] = mapped_column(Seq)
+    device: Mapped[str] = mapped_column(Device)
+    ts: Mapped[float | None]
+    data: Mapped[dict[str, Any]]
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("gateway_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = _gateway_fk()
+    seq: Mapped[int] = mapped_column(Seq)
+    device: Mapped[str] = mapped_column(Device)
+    ts: Mapped[float | None]
+    data: Mapped[dict[str, Any]]
+
+
+class Health(Base):
+    __tablename__ = "health"
+    __table_args__ = (UniqueConstraint("gateway_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = _gateway_fk()
+    seq: Mapped[int] = mapped_column(Seq)
+    ts: Mapped[float | None]
+    data: Mapped[dict[str, Any]]

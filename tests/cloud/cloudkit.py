@@ -1,0 +1,81 @@
+"""Builders for uplink batches as gateways send them, and the test database handle,
+shared by the cloud tests (conftest modules are not importable by name)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import make_url
+
+from cloud.parse import Batch, parse_message
+from fogline.envelope import compress, encode_batch, uplink_topic
+
+NOW = 1_700_000_000.0
+
+
+def digest(window_end: float = NOW, machine: str = "m-01", **metrics: float) -> dict[str, Any]:
+    return {
+        "line": "line-1",
+        "machine": machine,
+        "window_start": window_end - 10,
+        "window_end": window_end,
+        "count": 10,
+        "temperature_mean": 20.5,
+        **metrics,
+        "ts": window_end,
+    }
+
+
+def alert(
+    alert_id: str,
+    state: str,
+    raised_at: float = NOW,
+    cleared_at: float | None = None,
+    severity: str = "critical",
+    rule: str = "hot",
+) -> dict[str, Any]:
+    return {
+        "line": "line-1",
+        "machine": "m-01",
+        "rule": rule,
+        "severity": severity,
+        "state": state,
+        "alert_id": alert_id,
+        "raised_at": raised_at,
+        "cleared_at": cleared_at,
+        "message": f"{rule} {state}",
+        "values": {"temperature": 97.5},
+        "ts": cleared_at if cleared_at is not None else raised_at,
+    }
+
+
+def payload(
+    gateway: str,
+    kind: str,
+    records: list[tuple[int, str, dict[str, Any]]],
+    compressed: bool = False,
+) -> bytes:
+    raw = encode_batch(gateway, kind, records, NOW)
+    return compress(raw) if compressed else raw
+
+
+def digests(gateway: str, seqs: range | list[int], device: str = "line-1/m-01") -> bytes:
+    return payload(gateway, "digest", [(s, device, digest(NOW + s)) for s in seqs])
+
+
+def batch(gateway: str, kind: str, records: list[tuple[int, str, dict[str, Any]]]) -> Batch:
+    """A parsed batch, as the store receives it."""
+    return parse_message(uplink_topic(gateway, kind), payload(gateway, kind, records))
+
+
+@dataclass
+class Database:
+    """Where a test's store lives: a URL plus connect arguments (the schema, for PostgreSQL)."""
+
+    url: str
+    connect_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return make_url(self.url).get_backend_name()
