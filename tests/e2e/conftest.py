@@ -98,7 +98,7 @@ class Site:
                 stdout=log,
                 stderr=log,
             )
-        self.wait(lambda: self._healthy(), 20, "the gateway to start")
+        self.wait(self._healthy, 20, "the gateway to start")
 
     def kill_gateway(self) -> None:
         assert self.gateway is not None

@@ -59,8 +59,9 @@ def test_two_ingest_replicas_split_the_load(site: Site) -> None:
         site.publish(range(start, start + 10))
         time.sleep(0.05)
     site.assert_exactly_once_in_order(200)
-    from cloud.models import Received  # noqa: PLC0415
     from sqlalchemy import func, select  # noqa: PLC0415
+
+    from cloud.models import Received  # noqa: PLC0415
 
     with site.engine.connect() as conn:
         seqs = conn.execute(select(func.count(), func.count(func.distinct(Received.seq)))).one()
