@@ -2,9 +2,10 @@
 
 gmqtt is asyncio-native: messages are parsed in the event loop's protocol callback with no
 thread hop. A bare counting subscriber draining a backlog reaches ~123k msgs/s at QoS 1
-(~298k at QoS 0) on this machine, against paho's ~40k (~86k); see docs/benchmarks.md. `MqttLink` adds what the gateway needs around it:
-readiness on enter, resubscription on every (re)connect, capped jittered backoff while the
-broker is away, and a reconnect count.
+(~298k at QoS 0) on this machine, against paho's ~40k (~86k); see docs/benchmarks.md.
+`MqttLink` adds what the gateway needs around it: readiness on enter, resubscription on
+every (re)connect, capped jittered backoff while the broker is away, a reconnect count, and
+a queue for publishes that wait for the broker's in-flight window.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import random
 import ssl
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -26,6 +28,7 @@ client_log = logging.getLogger("fogline.mqtt.client")
 client_log.setLevel(logging.WARNING)  # gmqtt logs every SUBACK at INFO
 
 OnMessage = Callable[[str, bytes], None]
+MAX_WAITING = 10_000  # publishes held while the broker's in-flight window is full
 
 
 class Backoff:
@@ -75,6 +78,8 @@ class MqttLink:
         self._ever_connected = False
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
+        self._waiting: deque[tuple[str, bytes, int, bool]] = deque()
+        self._retry: asyncio.TimerHandle | None = None
         kwargs: dict[str, Any] = {}
         if session_expiry:
             kwargs["session_expiry_interval"] = session_expiry
@@ -125,6 +130,8 @@ class MqttLink:
 
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True
+        if self._retry is not None:
+            self._retry.cancel()
         if self._supervisor is not None and not self._supervisor.done():
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -181,8 +188,39 @@ class MqttLink:
         return True
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Publish if connected; False (and nothing sent) otherwise."""
+        """Publish if connected; False (and nothing sent) otherwise.
+
+        When the broker's in-flight window is full (its receive maximum: mosquitto allows 20
+        unacknowledged QoS 1 publishes by default), the message waits in a bounded local
+        queue and goes out, in order, as acknowledgements free the window.
+        """
         if not self.connected.is_set():
             return False
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+        if self._waiting:
+            return self._wait(topic, payload, qos, retain)
+        try:
+            self._client.publish(topic, payload, qos=qos, retain=retain)
+        except OverflowError:
+            return self._wait(topic, payload, qos, retain)
         return True
+
+    def _wait(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        if len(self._waiting) >= MAX_WAITING:
+            return False
+        self._waiting.append((topic, payload, qos, retain))
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(0.002, self._send_waiting)
+        return True
+
+    def _send_waiting(self) -> None:
+        self._retry = None
+        while self._waiting and self.connected.is_set():
+            topic, payload, qos, retain = self._waiting[0]
+            try:
+                self._client.publish(topic, payload, qos=qos, retain=retain)
+            except OverflowError:
+                break
+            self._waiting.popleft()
+        if self._waiting:
+            delay = 0.002 if self.connected.is_set() else 0.5
+            self._retry = asyncio.get_running_loop().call_later(delay, self._send_waiting)

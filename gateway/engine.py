@@ -133,7 +133,11 @@ class Engine:
         for from_list, output in self._outputs:
             records = [r for name in from_list for r in streams.get(name, ())]
             if records:
-                output.emit(records)
+                try:
+                    output.emit(records)
+                except Exception:
+                    log.exception("an output failed on %d records", len(records))
+                    metrics.rejects[("output", "output_error")] += len(records)
         streams.clear()
 
     # -- rejects and side streams ---------------------------------------------------------

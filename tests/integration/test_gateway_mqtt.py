@@ -197,3 +197,15 @@ async def test_shutdown_flushes_open_windows(
 
 def test_factory_pipeline_loads() -> None:
     assert load_pipeline(ROOT / "pipelines" / "factory.yaml").key == ("line", "machine")
+
+
+async def test_an_action_burst_beyond_the_broker_inflight_window(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    """mosquitto allows 20 unacknowledged QoS 1 publishes; 60 machines overheat at once."""
+    watch = collector_factory(["plant/+/actions"])
+    async with Gateway(gateway_options(FAST)) as gw:
+        for i in range(60):
+            watch.publish(f"plant/b{i}/telemetry", orjson.dumps({"temperature": 99.0}))
+        await eventually(lambda: len(watch.on("plant/")) == 60, what="60 stop actions")
+        assert gw.metrics.outputs["action"] == 60
