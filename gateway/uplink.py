@@ -3,7 +3,7 @@
 `UplinkSink` is the one interface outputs see: `send(kind, records)` numbers the records
 into the outbox and never blocks. `Uplink` drains the outbox: batches per kind, highest
 class first (so a new alert overtakes a digest backlog), a bounded number of batches in
-flight, QoS 1, an optional records/s cap. A record leaves the outbox only when the cloud's
+flight per kind, QoS 1, an optional records/s cap. A record leaves the outbox only when the cloud's
 ack on `fogline/<gateway-id>/down/ack` names it; after a reconnect or an ack timeout
 everything unacknowledged is sent again, which idempotent ingest makes safe.
 """
@@ -81,7 +81,9 @@ class Uplink:
         metrics.gauges["outbox_expired"] = lambda: {
             (("kind", k),): n for k, n in outbox.expired.items()
         }
-        metrics.gauges["uplink_inflight_batches"] = lambda: {(): len(self._inflight)}
+        metrics.gauges["uplink_inflight_batches"] = lambda: {
+            (("kind", k),): sum(b.kind == k for b in self._inflight) for k in KINDS
+        }
 
     @property
     def pending(self) -> int:
@@ -156,7 +158,9 @@ class Uplink:
             self._restart(f"no ack within {self._ack_timeout:.0f}s")
         sent = 0
         for kind in KINDS:
-            while len(self._inflight) < self._max_inflight:
+            # Each kind has its own window, so a digest backlog the cloud is slow to
+            # acknowledge never holds back an alert.
+            while sum(b.kind == kind for b in self._inflight) < self._max_inflight:
                 limit = self._rate_limit()
                 if limit == 0:  # over the rate cap: the next wake-up continues
                     return sent

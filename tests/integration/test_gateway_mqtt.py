@@ -209,3 +209,30 @@ async def test_an_action_burst_beyond_the_broker_inflight_window(
             watch.publish(f"plant/b{i}/telemetry", orjson.dumps({"temperature": 99.0}))
         await eventually(lambda: len(watch.on("plant/")) == 60, what="60 stop actions")
         assert gw.metrics.outputs["action"] == 60
+
+
+EVENTS = FAST.replace("outputs:\n", "outputs:\n  - uplink: {from: readings, kind: event}\n", 1)
+
+
+async def test_a_new_alert_overtakes_an_unacknowledged_backlog(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    """No cloud acks anything: the event window fills, yet the alert goes out at once."""
+    watch = collector_factory(["fogline/gw1/up/#", "plant/+/actions"])
+    async with Gateway(gateway_options(EVENTS)) as gw:
+        for i in range(6000):
+            watch.client.publish(
+                "plant/m/telemetry", orjson.dumps({"temperature": 20.0 + i % 5}), qos=0
+            )
+        await eventually(
+            lambda: gw.metrics.step_in["readings"] >= 5000, what="the backlog", timeout=20
+        )
+        await eventually(
+            lambda: gw.metrics.outputs["event"] >= 4000, what="the event window to fill"
+        )
+        watch.publish("plant/hot/telemetry", orjson.dumps({"temperature": 99.0}))
+        alerts = await eventually(
+            lambda: watch.on("fogline/gw1/up/alert"), timeout=3, what="the alert"
+        )
+        assert decode_batch(alerts[0][1])["records"][0]["data"]["machine"] == "hot"
+        assert gw.uplink.pending >= 1000, "the backlog is still there, unacknowledged"
