@@ -27,7 +27,9 @@ def _add(p: argparse.ArgumentParser, flag: str, help_: str, default: str | None 
     p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help_} [env {var}]{shown}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; `devices` (numpy, aiocoap, cbor2) only when it is asked for,
+    so that a gateway's memory holds none of it."""
     parser = argparse.ArgumentParser(prog="fogline", description="Edge stream analytics for IoT.")
     parser.add_argument("--version", action="version", version=f"fogline {__version__}")
     parser.add_argument(
@@ -67,13 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("schema", help="print the pipeline JSON Schema")
     psub.add_parser("docs", help="print the operator reference (Markdown)")
 
+    if with_devices:
+        from devices import cli as devices_cli  # noqa: PLC0415
+
+        devices_cli.add_parser(sub)
+    else:
+        sub.add_parser("devices", help="simulate a factory or a farm fleet, with faults")
+
     demo = sub.add_parser("demo", help="run the factory demo on a private broker and watch it work")
     _add(demo, "duration", "seconds to run (0: until Ctrl-C)", "0")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(with_devices="devices" in argv).parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -85,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gateway(args)
     if args.command == "cloud":
         return _cloud(args)
+    if args.command == "devices":
+        from devices import cli as devices_cli  # noqa: PLC0415
+
+        return devices_cli.run(args)
     if args.command == "demo":
         from fogline.demo import run_demo  # noqa: PLC0415
 

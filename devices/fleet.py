@@ -1,0 +1,166 @@
+"""What the factory and the farm share: names and topics, `step(t)`, commands, sensor faults.
+
+A fleet is pure: `step(t)` advances every device to simulated time `t` in one vectorized
+pass and returns the messages due, `(topic, payload dict)`, without touching a network.
+Randomness comes from one generator seeded by `seed`, and every step draws the same arrays
+in the same order whatever the faults or commands, so a run with a fault and its healthy
+twin (same seed, no fault) see identical noise: a test can subtract one from the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import orjson
+
+from devices.clock import SimClock
+from devices.faults import BoolArray, FaultKind, FaultSchedule, FaultSpec, FloatArray, Freezer
+
+Message = tuple[str, dict[str, Any]]
+log = logging.getLogger("fogline.devices")
+
+
+class Fleet(ABC):
+    """Devices named `devices[i]`, grouped (line, farm) as `groups[i]`, one topic each."""
+
+    name: ClassVar[str]
+    KEY: ClassVar[tuple[str, str]]  # the pipeline's key fields: (group field, device field)
+    FAULTS: ClassVar[Mapping[str, FaultKind]]
+    UNITS: ClassVar[Mapping[str, str]]
+    COMMAND_FILTER: ClassVar[str]  # what the fleet subscribes to for the gateway's actions
+
+    def __init__(
+        self,
+        devices: Sequence[str],
+        groups: Sequence[str],
+        seed: int,
+        clock: SimClock,
+        faults: Sequence[FaultSpec] = (),
+    ) -> None:
+        self.devices = list(devices)
+        self.groups = list(groups)
+        self.size = len(self.devices)
+        self.seed = seed
+        self.clock = clock
+        self.rng = np.random.default_rng(seed)
+        self.schedule = FaultSchedule.from_specs(faults, self.FAULTS, self.devices, clock.speed)
+        self.topics = [self.topic(g, d) for g, d in zip(self.groups, self.devices, strict=True)]
+        self._index = {d: i for i, d in enumerate(self.devices)}
+        self._command_index = {
+            self.command_topic(g, d): i
+            for i, (g, d) in enumerate(zip(self.groups, self.devices, strict=True))
+        }
+        self._t: float | None = None
+        self._stuck = Freezer()
+        self.commands_applied = 0
+        self.commands_ignored = 0
+
+    # naming -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def topic(self, group: str, device: str) -> str: ...
+
+    @abstractmethod
+    def command_topic(self, group: str, device: str) -> str: ...
+
+    def key(self, index: int) -> dict[str, str]:
+        """The pipeline key of a device, as the gateway's alerts will carry it."""
+        return {self.KEY[0]: self.groups[index], self.KEY[1]: self.devices[index]}
+
+    def index(self, device: str) -> int:
+        return self._index[device]
+
+    def base_names(self) -> dict[str, str]:
+        """Topic -> SenML base name."""
+        return {t: f"urn:dev:{d}:" for t, d in zip(self.topics, self.devices, strict=True)}
+
+    # time ---------------------------------------------------------------------------------
+
+    def start_at(self, wall0: float) -> None:
+        """Move the run's wall-clock start (before the first step): after a slow connect,
+        the first reading is due now, not at the moment the fleet was built."""
+        if self._t is not None:
+            raise RuntimeError("start_at() after the first step would tear the timeline")
+        self.clock = dataclasses.replace(self.clock, wall0=wall0)
+
+    def step(self, t: float) -> list[Message]:
+        """Advance every device to simulated time `t` and return the readings due."""
+        t_prev = -math.inf if self._t is None else self._t
+        dt = 0.0 if self._t is None else max(0.0, t - self._t)
+        self._t = t
+        return self._step(t, t_prev, dt)
+
+    @abstractmethod
+    def _step(self, t: float, t_prev: float, dt: float) -> list[Message]: ...
+
+    # commands from the gateway --------------------------------------------------------------
+
+    def command(self, topic: str, payload: bytes) -> bool:
+        """Apply one action message (`{"command": ...}`); False if it is not for us or bad."""
+        index = self._command_index.get(topic)
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            body = None
+        if index is None or not isinstance(body, dict) or not isinstance(body.get("command"), str):
+            self.commands_ignored += 1
+            log.warning("ignored a command on %s: %r", topic, payload[:200])
+            return False
+        if self._apply(index, body["command"], body):
+            self.commands_applied += 1
+            log.info("%s: %s", self.devices[index], body["command"])
+            return True
+        self.commands_ignored += 1
+        log.warning("%s: unknown command %r", self.devices[index], body["command"])
+        return False
+
+    @abstractmethod
+    def _apply(self, index: int, command: str, body: dict[str, Any]) -> bool: ...
+
+    # output -------------------------------------------------------------------------------
+
+    def _sensor_faults(
+        self, t: float, values: FloatArray, silent: BoolArray | None = None
+    ) -> tuple[FloatArray, BoolArray]:
+        """Stuck readings and dropouts, common to all nodes: (values, which devices emit)."""
+        values = self._stuck.apply(self.schedule.active("stuck", t), values)
+        quiet = self.schedule.active("dropout", t)
+        if silent is not None:
+            quiet |= silent
+        return values, ~quiet
+
+    def _messages(
+        self,
+        t: float,
+        emit: BoolArray,
+        names: Sequence[str],
+        values: FloatArray,
+        decimals: Sequence[int],
+    ) -> list[Message]:
+        """One payload per emitting device (in device order): `ts`, then the `values` columns.
+
+        Columns go through numpy rounding and `tolist()` once each; per message there is only
+        the dict. A column with 0 decimals becomes ints (the valve's 0/1).
+        """
+        rows = np.flatnonzero(emit)
+        if rows.size == 0:
+            return []
+        ts = round(self.clock.wall(t), 3)
+        columns = [
+            np.round(values[rows, j], d).tolist()
+            if d > 0
+            else values[rows, j].round().astype(np.int64).tolist()
+            for j, d in enumerate(decimals)
+        ]
+        topics = self.topics
+        out: list[Message] = []
+        for k, row in enumerate(zip(*columns, strict=True)):
+            payload: dict[str, Any] = {"ts": ts, **dict(zip(names, row, strict=True))}
+            out.append((topics[rows[k]], payload))
+        return out
