@@ -3,8 +3,9 @@
 Seqs are per gateway, start at 1 and increase by one across all kinds, so whatever is
 missing from 1..max_seq in the `received` ledger was either dropped unsent by the
 gateway's outbox, evicted when full or expired (it says so in its health records:
-`outbox.evicted_ranges`, accumulated here across records), or lost on the way. The gaps come from SQL (a LAG window over the ledger, the same on SQLite and
-PostgreSQL); splitting them against the few evicted ranges is plain Python.
+`outbox.evicted_ranges`, accumulated here across records), or lost on the way. The gaps
+come from SQL (a LAG window over the ledger, the same on SQLite and PostgreSQL); splitting
+them against the few evicted ranges is plain Python.
 """
 
 from __future__ import annotations
