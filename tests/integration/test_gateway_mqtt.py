@@ -227,8 +227,9 @@ async def test_a_new_alert_overtakes_an_unacknowledged_backlog(
         await eventually(
             lambda: gw.metrics.step_in["readings"] >= 5000, what="the backlog", timeout=20
         )
+        window = gw.metrics.gauges["uplink_inflight_batches"]
         await eventually(
-            lambda: gw.metrics.outputs["event"] >= 4000, what="the event window to fill"
+            lambda: window()[(("kind", "event"),)] == 8, what="the event window to fill"
         )
         watch.publish("plant/hot/telemetry", orjson.dumps({"temperature": 99.0}))
         alerts = await eventually(
