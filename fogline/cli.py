@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("gmqtt").setLevel(logging.ERROR)
+    for chatty in ("gmqtt", "alembic", "uvicorn.error"):  # their INFO lines are not for users
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "pipeline":
         return _pipeline(args)
     if args.command == "gateway":

@@ -1,27 +1,26 @@
-"""`fogline demo`: a private mosquitto, the factory pipeline, a small simulated plant, and a
-live view of what the gateway decides and sends to the cloud.
+"""`fogline demo`: the whole platform on one machine, live.
 
-Eight machines on two lines report 5 times a second. After 15 s machine m-03 starts to
-overheat (the gateway stops it within milliseconds); after 70 s, once the anomaly scores
-have warmed up on six 10 s windows, m-06 develops a bearing fault: its vibration rises and
-the z-score alert fires after two windows.
+A private mosquitto; the cloud (SQLite in a temporary folder, API on a free port); a
+gateway running the factory pipeline; and a simulated line of eight machines
+(`fogline devices factory`). After 15 s machine m-03 starts to overheat and the gateway
+stops it within milliseconds; after 70 s, once the anomaly scores have warmed up on six
+10 s windows, m-06 develops a bearing fault and the vibration-anomaly alert fires. Every
+action, alert and digest is printed as it happens; the cloud's view is at the API URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import random
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import orjson
-
+from cloud.app import Cloud, CloudOptions
 from fogline.envelope import decode_batch
 from fogline.mqtt import MqttLink
 from fogline.urls import parse_broker_url
@@ -29,8 +28,7 @@ from gateway.app import Gateway, GatewayOptions
 from gateway.spec import load_pipeline
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "factory.yaml"
-MACHINES = [(f"line-{1 + i // 4}", f"m-{i + 1:02d}") for i in range(8)]
-RATE_HZ = 5.0
+FAULTS = "overheating:m-03@15s,bearing:m-06@70s"
 
 
 def _free_port() -> int:
@@ -45,7 +43,10 @@ async def _start_broker(workdir: Path) -> tuple[asyncio.subprocess.Process, int]
         raise SystemExit("fogline demo needs mosquitto: apt-get install -y mosquitto")
     port = _free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "set_tcp_nodelay true\n"
+    )
     proc = await asyncio.create_subprocess_exec(
         binary,
         "-c",
@@ -62,32 +63,20 @@ async def _start_broker(workdir: Path) -> tuple[asyncio.subprocess.Process, int]
     raise SystemExit("mosquitto did not start")
 
 
-def _reading(machine: str, t: float, elapsed: float, rng: random.Random) -> dict[str, float]:
-    temperature = 62.0 + 2.0 * math.sin(t / 30) + rng.gauss(0, 0.4)
-    vibration = abs(2.0 + rng.gauss(0, 0.15))
-    if machine == "m-03" and elapsed > 15:
-        temperature += min(40.0, (elapsed - 15) * 4.0)  # overheating
-    if machine == "m-06" and elapsed > 70:
-        vibration += min(3.0, (elapsed - 70) * 0.3) * abs(math.sin(t * 40))  # bearing defect
-    return {"ts": t, "vibration": round(vibration, 3), "temperature": round(temperature, 2)}
-
-
 def _show(topic: str, payload: bytes, start: float) -> None:
     at = f"[{time.monotonic() - start:6.1f}s]"
     if topic.endswith("/actions"):
         print(f"{at} ACTION  {topic}: {payload.decode()}")
         return
     batch = decode_batch(payload)
-    kind = batch["kind"]
     for rec in batch["records"]:
         data = rec["data"]
-        if kind == "alert":
+        if batch["kind"] == "alert":
+            state = f"{data['severity']} {data['state']}"
+            print(f"{at} ALERT   #{rec['seq']} {state}: {data['message']}")
+        elif batch["kind"] == "digest":
             print(
-                f"{at} ALERT   #{rec['seq']} {data['severity']} {data['state']}: {data['message']}"
-            )
-        elif kind == "digest":
-            print(
-                f"{at} digest  #{rec['seq']} {data['line']}/{data['machine']} n={data['count']} "
+                f"{at} digest  #{rec['seq']} {rec['device']} n={data['count']} "
                 f"vib_rms={data['vibration_rms']:.2f} temp_max={data['temperature_max']:.1f}"
             )
 
@@ -101,13 +90,15 @@ async def run_demo(duration: float) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"fogline demo: mosquitto on port {port}, pipeline {PIPELINE.name}; Ctrl-C stops")
-        print(
-            f"  watch the wire: mosquitto_sub -p {port} -v -t 'fogline/#' -t 'factory/+/+/actions'"
-        )
+        devices: asyncio.subprocess.Process | None = None
         try:
-            options = GatewayOptions(
-                load_pipeline(PIPELINE), url, url, "demo-gw", Path(tmp), status=False
+            cloud = Cloud(
+                CloudOptions(url, f"sqlite:///{tmp}/cloud.db", http_port=0, replica="demo")
+            )
+            gateway = Gateway(
+                GatewayOptions(
+                    load_pipeline(PIPELINE), url, url, "demo-gw", Path(tmp) / "gw", status=False
+                )
             )
             viewer = MqttLink(
                 url,
@@ -120,20 +111,27 @@ async def run_demo(duration: float) -> int:
                 ],
                 on_message=lambda t, p: _show(t, p, start),
             )
-            plant = MqttLink(url, "fogline-demo-plant", name="plant")
-            async with Gateway(options), viewer, plant:
-                rng = random.Random(7)
-                while not stop.is_set():
-                    elapsed = time.monotonic() - start
-                    if duration and elapsed >= duration:
-                        break
-                    now = time.time()
-                    for line, machine in MACHINES:
-                        body = orjson.dumps(_reading(machine, now, elapsed, rng))
-                        plant.publish(f"factory/{line}/{machine}/telemetry", body, qos=1)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1 / RATE_HZ)
+            async with cloud, gateway, viewer:
+                api = f"http://127.0.0.1:{cloud.http_port}"
+                print(f"fogline demo: broker mqtt://127.0.0.1:{port}, pipeline {PIPELINE.name}")
+                print(
+                    f"  the cloud's view: {api}/api/alerts, {api}/api/gateways/demo-gw, {api}/docs"
+                )
+                topics = "-t 'fogline/#' -t 'factory/+/+/actions'"
+                print(f"  the wire: mosquitto_sub -p {port} -v {topics}")
+                print(f"  faults: {FAULTS}; Ctrl-C stops")
+                devices = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "fogline.cli", "--log-level", "WARNING",
+                    "devices", "factory", "--broker", f"mqtt://127.0.0.1:{port}",
+                    "--count", "8", "--rate", "5",
+                    "--qos", "1", "--faults", FAULTS, stdout=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), duration or None)
         finally:
+            if devices is not None and devices.returncode is None:
+                devices.terminate()
+                await devices.wait()
             broker.terminate()
             await broker.wait()
     print("fogline demo: stopped")
