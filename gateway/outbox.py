@@ -238,7 +238,9 @@ class Outbox:
         """
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            # Once the outbox is empty, give the disk back (the WAL grows during an outage).
+            mode = "TRUNCATE" if self.depth == 0 else "PASSIVE"
+            db.execute(f"PRAGMA wal_checkpoint({mode})")
         finally:
             db.close()
 

@@ -26,6 +26,7 @@ from gateway.outbox import KINDS, Outbox
 log = logging.getLogger("fogline.gateway.uplink")
 
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the event loop)
+FIRST_ACK_TIMEOUT = 2.0  # seconds, until the cloud has acked once on a connection
 
 
 class UplinkSink(Protocol):
@@ -69,6 +70,7 @@ class Uplink:
         self._tokens_at = time.monotonic()
         self._cursor = dict.fromkeys(KINDS, 0)
         self._inflight: list[_Batch] = []
+        self._heard_cloud = False
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.link: MqttLink | None = None
@@ -114,6 +116,7 @@ class Uplink:
                 batch.unacked = {s for s in batch.unacked if not lo <= s <= hi}
         self._inflight = [b for b in self._inflight if b.unacked]
         self._metrics.outputs["acked"] += sum(hi - lo + 1 for lo, hi in ranges)
+        self._heard_cloud = True
         self._wake.set()
 
     def on_reconnect(self) -> None:
@@ -121,6 +124,7 @@ class Uplink:
         self._restart("reconnected")
 
     def _restart(self, why: str) -> None:
+        self._heard_cloud = False
         if self._inflight or any(self._cursor.values()):
             log.info("uplink: resending unacknowledged records (%s)", why)
         self._inflight.clear()
@@ -153,9 +157,15 @@ class Uplink:
 
     def pump(self, link: MqttLink) -> int:
         """Send what fits in the window, alerts first. Returns records sent."""
-        if self._inflight and time.monotonic() - self._inflight[0].sent_at > self._ack_timeout:
+        # Until the cloud has acked once on this connection, wait less: after a broker
+        # restart we often reconnect before the cloud has resubscribed, and what we send
+        # then is dropped by the broker, not slow.
+        timeout = (
+            self._ack_timeout if self._heard_cloud else min(FIRST_ACK_TIMEOUT, self._ack_timeout)
+        )
+        if self._inflight and time.monotonic() - self._inflight[0].sent_at > timeout:
             self._metrics.outputs["ack_timeouts"] += 1
-            self._restart(f"no ack within {self._ack_timeout:.0f}s")
+            self._restart(f"no ack within {timeout:.0f}s")
         sent = 0
         for kind in KINDS:
             # Each kind has its own window, so a digest backlog the cloud is slow to
