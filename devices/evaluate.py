@@ -1,0 +1,510 @@
+"""Detection quality: a fleet with scheduled faults, through a real pipeline, scored per fault.
+
+Everything runs in-process and in simulated time. A fleet's `step(t)` produces the readings
+due at `t`; they are encoded as the devices send them (`devices.codec`), decoded by the
+gateway's own `Decoder` with the pipeline's MQTT source settings, and fed to the gateway's
+`Engine`, whose fake clock follows the simulation: `Engine.tick` runs at every `tick` of
+the pipeline, so windows close and watermarks move as they would in real time. Alerts are
+taken from the streams the pipeline uplinks as `kind: alert`; actions (a machine `stop`, a
+valve `open`/`close`) go back to the fleet, as they would over the edge broker, so a fault
+plays out as it does in a deployment. Only the broker is missing.
+
+Scoring (`score`) matches alert raises against the fleet's ground truth (`devices.labels`):
+a raise of rule R for device D at event time t detects a fault of kind K on D when R is one
+of K's detectors and `start <= t <= end + grace`. Per fault kind:
+
+* recall: faults with at least one matching raise / faults;
+* precision: matching raises / raises of K's detector rules, leaving out raises that match
+  a fault of another kind the same rule also detects (a shared rule is not wrong there);
+* time to detect: first matching raise, as the gateway emitted it, minus the fault's start;
+* false alarms per device-hour: the raises that matched nothing / device-hours of the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devices.clock import SimClock
+from devices.codec import Codec, Format
+from devices.factory import FactoryConfig, FactoryFleet
+from devices.farm import FarmConfig, FarmFleet
+from devices.faults import FaultSpec
+from devices.fleet import Fleet
+from devices.labels import labels
+from gateway.clock import FakeClock
+from gateway.decode import Decoder, TopicPatterns
+from gateway.engine import Engine, Output
+from gateway.metrics import Metrics
+from gateway.operators.alert import AlertConfig
+from gateway.operators.window import WindowConfig
+from gateway.outputs import ActionOutput
+from gateway.record import Record
+from gateway.spec import (
+    ActionOutputConfig,
+    MqttSourceConfig,
+    Pipeline,
+    UplinkOutputConfig,
+    load_pipeline,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+START = 1_780_279_200.0  # 2026-06-01T02:00:00Z: the farm's night, then its dawn irrigation
+
+
+# -- ground truth and alerts -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """One fault on one device, in the time base of the payloads (wall epoch seconds)."""
+
+    kind: str
+    key: tuple[str, ...]
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """One `raised` alert event: `ts` is its event time, `emitted` the gateway clock then."""
+
+    rule: str
+    key: tuple[str, ...]
+    ts: float
+    emitted: float
+
+
+def intervals_from_labels(
+    rows: Iterable[Mapping[str, Any]], key_fields: Sequence[str], stop: float = math.inf
+) -> list[Interval]:
+    """Label rows (`devices.labels`) to intervals; an open end is `stop`."""
+    out = []
+    for row in rows:
+        end = row["end"]
+        key = tuple(str(row["key"][name]) for name in key_fields)
+        out.append(Interval(row["fault"], key, float(row["start"]), stop if end is None else end))
+    return out
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Score:
+    """Detection counts for one fault kind; the rates are computed from them."""
+
+    kind: str
+    rules: tuple[str, ...]
+    faults: int = 0
+    detected: int = 0
+    raises: int = 0  # raises of the kind's rules, other kinds' matches left out
+    matched: int = 0
+    false: int = 0
+    device_hours: float = 0.0
+    ttd: list[float] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float:
+        return self.detected / self.faults if self.faults else math.nan
+
+    @property
+    def precision(self) -> float:
+        return self.matched / self.raises if self.raises else math.nan
+
+    @property
+    def false_per_device_hour(self) -> float:
+        return self.false / self.device_hours if self.device_hours else math.nan
+
+    def ttd_percentile(self, q: float) -> float:
+        return float(np.percentile(self.ttd, q)) if self.ttd else math.nan
+
+    def __add__(self, other: Score) -> Score:
+        if (self.kind, self.rules) != (other.kind, other.rules):
+            raise ValueError(f"cannot add scores of {self.kind} and {other.kind}")
+        return Score(
+            self.kind,
+            self.rules,
+            self.faults + other.faults,
+            self.detected + other.detected,
+            self.raises + other.raises,
+            self.matched + other.matched,
+            self.false + other.false,
+            self.device_hours + other.device_hours,
+            self.ttd + other.ttd,
+        )
+
+
+def score(
+    raises: Sequence[Raise],
+    intervals: Sequence[Interval],
+    detectors: Mapping[str, Sequence[str]],
+    grace: float,
+    device_hours: float,
+) -> dict[str, Score]:
+    """Per fault kind in `detectors` (kind -> the rules that detect it): see the module doc."""
+    by_key: defaultdict[tuple[str, ...], list[Interval]] = defaultdict(list)
+    for interval in intervals:
+        by_key[interval.key].append(interval)
+    kinds_of: defaultdict[str, set[str]] = defaultdict(set)  # rule -> the kinds it detects
+    for kind, rules in detectors.items():
+        for rule in rules:
+            kinds_of[rule].add(kind)
+
+    def hits(r: Raise) -> list[Interval]:
+        return [i for i in by_key.get(r.key, ()) if i.start <= r.ts <= i.end + grace]
+
+    scores = {}
+    for kind, rules in detectors.items():
+        s = Score(kind, tuple(rules), device_hours=device_hours)
+        mine = [r for r in raises if r.rule in rules]
+        for interval in (i for i in intervals if i.kind == kind):
+            s.faults += 1
+            found = [
+                r.emitted
+                for r in mine
+                if r.key == interval.key and interval.start <= r.ts <= interval.end + grace
+            ]
+            if found:
+                s.detected += 1
+                s.ttd.append(min(found) - interval.start)
+        for r in mine:
+            matched_kinds = {i.kind for i in hits(r)} & kinds_of[r.rule]
+            if kind in matched_kinds:
+                s.raises += 1
+                s.matched += 1
+            elif not matched_kinds:
+                s.raises += 1
+                s.false += 1
+        scores[kind] = s
+    return scores
+
+
+def outcomes(
+    raises: Sequence[Raise],
+    intervals: Sequence[Interval],
+    detectors: Mapping[str, Sequence[str]],
+    grace: float,
+) -> dict[str, Counter[str]]:
+    """Per rule, what its raises hit: `detected` (a fault it is meant for), `during <kind>`
+    (another fault on that device, e.g. a spike read as overheating), or `healthy`."""
+    meant: defaultdict[str, set[str]] = defaultdict(set)
+    for kind, rules in detectors.items():
+        for rule in rules:
+            meant[rule].add(kind)
+    out: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    for r in raises:
+        kinds = {i.kind for i in intervals if i.key == r.key and i.start <= r.ts <= i.end + grace}
+        if kinds & meant[r.rule]:
+            out[r.rule]["detected"] += 1
+        elif kinds:
+            out[r.rule]["during " + "/".join(sorted(kinds))] += 1
+        else:
+            out[r.rule]["healthy"] += 1
+    return dict(out)
+
+
+def combine(runs: Iterable[Mapping[str, Score]]) -> dict[str, Score]:
+    """Pool the scores of several runs (seeds) kind by kind."""
+    total: dict[str, Score] = {}
+    for scores in runs:
+        for kind, s in scores.items():
+            total[kind] = total[kind] + s if kind in total else s
+    return total
+
+
+# -- fault schedules -----------------------------------------------------------------------
+
+
+def random_faults(
+    kinds: Sequence[str],
+    devices: Sequence[str],
+    seed: int,
+    *,
+    duration: float,
+    per_kind: int,
+    warmup: float,
+    length: tuple[float, float],
+    tail: float,
+) -> list[FaultSpec]:
+    """`per_kind` faults of each kind, each on a device of its own, at random times.
+
+    One fault per device keeps faults from masking each other (a machine stopped for
+    overheating has no bearing left to wear); starts are continuous, not on window
+    boundaries, and leave `warmup` for the detectors to learn and `tail` to see the end.
+    """
+    need = len(kinds) * per_kind
+    if need > len(devices):
+        raise ValueError(f"{need} faults need {need} devices, the fleet has {len(devices)}")
+    rng = np.random.default_rng([seed, 0xFA17])  # apart from the fleet's own noise
+    chosen = rng.choice(len(devices), size=need, replace=False)
+    specs = []
+    for n, index in enumerate(chosen.tolist()):
+        lasting = float(rng.uniform(*length))
+        latest = duration - lasting - tail
+        if latest <= warmup:
+            raise ValueError(f"a {duration:g}s run has no room for a {lasting:.0f}s fault")
+        start = float(rng.uniform(warmup, latest))
+        specs.append(FaultSpec(kinds[n // per_kind], devices[index], start, lasting))
+    return sorted(specs, key=lambda s: s.start)
+
+
+# -- the demos -------------------------------------------------------------------------------
+
+FleetFactory = Callable[[int, int, SimClock, Sequence[FaultSpec]], Fleet]
+
+
+def _factory(count: int, seed: int, clock: SimClock, faults: Sequence[FaultSpec]) -> Fleet:
+    return FactoryFleet(FactoryConfig(count), seed, clock, faults)
+
+
+def _farm(count: int, seed: int, clock: SimClock, faults: Sequence[FaultSpec]) -> Fleet:
+    return FarmFleet(FarmConfig(count), seed, clock, faults)
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A demo deployment: its pipeline, its fleet as `fogline devices` runs it, its detectors."""
+
+    name: str
+    pipeline: Path
+    fleet: FleetFactory
+    format: Format
+    rate: float  # readings per device per second (`fogline devices`' default)
+    detectors: Mapping[str, tuple[str, ...]]  # fault kind -> alert rules that detect it
+    devices: int = 48
+    hours: float = 2.0
+    per_kind: int = 5
+    length: tuple[float, float] = (300.0, 900.0)  # fault durations, seconds
+    warmup: float = 600.0
+    tail: float = 300.0
+
+    def window(self, pipeline: Pipeline) -> float:
+        """The first window's size: the unit of the grace period and of time to detect."""
+        sizes = [s.config.size for s in pipeline.steps if isinstance(s.config, WindowConfig)]
+        if not sizes:
+            raise ValueError(f"{pipeline.file}: no window step")
+        return float(sizes[0])
+
+
+DEMOS: dict[str, Demo] = {
+    "factory": Demo(
+        "factory",
+        ROOT / "pipelines" / "factory.yaml",
+        _factory,
+        "json",
+        1.0,
+        {
+            "bearing": ("vibration_anomaly",),
+            "imbalance": ("vibration_anomaly",),
+            "overheating": ("critical_temperature", "over_temperature", "temperature_rising"),
+            "stuck": ("sensor_stuck",),
+            "dropout": ("sensor_gap",),
+            "spikes": ("sensor_spikes",),
+        },
+    ),
+    "farm": Demo(
+        "farm",
+        ROOT / "pipelines" / "farm.yaml",
+        _farm,
+        "senml",
+        0.2,
+        {
+            "leak": ("leak_valve_closed", "pressure_drop"),
+            "blocked": ("line_blocked",),
+            "dryout": ("dry_soil", "soil_drying_fast"),
+            "battery": ("low_battery", "probe_silent"),
+            "stuck": ("sensor_stuck",),
+            "dropout": ("probe_silent",),
+            "spikes": ("sensor_spikes",),
+        },
+        hours=8.0,
+        length=(600.0, 1800.0),
+    ),
+}
+
+
+# -- one run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What one simulated run produced, with its ground truth."""
+
+    demo: Demo
+    seed: int
+    seconds: float
+    devices: int
+    intervals: list[Interval]
+    raises: list[Raise]
+    readings: int
+    commands: int
+    metrics: Metrics
+    window: float
+    tapped: dict[str, list[Record]] = field(default_factory=dict)
+
+    @property
+    def device_hours(self) -> float:
+        return self.devices * self.seconds / 3600.0
+
+    def score(self, grace_windows: float = 2.0) -> dict[str, Score]:
+        grace = grace_windows * self.window
+        return score(self.raises, self.intervals, self.demo.detectors, grace, self.device_hours)
+
+    def outcomes(self, grace_windows: float = 2.0) -> dict[str, Counter[str]]:
+        grace = grace_windows * self.window
+        return outcomes(self.raises, self.intervals, self.demo.detectors, grace)
+
+
+class _Tap:
+    """An output that keeps every record of the streams it reads (for diagnostics)."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def emit(self, records: list[Record]) -> None:
+        self.records.extend(records)
+
+
+class _Alerts:
+    """An output that keeps the `raised` events, stamped with the gateway clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+        self.raises: list[Raise] = []
+
+    def emit(self, records: list[Record]) -> None:
+        now = self._clock.now()
+        for record in records:
+            fields = record.fields
+            if fields.get("state") == "raised":
+                self.raises.append(Raise(fields["rule"], record.key, record.ts, now))
+
+
+def _check_detectors(demo: Demo, pipeline: Pipeline) -> None:
+    rules = {
+        rule.name
+        for step in pipeline.steps
+        if isinstance(step.config, AlertConfig)
+        for rule in step.config.rules
+    }
+    unknown = sorted({r for rs in demo.detectors.values() for r in rs} - rules)
+    if unknown:
+        raise ValueError(f"{pipeline.file}: no alert rule named {', '.join(unknown)}")
+
+
+def simulate(
+    demo: Demo,
+    seed: int,
+    faults: Sequence[FaultSpec],
+    *,
+    seconds: float,
+    devices: int | None = None,
+    pipeline: Pipeline | None = None,
+    close_loop: bool = True,
+    taps: Sequence[str] = (),
+) -> Run:
+    """Run `devices` of the demo's fleet for `seconds` of simulated time through its pipeline.
+
+    `close_loop` hands the pipeline's actions back to the fleet (stop, open, close), as the
+    edge broker would; without it the devices never hear from the gateway. `taps` names
+    streams (e.g. `windows`) whose records the run keeps, to see what the rules saw.
+    """
+    pipeline = pipeline or load_pipeline(demo.pipeline)
+    _check_detectors(demo, pipeline)
+    count = devices or demo.devices
+    sim = SimClock(START, 1.0, START)
+    fleet = demo.fleet(count, seed, sim, faults)
+    clock = FakeClock(START)
+    metrics = Metrics()
+    alerts = _Alerts(clock)
+
+    def publish(topic: str, payload: bytes, _qos: int, _retain: bool) -> bool:
+        fleet.command(topic, payload)
+        return True
+
+    outputs: list[tuple[list[str], Output]] = []
+    for i, (kind, cfg) in enumerate(pipeline.outputs):
+        if isinstance(cfg, UplinkOutputConfig) and cfg.kind == "alert":
+            outputs.append((cfg.from_, alerts))
+        elif isinstance(cfg, ActionOutputConfig) and close_loop:
+            outputs.append((cfg.from_, ActionOutput(cfg, publish, metrics, f"outputs[{i}].{kind}")))
+    tapped = {name: _Tap() for name in taps}
+    outputs += [([name], tap) for name, tap in tapped.items()]
+    engine = Engine(pipeline, clock, metrics, outputs)
+    source = next(cfg for kind, cfg in pipeline.sources if isinstance(cfg, MqttSourceConfig))
+    decoder = Decoder(
+        TopicPatterns(source.topics),
+        pipeline.key,
+        engine.reject_raw,
+        fmt=source.format,
+        timestamp=source.timestamp,
+        max_payload=source.max_payload,
+        max_clock_skew=source.max_clock_skew,
+    )
+    codec = Codec(demo.format, fleet.UNITS, fleet.base_names())
+    tick = float(pipeline.header.tick)
+    steps = round(seconds * demo.rate)
+    readings = ticks = 0
+    for k in range(steps + 1):
+        t = k / demo.rate
+        now = sim.wall(min(t, seconds))
+        # The gateway's ticker runs every `tick` of the clock, readings or not.
+        while START + ticks * tick <= now + 1e-9:
+            clock.t = START + ticks * tick
+            engine.tick(clock.t)
+            ticks += 1
+        if k == steps:
+            break
+        clock.t = now
+        records: list[Record] = []
+        for topic, payload in fleet.step(t):
+            decoder.decode(topic, codec.encode(topic, payload), now, records)
+        readings += len(records)
+        engine.process(records)
+    stop = sim.wall(seconds)
+    truth = intervals_from_labels(labels(fleet, stop), pipeline.key, stop)
+    return Run(
+        demo,
+        seed,
+        seconds,
+        count,
+        truth,
+        alerts.raises,
+        readings,
+        fleet.commands_applied,
+        metrics,
+        demo.window(pipeline),
+        {name: tap.records for name, tap in tapped.items()},
+    )
+
+
+def evaluate(
+    demo: Demo,
+    seed: int,
+    *,
+    hours: float | None = None,
+    devices: int | None = None,
+    pipeline: Pipeline | None = None,
+) -> Run:
+    """One seed of the benchmark: the demo's fleet with a random fault schedule of its own."""
+    seconds = 3600.0 * (hours or demo.hours)
+    count = devices or demo.devices
+    fleet = demo.fleet(count, seed, SimClock(START), ())
+    faults = random_faults(
+        sorted(fleet.FAULTS),  # every kind the fleet has, whatever the pipeline detects
+        fleet.devices,
+        seed,
+        duration=seconds,
+        per_kind=demo.per_kind,
+        warmup=demo.warmup,
+        length=demo.length,
+        tail=demo.tail,
+    )
+    return simulate(demo, seed, faults, seconds=seconds, devices=count, pipeline=pipeline)
