@@ -12,7 +12,9 @@
 ```
 
 Each closed window emits one record per key with the key fields, `window_start`,
-`window_end`, `count` and `<field>_<aggregate>` (e.g. `vibration_rms`).
+`window_end`, `count`, `first_ts` and `last_ts` (the times of its earliest and latest
+reading: a device that fell silent shows as `window_end - last_ts`) and
+`<field>_<aggregate>` (e.g. `vibration_rms`).
 
 Per reading the work is an append to a list. At a boundary, every closing window of every
 key is reduced in one vectorized numpy pass per field. Event time follows a watermark: the
@@ -55,7 +57,9 @@ class WindowConfig(OpConfig):
         0.0, description="Event time: how long a window waits for out-of-order readings."
     )
     aggregates: dict[FieldName, list[Aggregate]] = Field(
-        description="Field -> aggregates to compute over the window.", min_length=1
+        default_factory=dict,
+        description="Field -> aggregates to compute over the window; none for a window that "
+        "only counts readings and notes their first and last time (liveness).",
     )
 
     @model_validator(mode="after")
@@ -74,7 +78,7 @@ class WindowConfig(OpConfig):
         return [(("aggregates",), frozenset(self.aggregates))]
 
     def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
-        out = {"window_start", "window_end", "count", *key}
+        out = {"window_start", "window_end", "count", "first_ts", "last_ts", *key}
         out |= {f"{name}_{agg}" for name, aggs in self.aggregates.items() for agg in aggs}
         return Fields(frozenset(out))
 
@@ -82,10 +86,12 @@ class WindowConfig(OpConfig):
 class _Buffer:
     """One window of one key: C double arrays (8 bytes a value, invisible to the GC)."""
 
-    __slots__ = ("count", "times", "values")
+    __slots__ = ("count", "first_ts", "last_ts", "times", "values")
 
     def __init__(self, n_fields: int) -> None:
         self.count = 0
+        self.first_ts = math.inf
+        self.last_ts = -math.inf
         self.values = [array("d") for _ in range(n_fields)]
         self.times = [array("d") for _ in range(n_fields)]
 
@@ -146,6 +152,10 @@ class Window(Operator):
                     if buf is None:
                         buf = by_key[record.key] = _Buffer(n_fields)
                     buf.count += 1
+                    if ts > buf.last_ts:
+                        buf.last_ts = ts
+                    if ts < buf.first_ts:
+                        buf.first_ts = ts
                     for i in range(n_fields):
                         value = row[i]
                         if value is not None:
@@ -199,6 +209,8 @@ class Window(Operator):
                     "window_start": start,
                     "window_end": start + self._size,
                     "count": buf.count,
+                    "first_ts": buf.first_ts,
+                    "last_ts": buf.last_ts,
                 },
             )
             for start, key, buf in windows

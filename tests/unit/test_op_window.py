@@ -90,7 +90,7 @@ def test_tumbling_event_time_matches_numpy(case):
         assert out.key == (machine,)
         assert out.ts == start + 10
         assert set(out.fields) == {
-            "machine", "window_start", "window_end", "count", *(f"x_{a}" for a in AGGS)
+            "machine", "window_start", "window_end", "count", "first_ts", "last_ts", *(f"x_{a}" for a in AGGS)
         }  # fmt: skip
         assert out.fields["window_end"] == start + 10
         assert out.fields["count"] == len(xs)
@@ -238,6 +238,8 @@ def test_output_fields_are_exactly_key_window_count_and_aggregates():
         "window_start": T0,
         "window_end": T0 + 10,
         "count": 1,
+        "first_ts": T0 + 1,
+        "last_ts": T0 + 1,
         "vibration_rms": 3.0,
         "vibration_p95": 3.0,
         "temperature_mean": 60.0,
@@ -258,13 +260,21 @@ def test_a_field_without_values_in_a_window_omits_its_aggregates():
         flush=True,
     )
     got = {(r.key[0], r.fields["window_start"] - T0): r.fields for r in run.out}
-    assert set(got[("m1", 0)]) == {"machine", "window_start", "window_end", "count", "x_mean"}
+    assert set(got[("m1", 0)]) == {
+        "machine",
+        "window_start",
+        "window_end",
+        "count",
+        "first_ts",
+        "last_ts",
+        "x_mean",
+    }
     assert got[("m1", 0)]["count"] == 2
     assert got[("m1", 0)]["x_mean"] == 2.0
     assert got[("m2", 0)]["y_max"] == 10.0
     assert got[("m2", 0)]["y_count"] == 1
     assert set(got[("m1", 10)]) == {
-        "machine", "window_start", "window_end", "count", "y_max", "y_count"
+        "machine", "window_start", "window_end", "count", "first_ts", "last_ts", "y_max", "y_count"
     }  # fmt: skip
     assert got[("m1", 10)]["count"] == 1
 
@@ -288,9 +298,19 @@ def test_first_and_last_follow_event_time_not_arrival():
         {"size": 100, "hop": 0.5, "aggregates": {"x": ["mean"]}},  # 200 windows per reading
         {"size": 0, "aggregates": {"x": ["mean"]}},
         {"size": 10, "aggregates": {"x": ["median"]}},
-        {"size": 10, "aggregates": {}},
     ],
 )
 def test_invalid_configs(config):
     with pytest.raises(ValueError, match="validation error"):
         make_op("window", config)
+
+
+def test_a_window_without_aggregates_counts_and_times_readings():
+    """A liveness window: how many readings, and when the first and the last came."""
+    run = run_op(
+        "window", {"size": 10}, [rec("m1", T0 + 1, x=1), rec("m1", T0 + 7.5, x=2)], flush=True
+    )
+    [out] = run.out
+    assert out.fields["count"] == 2
+    assert (out.fields["first_ts"], out.fields["last_ts"]) == (T0 + 1, T0 + 7.5)
+    assert out.fields["window_end"] - out.fields["last_ts"] == 2.5

@@ -427,7 +427,7 @@ outputs:
     assert found == [
         (
             "p.yaml:17:11 steps[2].alert.rules[0].raise: expected fields that stream 'window' "
-            "carries (count, machine, vibration_rms, window_end, window_start), got 'vibraton_rms' "
+            "carries (count, first_ts, last_ts, machine, vibration_rms, window_end, window_start), got 'vibraton_rms' "
             "which no step produces; did you mean 'vibration_rms'?"
         )
     ]
