@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fogline.prometheus import Exposition
+
 # Drain latency buckets in seconds (decode + one transaction).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -44,18 +44,8 @@ class CloudMetrics:
                 break
 
     def render(self) -> str:
-        out: list[str] = []
-
-        def family(name: str, kind: str, help_: str, rows: dict[Labels, float]) -> None:
-            out.append(f"# HELP fogline_cloud_{name} {help_}")
-            out.append(f"# TYPE fogline_cloud_{name} {kind}")
-            for labels, value in rows.items():
-                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                out.append(
-                    f"fogline_cloud_{name}{{{text}}} {value}"
-                    if text
-                    else f"fogline_cloud_{name} {value}"
-                )
+        exposition = Exposition("fogline_cloud_")
+        family, out = exposition.family, exposition.lines
 
         family("messages_in_total", "counter", "Uplink messages received.", {(): self.messages_in})
         family("bytes_in_total", "counter", "Uplink payload bytes received.", {(): self.bytes_in})
@@ -113,8 +103,4 @@ class CloudMetrics:
             "Seconds since start.",
             {(): round(time.time() - self.started, 3)},
         )
-        return "\n".join(out) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return exposition.text()

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Self
 
-log = logging.getLogger("fogline.gateway.metrics")
+from fogline.prometheus import Exposition, Labels
 
-Labels = tuple[tuple[str, str], ...]
+log = logging.getLogger("fogline.gateway.metrics")
 
 
 @dataclass
@@ -60,14 +60,8 @@ class Metrics:
         }
 
     def render(self) -> str:
-        out: list[str] = []
-
-        def family(name: str, kind: str, help_: str, rows: dict[Labels, float]) -> None:
-            out.append(f"# HELP fogline_{name} {help_}")
-            out.append(f"# TYPE fogline_{name} {kind}")
-            for labels, value in rows.items():
-                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                out.append(f"fogline_{name}{{{label_text}}} {value}")
+        exposition = Exposition("fogline_")
+        family = exposition.family
 
         family(
             "messages_in_total",
@@ -143,11 +137,7 @@ class Metrics:
             "Seconds since start.",
             {(): round(time.time() - self.started, 3)},
         )
-        return "\n".join(out) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return exposition.text()
 
 
 class MetricsServer:
