@@ -183,7 +183,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         return 2
-    return asyncio.run(_main(options))
+    try:
+        return asyncio.run(_main(options))
+    except BrokenPipeError:  # `--stdout | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _number(args: argparse.Namespace, flag: str, kind: type[int | float], low: float) -> Any:
