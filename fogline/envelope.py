@@ -29,7 +29,8 @@ from typing import Any
 import orjson
 
 VERSION = 1
-KINDS = ("alert", "escalation", "digest", "event", "health")
+KINDS = ("alert", "escalation", "event", "digest", "health")
+"""Every uplink kind, most urgent first: the outbox sends in this order and evicts in reverse."""
 
 
 def uplink_topic(gateway: str, kind: str) -> str:

@@ -78,7 +78,6 @@ class Decoder:
         max_clock_skew: float | None = 3600.0,
     ) -> None:
         self._patterns = patterns
-        self._key_fields = key
         self._key = itemgetter(*key)
         self._single_key = len(key) == 1
         self._reject = reject

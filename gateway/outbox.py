@@ -24,11 +24,10 @@ from typing import Any, Literal
 
 import orjson
 
-from fogline.envelope import Entry, to_ranges
+from fogline.envelope import KINDS, Entry, to_ranges
 
 # Lower number = higher priority: sent first, evicted last.
-CLASS = {"alert": 0, "escalation": 1, "event": 2, "digest": 3, "health": 4}
-KINDS = tuple(sorted(CLASS, key=CLASS.__getitem__))
+CLASS = {kind: i for i, kind in enumerate(KINDS)}
 MAX_REPORTED_RANGES = 2000
 
 Durability = Literal["normal", "full"]

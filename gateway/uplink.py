@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fogline.envelope import compress, decode_ack, downlink_topic, encode_batch, uplink_topic
+from fogline.envelope import KINDS, compress, decode_ack, downlink_topic, encode_batch, uplink_topic
 from fogline.mqtt import MqttLink
 from gateway.clock import Clock
 from gateway.metrics import Metrics
-from gateway.outbox import KINDS, Outbox
+from gateway.outbox import Outbox
 
 log = logging.getLogger("fogline.gateway.uplink")
 

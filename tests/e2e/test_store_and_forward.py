@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import time
 
-from conftest import Site
+from sitekit import Site
 
 
 def test_uplink_broker_restart_loses_nothing(site: Site) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_op, rec, run_op
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oplab import make_op, rec, run_op
 
 from gateway.operators.alert import EVENT_FIELDS
 

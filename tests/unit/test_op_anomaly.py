@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_op, rec, run_op
+from oplab import make_op, rec, run_op
 
 from gateway.operators import REGISTRY
 from gateway.operators.anomaly import AnomalyScore

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from conftest import make_op, rec, run_op
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oplab import make_op, rec, run_op
 
 values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import rec, run_op
+from oplab import rec, run_op
 
 
 def test_adds_the_moving_mean_and_its_score():

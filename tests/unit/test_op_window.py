@@ -7,9 +7,9 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from conftest import make_op, rec, run_op
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oplab import make_op, rec, run_op
 
 from gateway.clock import FakeClock
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import rec, run_op
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from oplab import rec, run_op
 
 
 def reference(xs, warmup, min_std=1e-9, exclude_above=None):

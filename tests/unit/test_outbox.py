@@ -10,7 +10,8 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gateway.outbox import KINDS, Outbox
+from fogline.envelope import KINDS
+from gateway.outbox import Outbox
 
 
 def read_all(box: Outbox, kind: str) -> list[int]:

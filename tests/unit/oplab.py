@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from gateway.clock import FakeClock
 from gateway.operators import REGISTRY
@@ -20,9 +17,6 @@ from gateway.operators.base import Operator, StepContext
 from gateway.record import Record
 
 KEY_FIELDS = ("machine",)
-IGNORE_LIBCST_WARNING = pytest.mark.filterwarnings(
-    "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
-)
 
 
 def rec(machine: str, ts: float, **fields: Any) -> Record:
@@ -92,14 +86,3 @@ def run_op(
     if flush:
         run.flush()
     return run
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # When a hypothesis test fails, its pytest plugin imports libcst to suggest a patch;
-    # the installed libcst uses the deprecated mypy_extensions.TypedDict, and with
-    # `filterwarnings = error` that warning crashes the whole run (INTERNALERROR) and hides
-    # the failure. Item marks outrank the ini filters, so ignore just that warning here.
-    here = Path(__file__).parent
-    for item in items:
-        if here in item.path.parents:
-            item.add_marker(IGNORE_LIBCST_WARNING)
