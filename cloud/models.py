@@ -26,7 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 # BIGINT on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the rowid (autoincrementing).
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -173,28 +173,27 @@ class Alert(Base):
     updated_at: Mapped[float]
 
 
-class Escalation(Base):
+class _FreeForm:
+    """A record kept as it came: escalations and events have the same shape."""
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[UniqueConstraint]:  # noqa: N805 - a class-level directive
+        return (UniqueConstraint("gateway_id", "seq"),)  # one object per table
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = _gateway_fk()
+    seq: Mapped[int] = mapped_column(Seq)
+    device: Mapped[str] = mapped_column(Device)
+    ts: Mapped[float | None]
+    data: Mapped[dict[str, Any]]
+
+
+class Escalation(_FreeForm, Base):
     __tablename__ = "escalations"
-    __table_args__ = (UniqueConstraint("gateway_id", "seq"),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    gateway_id: Mapped[str] = _gateway_fk()
-    seq: Mapped[int] = mapped_column(Seq)
-    device: Mapped[str] = mapped_column(Device)
-    ts: Mapped[float | None]
-    data: Mapped[dict[str, Any]]
 
 
-class Event(Base):
+class Event(_FreeForm, Base):
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("gateway_id", "seq"),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    gateway_id: Mapped[str] = _gateway_fk()
-    seq: Mapped[int] = mapped_column(Seq)
-    device: Mapped[str] = mapped_column(Device)
-    ts: Mapped[float | None]
-    data: Mapped[dict[str, Any]]
 
 
 class Health(Base):
