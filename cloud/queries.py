@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cloud.gaps import loss_report
 from cloud.models import Alert, Digest, Gateway
@@ -84,20 +84,31 @@ def gateway(session: Session, gateway_id: str, gap_limit: int) -> GatewayDetail 
     )
 
 
-def digests(session: Session, filters: Filters, limit: int, cursor: str | None) -> DigestPage:
-    query = select(Digest).order_by(Digest.window_end.desc(), Digest.id.desc()).limit(limit + 1)
+def _newest_first(
+    model: type[Digest | Alert],
+    at: InstrumentedAttribute[float],
+    filters: Filters,
+    limit: int,
+    cursor: str | None,
+) -> Select[Any]:
+    """Rows of a gateway/device/time range, newest first, one past the page (keyset on
+    `(at, id)`, so a page never shifts when rows arrive)."""
+    query = select(model).order_by(at.desc(), model.id.desc()).limit(limit + 1)
     if filters.gateway is not None:
-        query = query.where(Digest.gateway_id == filters.gateway)
+        query = query.where(model.gateway_id == filters.gateway)
     if filters.device is not None:
-        query = query.where(Digest.device == filters.device)
+        query = query.where(model.device == filters.device)
     if filters.since is not None:
-        query = query.where(Digest.window_end >= filters.since)
+        query = query.where(at >= filters.since)
     if filters.until is not None:
-        query = query.where(Digest.window_end < filters.until)
+        query = query.where(at < filters.until)
     if cursor is not None:
-        query = query.where(
-            tuple_(Digest.window_end, Digest.id) < tuple_(*decode_cursor(cursor, float, int))
-        )
+        query = query.where(tuple_(at, model.id) < tuple_(*decode_cursor(cursor, float, int)))
+    return query
+
+
+def digests(session: Session, filters: Filters, limit: int, cursor: str | None) -> DigestPage:
+    query = _newest_first(Digest, Digest.window_end, filters, limit, cursor)
     rows = list(session.scalars(query))
     page = rows[:limit]
     return DigestPage(
@@ -125,23 +136,11 @@ def alerts(
     limit: int,
     cursor: str | None,
 ) -> AlertPage:
-    query = select(Alert).order_by(Alert.raised_at.desc(), Alert.id.desc()).limit(limit + 1)
-    if filters.gateway is not None:
-        query = query.where(Alert.gateway_id == filters.gateway)
-    if filters.device is not None:
-        query = query.where(Alert.device == filters.device)
-    if filters.since is not None:
-        query = query.where(Alert.raised_at >= filters.since)
-    if filters.until is not None:
-        query = query.where(Alert.raised_at < filters.until)
+    query = _newest_first(Alert, Alert.raised_at, filters, limit, cursor)
     if state is not None:
         query = query.where(Alert.state == state)
     if severity is not None:
         query = query.where(Alert.severity == severity)
-    if cursor is not None:
-        query = query.where(
-            tuple_(Alert.raised_at, Alert.id) < tuple_(*decode_cursor(cursor, float, int))
-        )
     rows = list(session.scalars(query))
     page = rows[:limit]
     return AlertPage(
