@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 AGGREGATES: tuple[str, ...] = (
     "count", "sum", "mean", "min", "max", "std", "rms", "p50", "p95", "first", "last",
+    "range", "delta", "slope", "crest", "kurtosis",
 )  # fmt: skip
+TIME_ORDERED: frozenset[str] = frozenset({"first", "last", "delta", "slope"})
+"""Aggregates that follow event time: a window keeps each value's time for these."""
 _PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0}
 
 
@@ -120,21 +123,72 @@ def _moments(
             out["std"] = np.sqrt(np.add.reduceat(dev * dev, starts) / counts)
     if "rms" in wanted:
         out["rms"] = np.sqrt(np.add.reduceat(flat * flat, starts) / counts)
-    if "min" in wanted:
+    if wanted & {"min", "range"}:
         out["min"] = np.minimum.reduceat(flat, starts)
-    if "max" in wanted:
+    if wanted & {"max", "range"}:
         out["max"] = np.maximum.reduceat(flat, starts)
+    if "range" in wanted:
+        out["range"] = out["max"] - out["min"]
     return out
 
 
-def _first_last(
-    flat: FloatArray,
-    lengths: IntArray,
-    starts: IntArray,
-    times: Sequence[Sequence[float]] | None,
+def _centred(
+    flat: FloatArray, lengths: IntArray, starts: IntArray, counts: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Deviations from each segment's mean, in units of the segment's spread, and that unit.
+
+    Values are shifted by the segment's first value before anything else, so a constant
+    segment gives exact zeros (unit 0) rather than rounding noise around its mean; scaling
+    to the spread keeps the squares and fourth powers clear of underflow and overflow.
+    """
+    shifted = flat - np.repeat(flat[starts], lengths)
+    unit = np.maximum.reduceat(np.abs(shifted), starts)
+    scaled = shifted / np.repeat(np.where(unit > 0, unit, 1.0), lengths)
+    return scaled - np.repeat(np.add.reduceat(scaled, starts) / counts, lengths), unit
+
+
+def _shape(
+    flat: FloatArray, lengths: IntArray, starts: IntArray, wanted: set[str]
 ) -> dict[str, FloatArray]:
-    if times is None:
-        return {"first": flat[starts], "last": flat[starts + lengths - 1]}
+    """Crest factor and kurtosis: scale-free, so computed on scaled values (no under/overflow)."""
+    counts = lengths.astype(np.float64)
+    out: dict[str, FloatArray] = {}
+    if "crest" in wanted:  # max|x| / rms = sqrt(n / sum((x / max|x|)^2)); the sum is >= 1
+        peak = np.maximum.reduceat(np.abs(flat), starts)
+        nonzero = peak > 0
+        z = flat / np.repeat(np.where(nonzero, peak, 1.0), lengths)
+        squares = np.add.reduceat(z * z, starts)
+        out["crest"] = np.where(nonzero, np.sqrt(counts / np.where(nonzero, squares, 1.0)), 0.0)
+    if "kurtosis" in wanted:  # Pearson: m4 / m2^2 = n * sum(d^4) / sum(d^2)^2
+        dev, unit = _centred(flat, lengths, starts, counts)
+        varying = unit > 0
+        d2 = dev * dev
+        s2 = np.add.reduceat(d2, starts)
+        s4 = np.add.reduceat(d2 * d2, starts)
+        out["kurtosis"] = np.where(varying, counts * s4 / np.where(varying, s2 * s2, 1.0), 0.0)
+    return out
+
+
+def _slope(flat: FloatArray, lengths: IntArray, starts: IntArray, times: FloatArray) -> FloatArray:
+    """Least-squares slope of value against time, per second; 0 where all times are equal.
+
+    Times are shifted to start at 0 and scaled to [0, 1] first: epoch seconds squared would
+    lose the sub-second spacing, and the scaled sum of squares is at least 1/2.
+    """
+    counts = lengths.astype(np.float64)
+    since = times - np.repeat(np.minimum.reduceat(times, starts), lengths)
+    span = np.maximum.reduceat(since, starts)
+    spread = span > 0
+    safe_span = np.where(spread, span, 1.0)
+    u = since / np.repeat(safe_span, lengths)
+    du = u - np.repeat(np.add.reduceat(u, starts) / counts, lengths)
+    dev, unit = _centred(flat, lengths, starts, counts)
+    sxx = np.add.reduceat(du * du, starts)
+    sxy = np.add.reduceat(du * dev, starts)
+    return np.where(spread, sxy / np.where(spread, sxx, 1.0) * unit / safe_span, 0.0)
+
+
+def _flat_times(times: Sequence[Sequence[float]], lengths: IntArray) -> FloatArray:
     tflat, tlengths = _flatten(times, "times")
     if not np.array_equal(tlengths, lengths):
         msg = "times must have the same shape as values"
@@ -142,10 +196,18 @@ def _first_last(
     if np.isnan(tflat).any():
         msg = "times must not contain NaN"
         raise ValueError(msg)
-    return {
-        "first": flat[_extreme_positions(tflat, lengths, starts, latest=False)],
-        "last": flat[_extreme_positions(tflat, lengths, starts, latest=True)],
-    }
+    return tflat
+
+
+def _first_last(
+    flat: FloatArray, lengths: IntArray, starts: IntArray, times: FloatArray | None
+) -> dict[str, FloatArray]:
+    if times is None:
+        first, last = flat[starts], flat[starts + lengths - 1]
+    else:
+        first = flat[_extreme_positions(times, lengths, starts, latest=False)]
+        last = flat[_extreme_positions(times, lengths, starts, latest=True)]
+    return {"first": first, "last": last, "delta": last - first}
 
 
 def segment_aggregates(
@@ -157,20 +219,31 @@ def segment_aggregates(
 
     Returns aggregate name -> float64 array with one entry per segment.  ``first``
     and ``last`` pick the value with the smallest / largest event time (ties: the
-    earliest position); without ``times`` they are positional.  Values are expected
-    to be finite.
+    earliest position) and ``delta`` is last minus first; without ``times`` these three
+    are positional.  ``slope`` (units per second, least squares against event time) needs
+    ``times``: an index is no time.  ``slope`` is 0 for a segment whose times are all
+    equal, ``crest`` (max|x| / rms) and ``kurtosis`` (Pearson, m4 / m2^2: 3 for a
+    Gaussian) are 0 for a segment of zeros / a constant segment.  Values and times are
+    expected to be finite.
     """
     _validate(aggregates)
     wanted = set(aggregates)
+    if "slope" in wanted and times is None:
+        msg = "the slope aggregate needs times: a positional index is no time"
+        raise ValueError(msg)
     flat, lengths = _flatten(values, "values")
     if lengths.size == 0:
         return {name: np.empty(0, dtype=np.float64) for name in aggregates}
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.intp)
+    tflat = _flat_times(times, lengths) if times is not None and wanted & TIME_ORDERED else None
 
     result = _moments(flat, lengths, starts, wanted)
     qs = {name: q for name, q in _PERCENTILES.items() if name in wanted}
     if qs:  # the only sort, and only when a percentile is requested
         result.update(_percentiles(flat, lengths, starts, qs))
-    if wanted & {"first", "last"}:
-        result.update(_first_last(flat, lengths, starts, times))
+    if wanted & {"first", "last", "delta"}:
+        result.update(_first_last(flat, lengths, starts, tflat))
+    if tflat is not None and "slope" in wanted:
+        result["slope"] = _slope(flat, lengths, starts, tflat)
+    result.update(_shape(flat, lengths, starts, wanted))
     return {name: result[name] for name in aggregates}

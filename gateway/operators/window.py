@@ -8,13 +8,16 @@
     lateness: 2s         # event time: how long to wait for out-of-order readings
     aggregates:
       vibration: [rms, p95, mean, max]
-      temperature: [mean, max]
+      temperature: [mean, max, slope]   # slope: per second of event time
 ```
 
 Each closed window emits one record per key with the key fields, `window_start`,
 `window_end`, `count`, `first_ts` and `last_ts` (the times of its earliest and latest
 reading: a device that fell silent shows as `window_end - last_ts`) and
-`<field>_<aggregate>` (e.g. `vibration_rms`).
+`<field>_<aggregate>` (e.g. `vibration_rms`). Aggregates: `count`, `sum`, `mean`, `min`,
+`max`, `std`, `rms`, `p50`, `p95`, `first` and `last` (by event time), `range` (max - min),
+`delta` (last - first), `slope` (least squares, per second of event time), `crest`
+(max |x| / rms) and `kurtosis` (3 for Gaussian noise, higher for impacts).
 
 Per reading the work is an append to a list. At a boundary, every closing window of every
 key is reduced in one vectorized numpy pass per field. Event time follows a watermark: the
@@ -28,18 +31,19 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from fogline.units import Duration
-from gateway.aggregates import AGGREGATES, segment_aggregates
+from gateway.aggregates import AGGREGATES, TIME_ORDERED, segment_aggregates
 from gateway.operators.base import FieldName, Fields, OpConfig, Operator, RelPath, StepContext
 from gateway.record import Record
 
 Aggregate = Literal[
-    "count", "sum", "mean", "min", "max", "std", "rms", "p50", "p95", "first", "last"
-]
+    "count", "sum", "mean", "min", "max", "std", "rms", "p50", "p95", "first", "last",
+    "range", "delta", "slope", "crest", "kurtosis",
+]  # fmt: skip
 assert set(AGGREGATES) == set(Aggregate.__args__)  # type: ignore[attr-defined]  # noqa: S101
 
 MAX_WINDOWS_PER_RECORD = 100
@@ -83,10 +87,10 @@ class WindowConfig(OpConfig):
         return Fields(frozenset(out))
 
 
-class _Buffer:
+class WindowBuffer:
     """One window of one key: C double arrays (8 bytes a value, invisible to the GC)."""
 
-    __slots__ = ("count", "first_ts", "last_ts", "times", "values")
+    __slots__ = ("count", "extra", "first_ts", "last_ts", "times", "values")
 
     def __init__(self, n_fields: int) -> None:
         self.count = 0
@@ -94,6 +98,15 @@ class _Buffer:
         self.last_ts = -math.inf
         self.values = [array("d") for _ in range(n_fields)]
         self.times = [array("d") for _ in range(n_fields)]
+        self.extra: Any = None  # what a subclass keeps per window (see Window.admit)
+
+
+ClosingWindow = tuple[float, tuple[str, ...], WindowBuffer]
+"""(window start, key, buffer) of a window being emitted."""
+
+
+class WrongTypeError(Exception):
+    """Raised by `Window.admit` to reject a record uncounted (`wrong_type`, with this detail)."""
 
 
 class Window(Operator):
@@ -109,9 +122,9 @@ class Window(Operator):
         self._event_time = config.time == "event"
         self._fields = list(config.aggregates)
         self._aggs = [list(dict.fromkeys(aggs)) for aggs in config.aggregates.values()]
-        self._keep_times = any(a in {"first", "last"} for aggs in self._aggs for a in aggs)
+        self._keep_times = any(a in TIME_ORDERED for aggs in self._aggs for a in aggs)
         # start -> key -> buffer; windows of one start close together, across all keys.
-        self._open: dict[float, dict[tuple[str, ...], _Buffer]] = {}
+        self._open: dict[float, dict[tuple[str, ...], WindowBuffer]] = {}
         self._max_ts = -math.inf
         self._max_ts_wall = ctx.clock.now()
         self._frontier = -math.inf  # every window starting before this has been emitted
@@ -126,6 +139,8 @@ class Window(Operator):
         hop, size, fields = self._hop, self._size, self._fields
         n_fields = len(fields)
         keep_times = self._keep_times
+        # A plain window reads nothing more: skip the call per record.
+        admit, keep = (None if type(self).admit is Window.admit else self.admit), self.keep
         for record in batch:
             values = record.fields
             row = [values.get(name) for name in fields]
@@ -134,6 +149,11 @@ class Window(Operator):
                 self.ctx.reject(
                     record, "wrong_type", f"field '{bad}': expected a number, got {values[bad]!r}"
                 )
+                continue
+            try:
+                extra = admit(record) if admit is not None else None
+            except WrongTypeError as exc:
+                self.ctx.reject(record, "wrong_type", str(exc))
                 continue
             ts = record.ts if self._event_time else now
             if ts > self._max_ts:
@@ -150,7 +170,7 @@ class Window(Operator):
                         by_key = self._open[start] = {}
                     buf = by_key.get(record.key)
                     if buf is None:
-                        buf = by_key[record.key] = _Buffer(n_fields)
+                        buf = by_key[record.key] = WindowBuffer(n_fields)
                     buf.count += 1
                     if ts > buf.last_ts:
                         buf.last_ts = ts
@@ -162,11 +182,25 @@ class Window(Operator):
                             buf.values[i].append(value)
                             if keep_times:
                                 buf.times[i].append(ts)
+                    if extra is not None:
+                        keep(buf, extra)
                 start -= hop
             if not accepted:
                 self.late += 1
                 self.ctx.side("late", record)
         return []
+
+    def admit(self, record: Record) -> Any:
+        """What `record` adds to each of its windows besides the aggregated fields.
+
+        None here. A subclass reading more of the record (`features`: sample blocks)
+        checks and converts it once per record, raising `WrongTypeError(detail)` for a record
+        that must not be counted, and `keep` stores the result in each window it lands in.
+        """
+        return None
+
+    def keep(self, buf: WindowBuffer, extra: Any) -> None:
+        """Store what `admit` returned in one window's buffer (`buf.extra`)."""
 
     # -- at boundaries: vectorized --------------------------------------------------------
 
@@ -196,7 +230,7 @@ class Window(Operator):
         return sum(len(by_key) for by_key in self._open.values())
 
     def _emit(self, starts: list[float]) -> list[Record]:
-        windows: list[tuple[float, tuple[str, ...], _Buffer]] = [
+        windows: list[ClosingWindow] = [
             (start, key, buf) for start in starts for key, buf in self._open.pop(start).items()
         ]
         key_fields = self.ctx.key_fields
@@ -215,6 +249,11 @@ class Window(Operator):
             )
             for start, key, buf in windows
         ]
+        self.window_fields(windows, out)
+        return out
+
+    def window_fields(self, windows: list[ClosingWindow], out: list[Record]) -> None:
+        """Add the computed fields to `out` (one record per window), each in one numpy pass."""
         for i, (name, aggs) in enumerate(zip(self._fields, self._aggs, strict=True)):
             present = [j for j, (_, _, buf) in enumerate(windows) if buf.values[i]]
             if not present:
@@ -227,7 +266,6 @@ class Window(Operator):
                 label = f"{name}_{agg}"
                 for j, value in zip(present, column, strict=True):
                     out[j].fields[label] = value
-        return out
 
 
 def _not_a_number(names: list[str], row: list[object]) -> str | None:
