@@ -20,12 +20,14 @@ from typing import Any, Self
 
 import orjson
 
-from fogline import __version__
+from fogline import __version__, ota
 from fogline.mqtt import MqttLink
 from fogline.urls import BrokerUrl
 from gateway.clock import Clock, SystemClock
 from gateway.engine import Engine, Output
 from gateway.metrics import Metrics, MetricsServer
+from gateway.model_updates import ModelUpdates
+from gateway.operators.infer import Infer
 from gateway.outbox import Durability, Outbox
 from gateway.outputs import ActionOutput, UplinkOutput
 from gateway.sources.mqtt import MqttSource
@@ -119,8 +121,8 @@ class Gateway:
             options.uplink,
             f"fogline-{gid}-uplink",
             name="uplink",
-            subscriptions=[(self.uplink.ack_topic, 1)],
-            on_message=self.uplink.on_message,
+            subscriptions=[(self.uplink.ack_topic, 1), (ota.subscription(gid), 1)],
+            on_message=self._downlink,
             wait_connected=0.0,
             on_reconnect=self._uplink_reconnected,
         )
@@ -141,6 +143,20 @@ class Gateway:
         self.engine = Engine(
             pipeline, options.clock, self.metrics, outputs, self._dead_letter if dead else None
         )
+        self.inference = {sid: op for sid, _, _, op in self.engine.steps if isinstance(op, Infer)}
+        self.models = ModelUpdates(
+            gid,
+            self.inference,
+            options.data_dir / "models",
+            lambda event: self.uplink.send("event", [("", event)]),
+            self.metrics,
+        )
+        self.models.restore()
+        self.metrics.gauges["inference_decisions"] = lambda: {
+            (("step", sid), ("exit", exit_)): n
+            for sid, op in self.inference.items()
+            for exit_, n in op.decided.items()
+        }
         self._tasks: asyncio.TaskGroup | None = None
         self._running: list[asyncio.Task[None]] = []
         self._exit = contextlib.AsyncExitStack()
@@ -176,6 +192,7 @@ class Gateway:
             "health": self._health(),
             "uplink.commit": self.uplink.run_commits(),
             "uplink.publish": self.uplink.run_publish(self.up),
+            "model_updates": self.models.run(),
         }
         if self.options.status:
             loops["status"] = show_status(self.metrics, lambda: self.uplink.pending)
@@ -268,6 +285,11 @@ class Gateway:
             "uplink_pending": self.uplink.pending,
             "outbox": self.outbox.stats(),
             **self.metrics.snapshot(),
+            **(
+                {"inference": {sid: op.status() for sid, op in self.inference.items()}}
+                if self.inference
+                else {}
+            ),
         }
 
     # -- rejects ----------------------------------------------------------------------------
@@ -283,6 +305,12 @@ class Gateway:
             entry["payload"] = payload[: self._dead_max].decode("utf-8", "replace")
         entry["gateway"] = self.options.gateway_id
         self.edge.publish(self._dead_topic, orjson.dumps(entry, default=str), 0)
+
+    def _downlink(self, topic: str, payload: bytes) -> None:
+        if self.models.wants(topic):
+            self.models.on_message(topic, payload)
+        else:
+            self.uplink.on_message(topic, payload)
 
     def _uplink_reconnected(self) -> None:
         self._count_reconnect("uplink")

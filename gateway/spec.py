@@ -162,7 +162,10 @@ class _OutputConfig(_Model):
 class UplinkOutputConfig(_OutputConfig):
     """Forward records to the cloud on `fogline/<gateway-id>/up/<kind>`."""
 
-    kind: Literal["digest", "alert", "event"] = Field(description="Uplink record kind.")
+    kind: Literal["digest", "alert", "escalation", "event"] = Field(
+        description="Uplink record kind (its priority class in the outbox: alert, escalation, "
+        "event, digest)."
+    )
 
 
 class ActionOutputConfig(_OutputConfig):
@@ -400,7 +403,8 @@ def _validate(
     model: type[BaseModel], data: Any, path: Path, doc: Document, problems: list[Problem]
 ) -> Any:
     try:
-        return model.model_validate(data)
+        # Files a step names (a model) are relative to the pipeline file.
+        return model.model_validate(data, context={"base": FsPath(doc.file).parent})
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(
@@ -507,7 +511,7 @@ def _wire(
         fields_out = config.produces(fields_in, key)
         streams[step_id] = fields_out
         for side in REGISTRY[op].side_streams:
-            streams[f"{step_id}.{side}"] = fields_in
+            streams[f"{step_id}.{side}"] = config.side_fields(side, fields_in, key)
         steps.append(StepSpec(step_id, op, from_, config, f"steps[{i}].{op}"))
         previous = step_id
     return steps, streams

@@ -41,8 +41,11 @@ def collector_factory(broker: Broker) -> Iterator[Callable[[list[str]], Collecto
 def gateway_options(broker: Broker, tmp_path: Path) -> Callable[..., GatewayOptions]:
     """Options for an in-process gateway on the test broker, its data in tmp_path/<id>."""
 
-    def make(pipeline_text: str, gid: str = "gw1", **kw: object) -> GatewayOptions:
-        pipeline = parse_pipeline(pipeline_text, "test.yaml")
+    def make(
+        pipeline_text: str, gid: str = "gw1", *, file: str = "test.yaml", **kw: object
+    ) -> GatewayOptions:
+        """`file`: where the text would live (files it names, models, are relative to it)."""
+        pipeline = parse_pipeline(pipeline_text, file)
         url = parse_broker_url(broker.url)
         return GatewayOptions(pipeline, url, url, gid, tmp_path / gid, status=False, **kw)  # type: ignore[arg-type]
 

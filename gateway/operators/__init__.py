@@ -7,13 +7,16 @@ from gateway.operators.base import Operator
 from gateway.operators.deadband import Deadband
 from gateway.operators.derive import Derive
 from gateway.operators.ewma import Ewma
+from gateway.operators.features import Features
 from gateway.operators.filter import Filter
+from gateway.operators.infer import Infer
 from gateway.operators.validate import Validate
 from gateway.operators.window import Window
 from gateway.operators.zscore import ZScore
 
 REGISTRY: dict[str, type[Operator]] = {
-    op.name: op for op in (Validate, Filter, Derive, Deadband, Window, ZScore, Ewma, Alert)
+    op.name: op
+    for op in (Validate, Filter, Derive, Deadband, Window, Features, ZScore, Ewma, Alert, Infer)
 }
 
 __all__ = ["REGISTRY"]

@@ -74,6 +74,10 @@ class OpConfig(BaseModel):
         """Fields on this step's output, given those on its input."""
         return fields_in
 
+    def side_fields(self, stream: str, fields_in: Fields, key: tuple[str, ...]) -> Fields:
+        """Fields on the side stream `<id>.<stream>`; by default the records that came in."""
+        return fields_in
+
 
 @dataclass(slots=True)
 class StepContext:

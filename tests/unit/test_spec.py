@@ -64,10 +64,21 @@ def test_factory_pipeline_from_disk():
     pipeline = load_pipeline(PIPELINES / "factory.yaml")
     assert pipeline.name == "factory"
     assert pipeline.key == ("line", "machine")
-    assert [s.id for s in pipeline.steps] == ["readings", "critical", "windows", "zscore", "alerts"]
+    assert [s.id for s in pipeline.steps] == [
+        "readings",
+        "critical",
+        "windows",
+        "zscore",
+        "alerts",
+        "features",
+        "diagnosis",
+        "diagnosis_alerts",
+    ]
     assert {s.id: s.from_ for s in pipeline.steps}["windows"] == "readings"
+    assert {s.id: s.from_ for s in pipeline.steps}["features"] == "readings"
     assert "windows.late" in pipeline.streams
-    assert [kind for kind, _ in pipeline.outputs] == ["uplink", "uplink", "action"]
+    assert "inputs" in pipeline.streams["diagnosis.escalate"].known
+    assert [kind for kind, _ in pipeline.outputs] == ["uplink", "uplink", "uplink", "action"]
 
 
 @pytest.mark.parametrize("name", ["factory.yaml", "farm.yaml"])
@@ -75,9 +86,9 @@ def test_repository_pipelines_parse(name):
     path = PIPELINES / name
     if not path.exists():
         pytest.skip(f"{name} is not in this checkout")
-    pipeline = parse_pipeline(path.read_text(encoding="utf-8"), name)
+    pipeline = parse_pipeline(path.read_text(encoding="utf-8"), str(path))
     assert pipeline.name == name.removesuffix(".yaml")
-    assert pipeline.summary().startswith(f"{name}: pipeline '{pipeline.name}'")
+    assert pipeline.summary().startswith(f"{path}: pipeline '{pipeline.name}'")
 
 
 def test_three_mistakes_are_reported_together_each_located():
@@ -102,8 +113,8 @@ outputs:
     )
     assert problems(text) == [
         (
-            "p.yaml:12:5 steps[2].smooth: expected one of: alert, deadband, derive, ewma, filter, "
-            "validate, window, zscore; got unknown step type 'smooth'"
+            "p.yaml:12:5 steps[2].smooth: expected one of: alert, deadband, derive, ewma, features, "
+            "filter, infer, validate, window, zscore; got unknown step type 'smooth'"
         ),
         (
             "p.yaml:15:7 steps[3].window.size: expected a duration like 10s, 500ms or 5m, "

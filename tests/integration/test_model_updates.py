@@ -1,0 +1,148 @@
+"""Models over the air, against a real mosquitto: chunks in, the new model running, or refused."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+from support import Broker, eventually
+
+from fogline import ota
+from fogline.envelope import decode_batch
+from fogline.model import Model, read_metadata, with_metadata
+from gateway.app import Gateway
+
+ROOT = Path(__file__).resolve().parents[2]
+FACTORY = ROOT / "models" / "factory-vibration.tflite"
+FARM = ROOT / "models" / "farm-irrigation.tflite"
+
+PIPELINE = f"""
+name: ota
+key: [machine]
+sources:
+  - mqtt: {{topics: ["plant/{{machine}}/features"], qos: 1}}
+steps:
+  - infer:
+      id: diagnosis
+      model: {FACTORY}
+      escalate_above: 1.0
+outputs:
+  - uplink: {{from: diagnosis, kind: digest}}
+tick: 50ms
+health_every: 0.2s
+"""
+
+
+def records(messages: list[tuple[str, bytes]]) -> list[dict]:
+    """Each uplinked record once (without a cloud to ack them, batches are sent again)."""
+    unique = {r["seq"]: r["data"] for _, p in messages for r in decode_batch(p)["records"]}
+    return [unique[seq] for seq in sorted(unique)]
+
+
+def reading(model: Model, i: int) -> bytes:
+    rng = np.random.default_rng(i)
+    row = model._mean + rng.normal(0, 1, len(model._mean)) / model._inv_std
+    return orjson.dumps({"seq": i, **dict(zip(model.info.inputs, row.tolist(), strict=True))})
+
+
+def retagged(path: Path, version: str) -> bytes:
+    data = path.read_bytes()
+    meta = orjson.loads(read_metadata(data)["fogline"])
+    return with_metadata(data, {**meta, "version": version})
+
+
+def publish_model(watch, gid: str, step: str, version: str, data: bytes, size: int) -> None:
+    for i, payload in enumerate(ota.chunks(step, version, data, size)):
+        watch.client.publish(ota.topic(gid, step, i), payload, qos=1, retain=True).wait_for_publish(
+            5
+        )
+
+
+def model_events(watch) -> list[dict]:
+    return [
+        r for r in records(watch.on("fogline/gw1/up/event")) if r.get("event") == "model_update"
+    ]
+
+
+async def test_a_model_is_swapped_in_while_readings_flow_and_none_is_lost(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    watch = collector_factory(["fogline/gw1/up/#"])
+    edge = Model.from_file(FACTORY)
+    newer = retagged(FACTORY, "ota-2")
+    total = 600
+    options = gateway_options(PIPELINE)
+    async with Gateway(options) as gw:
+        sent = threading.Event()
+
+        def flow() -> None:
+            for i in range(total):
+                watch.client.publish("plant/m-1/features", reading(edge, i), qos=1)
+                if i == total // 3:
+                    # Several chunks of ~1 kB each, mid-stream.
+                    publish_model(watch, "gw1", "diagnosis", "ota-2", newer, 1000)
+                time.sleep(0.003)
+            sent.set()
+
+        thread = threading.Thread(target=flow)
+        thread.start()
+        await asyncio.to_thread(sent.wait, 30)
+        thread.join()
+        out = await eventually(
+            lambda: (r := records(watch.on("fogline/gw1/up/digest"))) and len(r) >= total and r,
+            timeout=20,
+            what=f"{total} classified readings",
+        )
+        events = await eventually(lambda: model_events(watch), what="the model_update event")
+        assert events[0]["status"] == "running"
+        assert events[0]["version"] == "ota-2"
+        assert len(ota.chunks("diagnosis", "ota-2", newer, 1000)) > 3
+        # Every reading classified exactly once, by the old model and then by the new one.
+        assert sorted(r["seq"] for r in out) == list(range(total))
+        versions = [r["model_version"] for r in sorted(out, key=lambda r: r["seq"])]
+        first_new = versions.index("ota-2")
+        assert 0 < first_new < total
+        assert set(versions[:first_new]) == {edge.info.version}
+        assert set(versions[first_new:]) == {"ota-2"}
+        assert gw.health()["inference"]["diagnosis"]["version"] == "ota-2"
+        assert gw.metrics.total_rejects() == 0
+
+    # Restarted, the gateway runs the model it was sent before hearing from the broker.
+    assert (options.data_dir / "models" / "diagnosis.tflite").read_bytes() == newer
+    async with Gateway(gateway_options(PIPELINE)) as again:
+        assert again.inference["diagnosis"].model.info.version == "ota-2"
+
+
+async def test_corrupt_incompatible_and_misaddressed_models_are_refused_with_a_reason(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    watch = collector_factory(["fogline/gw1/up/#"])
+    edge = Model.from_file(FACTORY)
+    async with Gateway(gateway_options(PIPELINE)) as gw:
+        good = retagged(FACTORY, "damaged")
+        damaged = ota.chunks("diagnosis", "damaged", good, 1000)
+        damaged[1] = damaged[1][:-10] + b"\x00" * 10  # bytes flipped in transit
+        for i, payload in enumerate(damaged):
+            watch.client.publish(ota.topic("gw1", "diagnosis", i), payload, qos=1, retain=True)
+        publish_model(watch, "gw1", "diagnosis", "farm", retagged(FARM, "farm"), 64 * 1024)
+        publish_model(watch, "gw1", "elsewhere", "x", good, 64 * 1024)
+        publish_model(watch, "gw1", "diagnosis", "junk", b"TFL3" * 100, 64 * 1024)
+        events = await eventually(
+            lambda: len(e := model_events(watch)) >= 4 and e, what="four refusals"
+        )
+        by_version = {e["version"]: e for e in events}
+        assert {e["status"] for e in events} == {"refused"}
+        assert by_version["damaged"]["reason"].startswith("damaged in transit: sha256")
+        assert "labels ['normal', 'leak', 'dry_soil'] differ" in by_version["farm"]["reason"]
+        assert by_version["x"]["reason"] == "no infer step 'elsewhere' (infer steps: diagnosis)"
+        assert "not a .tflite file" in by_version["junk"]["reason"]
+        # The original model still decides.
+        watch.client.publish("plant/m-1/features", reading(edge, 1), qos=1)
+        out = await eventually(lambda: records(watch.on("fogline/gw1/up/digest")), what="a result")
+        assert out[-1]["model_version"] == edge.info.version
+        assert gw.inference["diagnosis"].model.info.sha256 == edge.info.sha256
+        assert gw.metrics.rejects[("model_update", "refused")] == 4
