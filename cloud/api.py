@@ -1,7 +1,9 @@
-"""The read API: FastAPI over the store, plus `/metrics` and `/healthz`.
+"""The API: FastAPI over the store, model uploads, plus `/metrics` and `/healthz`.
 
 Endpoints are plain `def`: FastAPI runs them in its thread pool, so the (synchronous)
-SQLAlchemy reads never block the event loop that ingest shares.
+SQLAlchemy reads never block the event loop that ingest shares. The model upload is the
+exception: it publishes on the broker link, which lives in that loop (its database work
+goes to threads).
 """
 
 from __future__ import annotations
@@ -18,14 +20,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import queries
 from cloud.metrics import CloudMetrics
+from cloud.model_updates import ModelUpdates, UploadError, check_size
+from cloud.models import MAX_VERSION
 from cloud.pagination import CursorError
 from cloud.schemas import (
     AlertPage,
     DigestPage,
     ErrorOut,
+    EscalationPage,
     GatewayDetail,
+    GatewayModels,
     GatewayPage,
     Health,
+    InferenceList,
+    ModelUploadOut,
     Severity,
     State,
 )
@@ -59,19 +67,39 @@ def _epoch(value: datetime | None) -> float | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit():
+        check_size(int(declared), limit)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        check_size(len(body), limit)
+    return bytes(body)
+
+
 def create_app(
-    engine: Engine, metrics: CloudMetrics, broker_connected: Callable[[], bool]
+    engine: Engine,
+    metrics: CloudMetrics,
+    broker_connected: Callable[[], bool],
+    uploads: ModelUpdates,
 ) -> FastAPI:
     app = FastAPI(
         title="Fogline cloud",
         version=__version__,
-        description="Digests, alerts and gateway health received from Fogline gateways.",
+        description="Digests, alerts, escalations and gateway health received from Fogline "
+        "gateways; models sent to them.",
     )
     app.state.sessions = sessionmaker(engine)
 
     @app.exception_handler(CursorError)
     async def bad_cursor(_request: Request, exc: CursorError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(UploadError)
+    async def bad_upload(_request: Request, exc: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     bad_cursor_response: dict[int | str, dict[str, Any]] = {
         400: {"model": ErrorOut, "description": "A cursor this API did not hand out"}
@@ -129,6 +157,83 @@ def create_app(
     ) -> DigestPage:
         filters = queries.Filters(gateway, device, _epoch(since), _epoch(until))
         return queries.digests(db, filters, limit, cursor)
+
+    @app.get(
+        "/api/escalations",
+        summary="Escalations with the edge's and the cloud's decisions, newest first",
+        responses=bad_cursor_response,
+    )
+    def list_escalations(
+        db: Db,
+        gateway: GatewayFilter = None,
+        device: DeviceFilter = None,
+        model: Annotated[str | None, Query(description="Only this model (by name).")] = None,
+        agree: Annotated[
+            bool | None, Query(description="Only where the cloud agreed (true) or not (false).")
+        ] = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> EscalationPage:
+        filters = queries.Filters(gateway, device, _epoch(since), _epoch(until))
+        return queries.escalations(db, filters, model, agree, limit, cursor)
+
+    @app.get(
+        "/api/inference",
+        summary="Per gateway and model: escalations, cloud agreement, local-exit rate",
+    )
+    def get_inference(db: Db, gateway: GatewayFilter = None) -> InferenceList:
+        return queries.inference(db, gateway)
+
+    @app.get(
+        "/api/gateways/{gateway_id}/models",
+        summary="Models sent to a gateway, with what it reported, and what its steps run",
+        responses={404: {"model": ErrorOut, "description": "Unknown gateway"}},
+    )
+    def list_models(
+        db: Db,
+        gateway_id: str,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most uploads listed.")] = 100,
+    ) -> GatewayModels:
+        found = queries.gateway_models(db, gateway_id, limit)
+        if found is None:
+            raise HTTPException(404, detail=f"unknown gateway {gateway_id!r}")
+        return found
+
+    @app.put(
+        "/api/gateways/{gateway_id}/models/{step}",
+        summary="Send a model (.tflite bytes) to one infer step of a gateway, over the air",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+        responses={
+            404: {"model": ErrorOut, "description": "Unknown gateway"},
+            413: {"model": ErrorOut, "description": "Larger than the limit"},
+            422: {"model": ErrorOut, "description": "Not a loadable Fogline model, or bad names"},
+            503: {"model": ErrorOut, "description": "The broker is away: nothing was stored"},
+        },
+    )
+    async def put_model(
+        request: Request,
+        gateway_id: str,
+        step: str,
+        version: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=MAX_VERSION,
+                description="Version announced to the gateway; default: the model's own.",
+            ),
+        ] = None,
+    ) -> ModelUploadOut:
+        data = await _body(request, uploads.max_bytes)
+        return await uploads.upload(gateway_id, step, data, version)
 
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
     async def prometheus() -> PlainTextResponse:

@@ -16,17 +16,20 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 import uvicorn
 
 from cloud.api import create_app
 from cloud.db import make_engine, migrate
+from cloud.escalations import DEFAULT_MODELS, CloudModels
 from cloud.ingest import Ingest, IngestOptions
 from cloud.metrics import CloudMetrics
+from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
 from cloud.retention import run_retention
 from cloud.store import Store
-from fogline import __version__
+from fogline import __version__, ota
 from fogline.urls import BrokerUrl
 
 log = logging.getLogger("fogline.cloud")
@@ -45,6 +48,9 @@ class CloudOptions:
     ingest: IngestOptions = field(default_factory=IngestOptions)
     wait_broker: float | None = 0.0  # seconds to wait for the broker at start (None: forever)
     clock: Callable[[], float] = time.time
+    models_dir: Path = DEFAULT_MODELS  # cloud models that decide escalations
+    model_chunk_size: int = ota.CHUNK_SIZE  # bytes per retained chunk of a model sent down
+    max_model_bytes: int = MAX_MODEL_BYTES
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -97,7 +103,7 @@ class Cloud:
         self.options = options
         self.metrics = CloudMetrics()
         self.engine = make_engine(options.db_url, options.db_connect_args)
-        self.store = Store(self.engine, options.clock)
+        self.store = Store(self.engine, options.clock, CloudModels.load(options.models_dir))
         self.ingest = Ingest(
             self.store,
             options.broker,
@@ -105,6 +111,14 @@ class Cloud:
             self.metrics,
             options.ingest,
             wait_connected=options.wait_broker,
+        )
+        # Models go down on the link acks leave on: it never pauses for backpressure.
+        self.model_updates = ModelUpdates(
+            self.engine,
+            self.ingest.acks,
+            options.clock,
+            options.model_chunk_size,
+            options.max_model_bytes,
         )
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
@@ -122,7 +136,7 @@ class Cloud:
         try:
             await asyncio.to_thread(migrate, self.engine)
             self._socket = _listen(options.http_host, options.http_port)
-            app = create_app(self.engine, self.metrics, self.ingest.connected)
+            app = create_app(self.engine, self.metrics, self.ingest.connected, self.model_updates)
             config = uvicorn.Config(
                 app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
             )

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -34,6 +35,7 @@ Seq = BigInteger
 Json = JSON().with_variant(JSONB(), "postgresql")
 # Longest strings the bounded columns hold; ingest rejects records with longer ones.
 MAX_GATEWAY, MAX_DEVICE, MAX_ALERT_ID, MAX_RULE = 128, 256, 256, 128
+MAX_MODEL, MAX_VERSION, MAX_LABEL, MAX_STEP = 128, 64, 128, 128
 GatewayId = String(MAX_GATEWAY)
 Device = String(MAX_DEVICE)
 
@@ -177,7 +179,7 @@ class _FreeForm:
     """A record kept as it came: escalations and events have the same shape."""
 
     @declared_attr.directive
-    def __table_args__(cls) -> tuple[UniqueConstraint]:  # noqa: N805 - a class-level directive
+    def __table_args__(cls) -> tuple[UniqueConstraint | Index, ...]:  # noqa: N805 - a class-level directive
         return (UniqueConstraint("gateway_id", "seq"),)  # one object per table
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -189,7 +191,28 @@ class _FreeForm:
 
 
 class Escalation(_FreeForm, Base):
+    """An uncertain edge result, and the cloud model's decision on it (null: undecided).
+
+    `at` is what time ranges and pages sort on: the window end, else the record's `ts`,
+    else when it was received. `model` is the edge model's name, the key to the cloud model.
+    """
+
     __tablename__ = "escalations"
+    __table_args__ = (
+        UniqueConstraint("gateway_id", "seq"),
+        Index(None, "at", "id"),
+        Index(None, "gateway_id", "model"),
+    )
+
+    at: Mapped[float]
+    model: Mapped[str | None] = mapped_column(String(MAX_MODEL))
+    cloud_label: Mapped[str | None] = mapped_column(String(MAX_LABEL))
+    cloud_confidence: Mapped[float | None]
+    cloud_probabilities: Mapped[dict[str, Any] | None]
+    cloud_model_version: Mapped[str | None] = mapped_column(String(MAX_VERSION))
+    agree: Mapped[bool | None]
+    decided_at: Mapped[float | None]
+    cloud_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Event(_FreeForm, Base):
@@ -205,3 +228,28 @@ class Health(Base):
     seq: Mapped[int] = mapped_column(Seq)
     ts: Mapped[float | None]
     data: Mapped[dict[str, Any]]
+
+
+class ModelUpload(Base):
+    """A model sent over the air to one step of one gateway, and what the gateway said.
+
+    `status` is `published` until a `model_update` event of the gateway names these bytes
+    (by sha256): then `running` or `refused`, with its `reason`.
+    """
+
+    __tablename__ = "model_uploads"
+    __table_args__ = (Index(None, "gateway_id", "step", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = _gateway_fk()
+    step: Mapped[str] = mapped_column(String(MAX_STEP))
+    name: Mapped[str] = mapped_column(String(MAX_MODEL))
+    version: Mapped[str] = mapped_column(String(MAX_VERSION))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Seq)
+    chunks: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded when read
+    uploaded_at: Mapped[float]
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[float | None]

@@ -5,21 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, case, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cloud.gaps import loss_report
-from cloud.models import Alert, Digest, Gateway
+from cloud.models import Alert, Digest, Escalation, Gateway, ModelUpload
 from cloud.pagination import decode_cursor, encode_cursor
+from cloud.parse import MAX_SEQ, is_number
 from cloud.schemas import (
     AlertOut,
     AlertPage,
+    CloudDecision,
     DigestOut,
     DigestPage,
+    EdgeDecision,
+    EscalationOut,
+    EscalationPage,
     GapOut,
     GatewayDetail,
+    GatewayModels,
     GatewayPage,
     GatewaySummary,
+    InferenceList,
+    InferenceOut,
+    InferenceStep,
+    ModelUploadOut,
 )
 
 
@@ -85,7 +95,7 @@ def gateway(session: Session, gateway_id: str, gap_limit: int) -> GatewayDetail 
 
 
 def _newest_first(
-    model: type[Digest | Alert],
+    model: type[Digest | Alert | Escalation],
     at: InstrumentedAttribute[float],
     filters: Filters,
     limit: int,
@@ -165,4 +175,198 @@ def alerts(
             for r in page
         ],
         next=encode_cursor(page[-1].raised_at, page[-1].id) if len(rows) > limit else None,
+    )
+
+
+# -- escalations and inference ---------------------------------------------------------------
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if is_number(value) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value <= MAX_SEQ else None
+
+
+def _probabilities(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items() if is_number(v)}
+
+
+def _escalation(r: Escalation) -> EscalationOut:
+    data = r.data
+    inputs = data.get("inputs")
+    cloud = None
+    if r.decided_at is not None:
+        cloud = CloudDecision(
+            label=r.cloud_label or "",
+            confidence=r.cloud_confidence or 0.0,
+            model_version=r.cloud_model_version or "",
+            probabilities=r.cloud_probabilities or {},
+            decided_at=r.decided_at,
+        )
+    return EscalationOut(
+        gateway=r.gateway_id,
+        seq=r.seq,
+        device=r.device,
+        at=r.at,
+        ts=r.ts,
+        model=r.model,
+        edge=EdgeDecision(
+            label=_str(data.get("label")),
+            confidence=_float(data.get("confidence")),
+            entropy=_float(data.get("entropy")),
+            model_version=_str(data.get("model_version")),
+            probabilities=_probabilities(data.get("probabilities")),
+        ),
+        cloud=cloud,
+        agree=r.agree,
+        reason=r.cloud_reason,
+        inputs=inputs if isinstance(inputs, dict) else {},
+        data=data,
+    )
+
+
+def escalations(
+    session: Session,
+    filters: Filters,
+    model: str | None,
+    agree: bool | None,
+    limit: int,
+    cursor: str | None,
+) -> EscalationPage:
+    query = _newest_first(Escalation, Escalation.at, filters, limit, cursor)
+    if model is not None:
+        query = query.where(Escalation.model == model)
+    if agree is not None:
+        query = query.where(Escalation.agree == agree)
+    rows = list(session.scalars(query))
+    page = rows[:limit]
+    return EscalationPage(
+        items=[_escalation(r) for r in page],
+        next=encode_cursor(page[-1].at, page[-1].id) if len(rows) > limit else None,
+    )
+
+
+def inference_steps(health: dict[str, Any] | None) -> list[InferenceStep]:
+    """The `inference` object of a health record, keeping only well-formed fields."""
+    described = health.get("inference") if isinstance(health, dict) else None
+    if not isinstance(described, dict):
+        return []
+    return [
+        InferenceStep(
+            step=str(step),
+            name=_str(x.get("name")),
+            version=_str(x.get("version")),
+            sha256=_str(x.get("sha256")),
+            threshold=_float(x.get("threshold")),
+            edge=_count(x.get("edge")),
+            budget=_count(x.get("budget")),
+            escalated=_count(x.get("escalated")),
+        )
+        for step, x in sorted(described.items())
+        if isinstance(x, dict)
+    ]
+
+
+def _local_exit_rate(steps: list[InferenceStep]) -> float | None:
+    """(edge + budget) / all decisions, over the steps that report all three counts."""
+    local = total = 0
+    for s in steps:
+        if s.edge is not None and s.budget is not None and s.escalated is not None:
+            local += s.edge + s.budget
+            total += s.edge + s.budget + s.escalated
+    return local / total if total else None
+
+
+def inference(session: Session, gateway: str | None) -> InferenceList:
+    """Per gateway and model: escalations and the cloud's verdicts on them, and where the
+    gateway's latest health says its decisions were taken."""
+    counts = select(
+        Escalation.gateway_id,
+        Escalation.model,
+        func.count(),
+        func.count(Escalation.decided_at),
+        func.coalesce(func.sum(case((Escalation.agree.is_(True), 1), else_=0)), 0),
+    ).group_by(Escalation.gateway_id, Escalation.model)
+    health = select(Gateway.id, Gateway.health, Gateway.health_ts).where(
+        Gateway.health.is_not(None)
+    )
+    if gateway is not None:
+        counts = counts.where(Escalation.gateway_id == gateway)
+        health = health.where(Gateway.id == gateway)
+    stats: dict[tuple[str, str | None], tuple[int, int, int]] = {
+        (g, m): (int(n), int(decided), int(agreed))
+        for g, m, n, decided, agreed in session.execute(counts)
+    }
+    described: dict[tuple[str, str | None], list[InferenceStep]] = {}
+    health_ts: dict[str, float | None] = {}
+    for g, data, ts in session.execute(health):
+        health_ts[g] = ts
+        for step in inference_steps(data):
+            described.setdefault((g, step.name), []).append(step)
+    items = []
+    for key in sorted(stats.keys() | described.keys(), key=lambda k: (k[0], k[1] or "")):
+        n, decided, agreed = stats.get(key, (0, 0, 0))
+        steps = described.get(key, [])
+        items.append(
+            InferenceOut(
+                gateway=key[0],
+                model=key[1],
+                escalations=n,
+                decided=decided,
+                undecided=n - decided,
+                agreed=agreed,
+                agreement_rate=agreed / decided if decided else None,
+                steps=steps,
+                local_exit_rate=_local_exit_rate(steps),
+                health_ts=health_ts.get(key[0]),
+            )
+        )
+    return InferenceList(items=items)
+
+
+# -- models over the air ---------------------------------------------------------------------
+
+
+def upload_out(row: ModelUpload, running: list[InferenceStep]) -> ModelUploadOut:
+    """One upload; `current` if the step runs its bytes according to `running`."""
+    return ModelUploadOut(
+        id=row.id,
+        gateway=row.gateway_id,
+        step=row.step,
+        name=row.name,
+        version=row.version,
+        sha256=row.sha256,
+        size=row.size,
+        chunks=row.chunks,
+        uploaded_at=row.uploaded_at,
+        status=row.status,  # written by cloud.model_updates only
+        reason=row.reason,
+        reported_at=row.reported_at,
+        current=any(s.step == row.step and s.sha256 == row.sha256 for s in running),
+    )
+
+
+def gateway_models(session: Session, gateway_id: str, limit: int) -> GatewayModels | None:
+    row = session.get(Gateway, gateway_id)
+    if row is None:
+        return None
+    running = inference_steps(row.health)
+    uploads = session.scalars(
+        select(ModelUpload)
+        .where(ModelUpload.gateway_id == gateway_id)
+        .order_by(ModelUpload.id.desc())
+        .limit(limit)
+    )
+    return GatewayModels(
+        gateway=gateway_id,
+        running=running,
+        uploads=[upload_out(u, running) for u in uploads],
     )

@@ -102,3 +102,99 @@ class Health(_Out):
     status: Literal["ok", "degraded"]
     broker_connected: bool
     database: bool
+
+
+class EdgeDecision(_Out):
+    label: str | None = Field(description="The edge model's top label.")
+    confidence: float | None = Field(description="Its probability.")
+    entropy: float | None = Field(description="Normalized entropy (0 certain, 1 uniform).")
+    model_version: str | None = Field(description="Version of the edge model.")
+    probabilities: dict[str, float] = Field(description="Probability per label.")
+
+
+class CloudDecision(_Out):
+    label: str = Field(description="The cloud model's top label.")
+    confidence: float = Field(description="Its probability.")
+    model_version: str = Field(description="Version of the cloud model that decided.")
+    probabilities: dict[str, float] = Field(description="Probability per label.")
+    decided_at: float = Field(description="When the cloud decided (as the record was stored).")
+
+
+class EscalationOut(_Out):
+    gateway: str
+    seq: int
+    device: str
+    at: float = Field(description="Window end, else the record's `ts`, else when received.")
+    ts: float | None
+    model: str | None = Field(description="The model's name (the edge's and the cloud's).")
+    edge: EdgeDecision
+    cloud: CloudDecision | None = Field(description="Null when the cloud could not decide.")
+    agree: bool | None = Field(description="Edge label == cloud label; null if undecided.")
+    reason: str | None = Field(description="Why the cloud could not decide.")
+    inputs: dict[str, Any] = Field(description="The model inputs the edge sent.")
+    data: dict[str, Any] = Field(description="The record as the gateway sent it.")
+
+
+class EscalationPage(_Out):
+    items: list[EscalationOut]
+    next: str | None = Field(description="Cursor for the next page; null on the last.")
+
+
+class InferenceStep(_Out):
+    """One `infer` step as the gateway's latest health record describes it."""
+
+    step: str = Field(description="Step id in the gateway's pipeline.")
+    name: str | None = Field(description="Model name.")
+    version: str | None = Field(description="Model version the step runs.")
+    sha256: str | None = Field(description="sha256 of the model file it runs.")
+    threshold: float | None = Field(description="Normalized entropy above which it escalates.")
+    edge: int | None = Field(description="Decided at the edge, confident (since start).")
+    budget: int | None = Field(description="Decided at the edge, escalation budget spent.")
+    escalated: int | None = Field(description="Escalated to the cloud.")
+
+
+class InferenceOut(_Out):
+    gateway: str
+    model: str | None = Field(description="Model name; null for escalations naming none.")
+    escalations: int = Field(description="Escalations stored.")
+    decided: int = Field(description="Of those, decided by the cloud.")
+    undecided: int = Field(description="Of those, not decided (see each one's reason).")
+    agreed: int = Field(description="Decided, and the cloud agreed with the edge.")
+    agreement_rate: float | None = Field(description="agreed / decided; null if none decided.")
+    steps: list[InferenceStep] = Field(description="The gateway's steps running this model.")
+    local_exit_rate: float | None = Field(
+        description="(edge + budget) / (edge + budget + escalated) over those steps, from "
+        "the latest health; null without counts."
+    )
+    health_ts: float | None = Field(description="Timestamp of that health record.")
+
+
+class InferenceList(_Out):
+    items: list[InferenceOut]
+
+
+UploadStatus = Literal["published", "running", "refused"]
+
+
+class ModelUploadOut(_Out):
+    id: int
+    gateway: str
+    step: str
+    name: str = Field(description="Model name, from its metadata.")
+    version: str = Field(description="Version announced to the gateway.")
+    sha256: str
+    size: int = Field(description="Bytes.")
+    chunks: int = Field(description="Retained chunks it was published as.")
+    uploaded_at: float
+    status: UploadStatus = Field(
+        description="`published` until the gateway reports, then `running` or `refused`."
+    )
+    reason: str | None = Field(description="Why the gateway refused it.")
+    reported_at: float | None = Field(description="When the gateway reported.")
+    current: bool = Field(description="The step runs these bytes, says the latest health.")
+
+
+class GatewayModels(_Out):
+    gateway: str
+    running: list[InferenceStep] = Field(description="Its infer steps, from the latest health.")
+    uploads: list[ModelUploadOut] = Field(description="Uploads, newest first.")

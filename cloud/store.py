@@ -11,10 +11,16 @@ cycle. Then it updates the row of every gateway it touched, in id order: that ro
 is the per-gateway lock which makes the read-modify-write of alert episodes and evicted
 ranges safe, and it is held only from there to the commit. SQLite has one writer at a
 time anyway (`BEGIN IMMEDIATE`, see `cloud.db`).
+
+Escalations are decided by the cloud model as they are inserted (`cloud.escalations`),
+and a cloud diagnosis other than the healthy class opens an alert episode like a
+gateway's raise; `model_update` events move the model uploads they name
+(`cloud.model_updates`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -27,7 +33,11 @@ from sqlalchemy.orm import DeclarativeBase
 
 from cloud.alerts import apply_event
 from cloud.db import writing
+from cloud.escalations import CloudModels, model_name
+from cloud.model_updates import apply_model_events
 from cloud.models import (
+    MAX_ALERT_ID,
+    MAX_RULE,
     Alert,
     AlertEvent,
     Digest,
@@ -47,6 +57,7 @@ Row = tuple[str, int, str, dict[str, Any]]
 
 _DIGEST_COLUMNS = frozenset({"window_start", "window_end", "ts"})
 MAX_EVICTED_RANGES = 10_000  # per health record; more is a broken gateway, not data
+ESCALATION_SEVERITY = "warning"
 
 
 @dataclass
@@ -71,9 +82,15 @@ def _ts(data: dict[str, Any]) -> float | None:
 class Store:
     """Writes drains and expires digests; reads live in `cloud.queries`."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+        models: CloudModels | None = None,
+    ) -> None:
         self.engine = engine
         self._clock = clock
+        self.models = models or CloudModels()
 
     def write(self, batches: Iterable[Batch]) -> WriteReport:
         """Store every record of `batches` once, in one transaction."""
@@ -101,12 +118,15 @@ class Store:
                 kind, device, data = fresh[key]
                 rows[kind].append((key[0], key[1], device, data))
             self._insert_records(conn, rows)
+            diagnoses = self._insert_escalations(conn, rows["escalation"], now)
             # Then the per-gateway part, held only until the commit that follows.
             self._lock_and_count(conn, gateways, new, now)
-            if rows["alert"]:
-                self._episodes(conn, rows["alert"], now)
+            if rows["alert"] or diagnoses:
+                self._episodes(conn, sorted(rows["alert"] + diagnoses), now)
             if rows["health"]:
                 self._apply_health(conn, rows["health"])
+            if rows["event"]:
+                apply_model_events(conn, rows["event"], now)
         return report
 
     # -- the ledger and the gateway rows ----------------------------------------------------
@@ -204,15 +224,14 @@ class Store:
                     for g, s, d, x in rows["alert"]
                 ],
             )
-        for kind, model in (("escalation", Escalation), ("event", Event)):
-            if rows[kind]:
-                conn.execute(
-                    _insert(conn, model).on_conflict_do_nothing(),
-                    [
-                        {"gateway_id": g, "seq": s, "device": d, "ts": _ts(x), "data": x}
-                        for g, s, d, x in rows[kind]
-                    ],
-                )
+        if rows["event"]:
+            conn.execute(
+                _insert(conn, Event).on_conflict_do_nothing(),
+                [
+                    {"gateway_id": g, "seq": s, "device": d, "ts": _ts(x), "data": x}
+                    for g, s, d, x in rows["event"]
+                ],
+            )
         if rows["health"]:
             conn.execute(
                 _insert(conn, Health).on_conflict_do_nothing(),
@@ -221,6 +240,36 @@ class Store:
                     for g, s, _, x in rows["health"]
                 ],
             )
+
+    def _insert_escalations(self, conn: Connection, rows: list[Row], now: float) -> list[Row]:
+        """Insert new escalations with the cloud's decision; the alert raises it calls for."""
+        if not rows:
+            return []
+        decisions = self.models.decide([x for _, _, _, x in rows], now)
+        conn.execute(
+            _insert(conn, Escalation).on_conflict_do_nothing(),
+            [
+                {
+                    "gateway_id": g,
+                    "seq": s,
+                    "device": d,
+                    "ts": _ts(x),
+                    "data": x,
+                    "at": _at(x, now),
+                    "model": model_name(x),
+                    **decision,
+                }
+                for (g, s, d, x), decision in zip(rows, decisions, strict=True)
+            ],
+        )
+        raises: list[Row] = []
+        for (g, s, d, x), decision in zip(rows, decisions, strict=True):
+            label = decision["cloud_label"]
+            name = model_name(x)
+            if label is None or name is None or label == self.models.healthy(name):
+                continue
+            raises.append((g, s, d, _diagnosis(name, s, d, x, decision, _at(x, now))))
+        return raises
 
     def _episodes(self, conn: Connection, rows: list[Row], now: float) -> None:
         """Fold new alert events into their episodes (under the gateway locks)."""
@@ -294,6 +343,42 @@ class Store:
         """Rows in one table (for tests and the throughput script)."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def _at(data: dict[str, Any], now: float) -> float:
+    """An escalation's time: its window's end, else its `ts`, else now."""
+    for name in ("window_end", "ts"):
+        value = data.get(name)
+        if is_number(value):
+            return float(value)
+    return now
+
+
+def _diagnosis(
+    model: str, seq: int, device: str, data: dict[str, Any], decision: dict[str, Any], at: float
+) -> dict[str, Any]:
+    """The raise for a cloud diagnosis: one episode per (device, label), which later
+    diagnoses of the same keep up to date (nothing clears it: no condition ends)."""
+    label = decision["cloud_label"]
+    alert_id = f"model:{label}/{device}"
+    if len(alert_id) > MAX_ALERT_ID:
+        alert_id = f"model:{label}/{hashlib.sha256(device.encode()).hexdigest()}"
+    edge = data.get("label")
+    told = f" (the edge said {edge})" if isinstance(edge, str) and edge != label else ""
+    return {
+        "alert_id": alert_id,
+        "state": "raised",
+        "rule": f"model:{label}"[:MAX_RULE],
+        "severity": ESCALATION_SEVERITY,
+        "raised_at": at,
+        "message": f"{device or 'gateway'}: the cloud model {model} says {label}{told}",
+        "escalation": {
+            "seq": seq,
+            "label": edge,
+            "cloud_label": label,
+            "cloud_confidence": decision["cloud_confidence"],
+        },
+    }
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

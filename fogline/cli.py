@@ -61,6 +61,12 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
     _add(cloud, "http", "HOST:PORT for the API, /metrics and /healthz", "127.0.0.1:8080")
     _add(cloud, "replica", "replica name, unique per instance", socket.gethostname().split(".")[0])
     _add(cloud, "retention-days", "days digests are kept", "30")
+    _add(
+        cloud,
+        "models",
+        "directory of the cloud models (.tflite) that decide escalations "
+        "(default: the models/ directory shipped with fogline)",
+    )
 
     pipe = sub.add_parser("pipeline", help="check pipelines, or print their schema and reference")
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
@@ -202,12 +208,14 @@ def _cloud(args: argparse.Namespace) -> int:
 
     from cloud.app import CloudOptions, parse_days, parse_http, run_cloud  # noqa: PLC0415
     from cloud.db import check_url  # noqa: PLC0415
+    from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
 
     try:
         broker = parse_broker_url(args.broker)
         host, port = parse_http(args.http)
         check_url(args.db)
         retention_days = parse_days(args.retention_days, "--retention-days")
+        models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
     except ValueError as exc:
         print(f"fogline cloud: {exc}", file=sys.stderr)
         return 2
@@ -218,6 +226,7 @@ def _cloud(args: argparse.Namespace) -> int:
         http_port=port,
         replica=args.replica,
         retention_days=retention_days,
+        models_dir=models,
     )
     try:
         return asyncio.run(run_cloud(options))
