@@ -105,7 +105,7 @@ def add_parser(subparsers: _Subparsers) -> None:
     fleets = devices.add_subparsers(dest="fleet", required=True, metavar="{factory,farm}")
     for name, about in FLEETS.items():
         faults: dict[str, FaultKind] = about["faults"]
-        epilog = "faults (--faults FAULT:DEVICE@START[+DURATION],...):\n" + "\n".join(
+        epilog = "faults (--faults FAULT:DEVICE@START[+DURATION][*STRENGTH],...):\n" + "\n".join(
             f"  {k.name:<12} {k.effect}" for k in faults.values()
         )
         epilog += f"\nexample: --faults {about['example']}"

@@ -232,12 +232,14 @@ def random_faults(
     warmup: float,
     length: tuple[float, float],
     tail: float,
+    strength: tuple[float, float] = (1.0, 1.0),
 ) -> list[FaultSpec]:
     """`per_kind` faults of each kind, each on a device of its own, at random times.
 
     One fault per device keeps faults from masking each other (a machine stopped for
     overheating has no bearing left to wear); starts are continuous, not on window
     boundaries, and leave `warmup` for the detectors to learn and `tail` to see the end.
+    Strengths are drawn log-uniformly from `strength` (incipient to full-grown faults).
     """
     need = len(kinds) * per_kind
     if need > len(devices):
@@ -251,7 +253,9 @@ def random_faults(
         if latest <= warmup:
             raise ValueError(f"a {duration:g}s run has no room for a {lasting:.0f}s fault")
         start = float(rng.uniform(warmup, latest))
-        specs.append(FaultSpec(kinds[n // per_kind], devices[index], start, lasting))
+        lo, hi = strength
+        scale = lo if lo == hi else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        specs.append(FaultSpec(kinds[n // per_kind], devices[index], start, lasting, scale))
     return sorted(specs, key=lambda s: s.start)
 
 
@@ -301,8 +305,8 @@ DEMOS: dict[str, Demo] = {
         "json",
         1.0,
         {
-            "bearing": ("vibration_anomaly",),
-            "imbalance": ("vibration_anomaly",),
+            "bearing": ("vibration_anomaly", "bearing_fault"),
+            "imbalance": ("vibration_anomaly", "imbalance"),
             "overheating": ("critical_temperature", "over_temperature", "temperature_rising"),
             "stuck": ("sensor_stuck",),
             "dropout": ("sensor_gap",),
@@ -316,9 +320,9 @@ DEMOS: dict[str, Demo] = {
         "senml",
         0.2,
         {
-            "leak": ("leak_valve_closed", "pressure_drop"),
+            "leak": ("leak_valve_closed", "pressure_drop", "model_leak"),
             "blocked": ("line_blocked",),
-            "dryout": ("dry_soil", "soil_drying_fast"),
+            "dryout": ("dry_soil", "soil_drying_fast", "model_dry_soil"),
             "battery": ("low_battery", "probe_silent"),
             "stuck": ("sensor_stuck",),
             "dropout": ("probe_silent",),

@@ -1,13 +1,15 @@
 """Fault injection: the `--faults` spec, the schedule a fleet consults, and stuck sensors.
 
-A spec is a comma-separated list of `FAULT:DEVICE@START[+DURATION]`, e.g.
-`bearing:m-03@60s+120s,leak:plot-7@30s`. START and DURATION are real (wall-clock) seconds
-from the run start, like `--duration`; without a duration the fault lasts to the end. The
-parser reports every bad item at once, each naming the item and what was expected.
+A spec is a comma-separated list of `FAULT:DEVICE@START[+DURATION][*STRENGTH]`, e.g.
+`bearing:m-03@60s+120s,leak:plot-7@30s,imbalance:m-05@10s*0.2`. START and DURATION are
+real (wall-clock) seconds from the run start, like `--duration`; without a duration the
+fault lasts to the end. STRENGTH, in (0, 1], scales the fault's full severity (default 1:
+an incipient fault is a weak one). The parser reports every bad item at once, each naming
+the item and what was expected.
 
-Severity ramps from 0 at onset to 1 after the kind's ramp time (simulated seconds, capped
-at 70 % of the fault's duration so a short fault still reaches full strength): a bearing
-wears in, a leak widens, a battery sags.
+Severity ramps from 0 at onset to the fault's strength after the kind's ramp time
+(simulated seconds, capped at 70 % of the fault's duration so a short fault still reaches
+full strength): a bearing wears in, a leak widens, a battery sags.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 S = TypeVar("S", bound=np.generic)
 
-_ITEM = re.compile(r"^(?P<kind>[^:@+]+):(?P<device>[^:@+]+)@(?P<start>[^@+]+)(?:\+(?P<dur>.+))?$")
+_ITEM = re.compile(
+    r"^(?P<kind>[^:@+*]+):(?P<device>[^:@+*]+)@(?P<start>[^@+*]+)"
+    r"(?:\+(?P<dur>[^*]+))?(?:\*(?P<strength>.+))?$"
+)
 RAMP_SHARE = 0.7
 
 
@@ -54,6 +59,7 @@ class FaultSpec:
     device: str
     start: float
     duration: float | None = None
+    strength: float = 1.0
 
 
 class FaultSpecError(ValueError):
@@ -88,7 +94,8 @@ def parse_faults(
         match = _ITEM.match(item)
         if match is None:
             problems.append(
-                f"{where}: expected FAULT:DEVICE@START[+DURATION], like bearing:m-03@60s+120s"
+                f"{where}: expected FAULT:DEVICE@START[+DURATION][*STRENGTH], "
+                "like bearing:m-03@60s+120s"
             )
             continue
         kind, device = match["kind"].strip(), match["device"].strip()
@@ -114,8 +121,18 @@ def parse_faults(
                     problems.append(
                         f"{where}: duration: expected more than 0s, got {match['dur']!r}"
                     )
+        strength = 1.0
+        if match["strength"] is not None:
+            try:
+                strength = float(match["strength"])
+            except ValueError:
+                strength = math.nan
+            if not 0 < strength <= 1:
+                problems.append(
+                    f"{where}: strength: expected a number in (0, 1], got {match['strength']!r}"
+                )
         if len(problems) == bad and start is not None:
-            parsed.append(FaultSpec(kind, device, start, duration))
+            parsed.append(FaultSpec(kind, device, start, duration, strength))
     if problems:
         raise FaultSpecError(problems)
     return parsed
@@ -141,11 +158,13 @@ class Fault:
     start: float
     end: float
     ramp: float
+    strength: float = 1.0
 
     def severity(self, t: float) -> float:
         if not self.start <= t < self.end:
             return 0.0
-        return 1.0 if self.ramp <= 0 else min(1.0, (t - self.start) / self.ramp)
+        grown = 1.0 if self.ramp <= 0 else min(1.0, (t - self.start) / self.ramp)
+        return grown * self.strength
 
 
 class FaultSchedule:
@@ -175,7 +194,7 @@ class FaultSchedule:
             ramp = kinds[s.kind].ramp
             if math.isfinite(end):
                 ramp = min(ramp, RAMP_SHARE * (end - start))
-            faults.append(Fault(s.kind, s.device, index[s.device], start, end, ramp))
+            faults.append(Fault(s.kind, s.device, index[s.device], start, end, ramp, s.strength))
         return cls(faults, len(devices))
 
     def severity(self, kind: str, t: float) -> FloatArray:

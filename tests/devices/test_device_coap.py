@@ -106,7 +106,8 @@ async def test_the_gateways_coap_source_takes_the_farm_readings(
         .read_text()
         .replace("127.0.0.1:5683", f"127.0.0.1:{port}")
     )
-    async with Gateway(gateway_options(text, "farm1")) as gw:
+    path = str(ROOT / "pipelines" / "farm.yaml")
+    async with Gateway(gateway_options(text, "farm1", file=path)) as gw:
         for fmt in ("senml", "senml-cbor", "json"):
             fleet = FarmFleet(FarmConfig(4), 1, SimClock(SystemClock().time()))
             codec = Codec(fmt, fleet.UNITS, fleet.base_names())

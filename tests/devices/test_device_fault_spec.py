@@ -41,7 +41,7 @@ def test_every_bad_item_is_reported_with_what_was_expected() -> None:
     assert caught.value.problems == [
         "item 1 'bearing:m-3@60s': unknown device 'm-3'; expected m-01 .. m-10 (did you mean 'm-03'?)",
         "item 2 'bear:m-03@1m': unknown fault 'bear'; expected one of: bearing, dropout, imbalance, overheating, spikes, stuck",
-        "item 3 'overheating:m-07': expected FAULT:DEVICE@START[+DURATION], like bearing:m-03@60s+120s",
+        "item 3 'overheating:m-07': expected FAULT:DEVICE@START[+DURATION][*STRENGTH], like bearing:m-03@60s+120s",
         "item 4 'imbalance:m-01@soon': start: expected a duration like 10s, 500ms or 5m, got 'soon'",
         "item 5 'stuck:m-02@10s+0s': duration: expected more than 0s, got '0s'",
         "item 6 'dropout:m-02@10s+later': duration: expected a duration like 10s, 500ms or 5m, got 'later'",
@@ -72,3 +72,17 @@ def test_schedule_in_simulated_time_with_ramps() -> None:
     assert schedule.severity("bearing", 60.0)[2] == 0.0
     np.testing.assert_array_equal(schedule.active("stuck", 1e6), [i == 0 for i in range(10)])
     assert [f.device for f in schedule.active_faults(30.0)] == ["m-03", "m-01"]
+
+
+def test_a_strength_scales_the_fault_and_is_checked() -> None:
+    parsed = parse_faults("imbalance:m-01@10s+60s*0.25,bearing:m-02@5s*1", FACTORY, MACHINES)
+    assert parsed == [
+        FaultSpec("imbalance", "m-01", 10.0, 60.0, 0.25),
+        FaultSpec("bearing", "m-02", 5.0, None, 1.0),
+    ]
+    with pytest.raises(FaultSpecError) as caught:
+        parse_faults("imbalance:m-01@10s*2,bearing:m-02@5s*weak", FACTORY, MACHINES)
+    assert caught.value.problems == [
+        "item 1 'imbalance:m-01@10s*2': strength: expected a number in (0, 1], got '2'",
+        "item 2 'bearing:m-02@5s*weak': strength: expected a number in (0, 1], got 'weak'",
+    ]

@@ -117,7 +117,8 @@ async def test_the_gateway_stops_an_overheating_machine(
 ) -> None:
     """The demo's loop: overheating -> critical alert -> stop action -> the machine cools."""
     watch = collector_factory(["factory/+/+/actions"])
-    opts = gateway_options((ROOT / "pipelines" / "factory.yaml").read_text())
+    path = ROOT / "pipelines" / "factory.yaml"
+    opts = gateway_options(path.read_text(), file=str(path))
     temperatures: list[float] = []
 
     async def watch_m02(fleet: Fleet) -> None:

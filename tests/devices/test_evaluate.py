@@ -145,7 +145,12 @@ def test_a_bearing_fault_and_a_stuck_sensor_are_detected_through_the_factory_pip
     run = simulate(DEMOS["factory"], 3, faults, seconds=360.0, devices=4)
     assert run.readings == 4 * 360  # a stuck sensor still sends, the same values
     raised = {(x.rule, x.key[1]) for x in run.raises}
-    assert raised == {("vibration_anomaly", "m-02"), ("sensor_stuck", "m-04")}
+    # The z-score sees the change; the model names it.
+    assert raised == {
+        ("vibration_anomaly", "m-02"),
+        ("bearing_fault", "m-02"),
+        ("sensor_stuck", "m-04"),
+    }
     scores = run.score()
     assert scores["bearing"].recall == 1.0
     assert scores["bearing"].precision == 1.0
@@ -159,10 +164,13 @@ def test_a_bearing_fault_and_a_stuck_sensor_are_detected_through_the_factory_pip
 def test_a_leak_is_detected_and_the_valve_closed_through_the_farm_pipeline() -> None:
     faults = [FaultSpec("leak", "plot-2", 60.0)]
     run = simulate(DEMOS["farm"], 3, faults, seconds=300.0, devices=3)
-    assert [(x.rule, x.key) for x in run.raises] == [("leak_valve_closed", ("north", "plot-2"))]
+    assert {(x.rule, x.key) for x in run.raises} == {
+        ("leak_valve_closed", ("north", "plot-2")),
+        ("model_leak", ("north", "plot-2")),
+    }
     assert run.commands == 1  # the critical alert's close command reached the plot
     leak = run.score()["leak"]
-    assert (leak.faults, leak.detected, leak.matched, leak.false) == (1, 1, 1, 0)
+    assert (leak.faults, leak.detected, leak.matched, leak.false) == (1, 1, 2, 0)
     assert leak.ttd[0] <= 3 * run.window
 
 

@@ -35,7 +35,7 @@ async def test_farm_example_from_its_header(
             "127.0.0.1:5683": f"127.0.0.1:{udp_port()}",
         },
     )
-    opts = gateway_options(text, "farm1")
+    opts = gateway_options(text, "farm1", file=str(ROOT / "pipelines" / "farm.yaml"))
     watch = collector_factory(["farm/+/+/valve/set", "fogline/farm1/up/alert"])
     async with Gateway(opts):
         # The line the header tells users to paste: dry soil, and flow with the valve closed.
@@ -55,7 +55,9 @@ async def test_farm_example_from_its_header(
 
         # Alerts go through the outbox (committed first), so they may follow the actions.
         await eventually(lambda: len(alerts()) >= 2, what="both alerts on the uplink")
-        assert {a["rule"] for a in alerts()} == {"dry_soil", "leak_valve_closed"}
+        rules = {a["rule"] for a in alerts()}
+        assert {"dry_soil", "leak_valve_closed"} <= rules
+        assert rules - {"dry_soil", "leak_valve_closed"} <= {"model_leak", "model_dry_soil"}
         assert all(a["farm"] == "north" and a["plot"] == "plot-7" for a in alerts())
 
 
@@ -67,7 +69,7 @@ async def test_factory_vibration_anomaly_raises_once(
         "factory",
         **{"size: 10s": "size: 1s", "lateness: 2s": "lateness: 0s", "for: 10s": "for: 1s"},
     )
-    opts = gateway_options(text)
+    opts = gateway_options(text, file=str(ROOT / "pipelines" / "factory.yaml"))
     watch = collector_factory(["fogline/gw1/up/alert"])
     async with Gateway(opts) as gw:
         # Readings timestamped in the past, one window per simulated second, sent at once.
@@ -92,7 +94,7 @@ async def test_factory_vibration_anomaly_raises_once(
 async def test_no_task_outlives_the_gateway(broker: Broker, gateway_options) -> None:
     text = (ROOT / "pipelines" / "factory.yaml").read_text()
     before = asyncio.all_tasks()
-    opts = gateway_options(text)
+    opts = gateway_options(text, file=str(ROOT / "pipelines" / "factory.yaml"))
     async with Gateway(opts) as gw:
         assert {t.get_name() for t in asyncio.all_tasks()} >= {"gw[gw1].pipeline", "gw[gw1].ticker"}
     await asyncio.sleep(0.1)
