@@ -141,8 +141,10 @@ def dataset(
         tail=min(demo.tail, seconds / 8),
         strength=task.strength,
     )
+    # Scoring needs the model's own alert rules, which are cut: this run only taps windows.
+    unscored = replace(demo, detectors={})
     run = simulate(
-        demo, seed, faults, seconds=seconds, devices=count, pipeline=pipeline, taps=[task.step]
+        unscored, seed, faults, seconds=seconds, devices=count, pipeline=pipeline, taps=[task.step]
     )
     windows = [r for r in run.tapped[task.step] if all(f in r.fields for f in task.inputs)]
     rows = np.array([[r.fields[f] for f in task.inputs] for r in windows], dtype=np.float32)

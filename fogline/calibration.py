@@ -11,6 +11,7 @@ edge is confident where it is right, so the pair often beats either model).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,8 +98,8 @@ def table(result: Sweep, chosen: Point | None = None) -> str:
     lines = [f"{'threshold':>9}  {'local':>6}  {'edge acc (local)':>16}  {'joint acc':>9}"]
     for p in result.points:
         mark = "  <- chosen" if chosen is not None and p.threshold == chosen.threshold else ""
+        kept = "-" if math.isnan(p.edge_local_accuracy) else f"{p.edge_local_accuracy:.2%}"
         lines.append(
-            f"{p.threshold:9.2f}  {p.local:6.1%}  {p.edge_local_accuracy:16.2%}  "
-            f"{p.joint_accuracy:9.2%}{mark}"
+            f"{p.threshold:9.2f}  {p.local:6.1%}  {kept:>16}  {p.joint_accuracy:9.2%}{mark}"
         )
     return "\n".join(lines)

@@ -82,6 +82,10 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
     else:
         sub.add_parser("devices", help="simulate a factory or a farm fleet, with faults")
 
+    from fogline import model_cli  # noqa: PLC0415
+
+    model_cli.add_parser(sub)
+
     demo = sub.add_parser("demo", help="run the factory demo on a private broker and watch it work")
     _add(demo, "duration", "seconds to run (0: until Ctrl-C)", "0")
     return parser
@@ -106,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from devices import cli as devices_cli  # noqa: PLC0415
 
         return devices_cli.run(args)
+    if args.command == "model":
+        from fogline import model_cli  # noqa: PLC0415
+
+        return model_cli.run(args)
     if args.command == "demo":
         from fogline.demo import run_demo  # noqa: PLC0415
 

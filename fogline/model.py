@@ -156,7 +156,7 @@ class Model:
         meta = parse_meta(read_metadata(data).get(METADATA_NAME))
         runtime = _interpreter_class()
         try:
-            self._interpreter = runtime(model_content=data)
+            self._interpreter = runtime(model_content=data, num_threads=1)  # batches are small
             self._interpreter.allocate_tensors()
             inputs = self._interpreter.get_input_details()
             outputs = self._interpreter.get_output_details()

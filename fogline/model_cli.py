@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,7 @@ def _info(model: Any) -> int:
 def _dataset(args: argparse.Namespace) -> int:
     from devices.dataset import TASKS, dataset, write_csv  # noqa: PLC0415
 
+    logging.getLogger("fogline.devices").setLevel(logging.WARNING)  # simulated stops
     task = TASKS[args.demo]
     hours = args.hours or task.hours
     print(f"simulating {hours:g} h of the {args.demo} fleet (seed {args.seed})...", file=sys.stderr)
