@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select
@@ -62,6 +64,7 @@ class Site:
 
     def __post_init__(self) -> None:
         self.clouds = {}
+        self.http: dict[str, int] = {}
         self.pipeline = self.tmp / "sf.yaml"
         self.pipeline.write_text(PIPELINE)
         self.device = Collector(self.edge.port, [])
@@ -111,6 +114,13 @@ class Site:
                 [*FOGLINE, "cloud", *args, "--replica", replica], cwd=ROOT, stdout=log, stderr=log
             )
         self.wait(lambda: self._get(http, "/healthz") == 200, 30, f"cloud {replica} to start")
+        self.http[replica] = http
+
+    def api(self, path: str, replica: str = "r1") -> Any:
+        """GET the cloud's API: the parsed JSON."""
+        url = f"http://127.0.0.1:{self.http[replica]}{path}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read())
 
     def stop_cloud(self, replica: str = "r1", sig: int = signal.SIGTERM) -> None:
         assert self.clouds is not None
