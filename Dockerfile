@@ -9,4 +9,7 @@ COPY cloud ./cloud
 COPY devices ./devices
 RUN pip install --no-cache-dir .
 COPY pipelines ./pipelines
+# The demo models: pipelines name them as ../models/..., the cloud decides escalations with them.
+COPY models/*.tflite ./models/
+ENV FOGLINE_MODELS=/app/models
 ENTRYPOINT ["fogline"]

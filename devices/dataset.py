@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from devices.clock import SimClock
-from devices.evaluate import DEMOS, START, Demo, Interval, random_faults, simulate
+from devices.evaluate import DEMOS, START, Demo, Interval, Run, random_faults, simulate
 from devices.faults import SENSOR_FAULTS
 from gateway.record import Record
 from gateway.spec import Pipeline, load_pipeline
@@ -119,14 +119,25 @@ def label_windows(
     return out
 
 
-def dataset(
-    task: Task, seed: int, *, hours: float | None = None, devices: int | None = None
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """(rows, labels) of one simulated run; windows missing an input are left out."""
+def task_run(
+    task: Task,
+    seed: int,
+    *,
+    hours: float | None = None,
+    devices: int | None = None,
+    models: bool = False,
+    taps: Sequence[str] = (),
+) -> Run:
+    """One simulated run of the task's fleet, faults of its classes (at random strengths)
+    and sensor faults scheduled; `models`: with the pipeline's `infer` steps, or without."""
     seconds = 3600.0 * (hours or task.hours)
     count = devices or task.devices
     demo = task.demo
-    pipeline = without_models(load_pipeline(demo.pipeline))
+    pipeline = load_pipeline(demo.pipeline)
+    if not models:
+        pipeline = without_models(pipeline)
+        # Scoring needs the model's own alert rules, which are cut: this run only taps.
+        demo = replace(demo, detectors={})
     fleet = demo.fleet(count, seed, SimClock(START), ())
     kinds = sorted({k for k in task.classes.values() if k} | {f.name for f in SENSOR_FAULTS})
     per_kind = min(task.per_kind, count // len(kinds))
@@ -141,11 +152,16 @@ def dataset(
         tail=min(demo.tail, seconds / 8),
         strength=task.strength,
     )
-    # Scoring needs the model's own alert rules, which are cut: this run only taps windows.
-    unscored = replace(demo, detectors={})
-    run = simulate(
-        unscored, seed, faults, seconds=seconds, devices=count, pipeline=pipeline, taps=[task.step]
+    return simulate(
+        demo, seed, faults, seconds=seconds, devices=count, pipeline=pipeline, taps=taps
     )
+
+
+def dataset(
+    task: Task, seed: int, *, hours: float | None = None, devices: int | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """(rows, labels) of one simulated run; windows missing an input are left out."""
+    run = task_run(task, seed, hours=hours, devices=devices, taps=[task.step])
     windows = [r for r in run.tapped[task.step] if all(f in r.fields for f in task.inputs)]
     rows = np.array([[r.fields[f] for f in task.inputs] for r in windows], dtype=np.float32)
     return rows.reshape(-1, len(task.inputs)), label_windows(windows, run.intervals, task.classes)

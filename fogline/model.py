@@ -178,8 +178,8 @@ class Model:
                 f"output tensor shape {list(self._out['shape'])}: expected [batch, {n_labels}] "
                 f"for the {n_labels} labels the metadata names"
             )
-        self._mean = np.asarray(meta["mean"], dtype=np.float32)
-        std = np.asarray(meta["std"], dtype=np.float32)
+        self.mean = np.asarray(meta["mean"], dtype=np.float32)
+        self.std = std = np.asarray(meta["std"], dtype=np.float32)
         self._inv_std = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 1.0).astype(np.float32)
         clip = meta.get("clip")
         self._clip = None if clip is None else float(clip)
@@ -230,7 +230,7 @@ class Model:
         return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
     def standardize(self, rows: NDArray[Any]) -> FloatArray:
-        z: FloatArray = (np.asarray(rows, dtype=np.float32) - self._mean) * self._inv_std
+        z: FloatArray = (np.asarray(rows, dtype=np.float32) - self.mean) * self._inv_std
         if self._clip is not None:
             np.clip(z, -self._clip, self._clip, out=z)
         return z
@@ -252,10 +252,11 @@ class Model:
         it.set_tensor(self._in["index"], self.quantize(x) if self._in_q else x)
         it.invoke()
         out = it.get_tensor(self._out["index"])
-        probs: FloatArray = (
-            self.dequantize(out) if self._out_q else out.astype(np.float32, copy=True)
-        )
-        total = probs.sum(axis=1, keepdims=True)  # int8 outputs sum to 1 only roughly
+        if self.info.quantized == "float":
+            probs: FloatArray = out  # a float softmax: already a probability per row
+            return probs
+        probs = self.dequantize(out) if self._out_q else out
+        total = probs.sum(axis=1, keepdims=True)  # int8 softmax sums to 1 only roughly
         uniform = np.full_like(probs, 1.0 / probs.shape[1])
         normalized: FloatArray = np.divide(probs, total, out=uniform, where=total > 0)
         return normalized
@@ -263,7 +264,7 @@ class Model:
     def self_test(self) -> None:
         """Invoke once on the training mean: finite probabilities summing to 1, or ModelError."""
         try:
-            probs = self.predict(self._mean[None, :])
+            probs = self.predict(self.mean[None, :])
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"test invoke failed: {exc}") from exc
         if not np.isfinite(probs).all() or not math.isclose(float(probs.sum()), 1.0, abs_tol=1e-3):

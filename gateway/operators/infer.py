@@ -40,7 +40,14 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field, PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema
 
-from fogline.model import METADATA_NAME, Model, ModelError, parse_meta, read_metadata
+from fogline.model import (
+    METADATA_NAME,
+    Model,
+    ModelError,
+    normalized_entropy,
+    parse_meta,
+    read_metadata,
+)
 from gateway.operators.base import Fields, OpConfig, Operator, RelPath, StepContext
 from gateway.record import Record
 
@@ -185,8 +192,7 @@ class Infer(Operator):
         if not kept:
             return []
         probs = model.predict(np.asarray(rows, dtype=np.float32))
-        p = np.clip(probs, 1e-12, 1.0)
-        entropy = (-(p * np.log(p)).sum(axis=1) / np.log(probs.shape[1])).tolist()
+        entropy = normalized_entropy(probs).tolist()
         top = probs.argmax(axis=1).tolist()
         probs_list = probs.tolist()
         labels = info.labels

@@ -45,7 +45,7 @@ def records(messages: list[tuple[str, bytes]]) -> list[dict]:
 
 def reading(model: Model, i: int) -> bytes:
     rng = np.random.default_rng(i)
-    row = model._mean + rng.normal(0, 1, len(model._mean)) / model._inv_std
+    row = model.mean + rng.normal(0, 1, len(model.mean)) * model.std
     return orjson.dumps({"seq": i, **dict(zip(model.info.inputs, row.tolist(), strict=True))})
 
 

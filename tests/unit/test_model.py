@@ -18,7 +18,7 @@ NAMES = ("factory-vibration", "farm-irrigation")
 def rows_for(model: Model, n: int, seed: int = 0) -> np.ndarray:
     """Raw feature rows around the training distribution the model carries."""
     rng = np.random.default_rng(seed)
-    mean, std = model._mean, 1.0 / model._inv_std
+    mean, std = model.mean, model.std
     return (mean + std * rng.normal(0, 1.5, (n, len(mean)))).astype(np.float32)
 
 

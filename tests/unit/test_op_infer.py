@@ -20,7 +20,7 @@ FARM = MODELS / "farm-irrigation.tflite"
 
 def windows(model: Model, n: int, seed: int = 0, spread: float = 1.5):
     rng = np.random.default_rng(seed)
-    mean, std = model._mean, 1.0 / model._inv_std
+    mean, std = model.mean, model.std
     rows = mean + std * rng.normal(0, spread, (n, len(mean)))
     out = []
     for i, row in enumerate(rows):
