@@ -122,9 +122,15 @@ def topics(prefix: str, lines: int, machines: int) -> list[bytes]:
 
 
 def reading(ts: float, i: int, temperature: float | None = None) -> bytes:
-    """A normal reading: temperature stays below every alert threshold unless given."""
+    """A normal reading with every field `fogline devices factory` sends (the model's
+    features read them): temperature stays below every alert threshold unless given."""
     temp = 55.0 + (i % 23) * 0.5 if temperature is None else temperature
-    return b'{"ts":%.3f,"vibration":%.2f,"temperature":%.1f}' % (ts, 1.5 + (i % 17) * 0.1, temp)
+    vib = 1.5 + (i % 17) * 0.1
+    return (
+        b'{"ts":%.3f,"vibration":%.2f,"vibration_peak":%.2f,"vibration_hf":%.3f,'
+        b'"vibration_1x":%.3f,"temperature":%.1f,"current":14.2,"rpm":1466.3}'
+        % (ts, vib, 2.1 * vib, 0.2 + (i % 7) * 0.01, 0.9 * vib, temp)
+    )
 
 
 class AckCounter(threading.Thread):
@@ -631,7 +637,7 @@ class Bench:
             self.fogline(),
             "gateway",
             "--pipeline",
-            str(PIPELINE),
+            str(self.args.pipeline.resolve()),
             "--broker",
             url,
             "--uplink",
@@ -949,6 +955,10 @@ def row(*cells: object) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _method(args: argparse.Namespace, command: str) -> list[str]:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     quick = " (quick smoke run: small samples)" if args.quick else ""
@@ -972,14 +982,15 @@ def _method(args: argparse.Namespace, command: str) -> list[str]:
         ),
         f"- Placement: {place}.",
         (
-            "- Gateway: `taskset -c 1 fogline gateway --pipeline pipelines/factory.yaml "
+            f"- Gateway: `taskset -c 1 fogline gateway --pipeline {_shown(args.pipeline)} "
             f"--broker mqtt://127.0.0.1:PORT --uplink mqtt://127.0.0.1:PORT --id {GATEWAY_ID} "
             "--metrics-port M`, one process for all gateway measurements."
         ),
         (
             f"- Load: {args.messages:,} readings per run, round-robin over "
             f"{args.lines * args.machines} machines ({args.lines} lines x {args.machines}) on "
-            "`factory/<line>/<machine>/telemetry`, ~95-byte packets, from a raw-socket MQTT "
+            "`factory/<line>/<machine>/telemetry`, ~200-byte packets (every field the factory "
+            "devices send), from a raw-socket MQTT "
             "publisher at max rate, at the subscription's QoS (QoS 1 runs deliver QoS 1)."
         ),
         (
@@ -1173,6 +1184,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "docs/benchmarks.md.",
     )
     p.add_argument("--quick", action="store_true", help="~30 s smoke run with small samples")
+    p.add_argument(
+        "--pipeline", type=Path, default=PIPELINE, help="the gateway's pipeline (factory.yaml)"
+    )
     p.add_argument("--messages", type=int, help="messages per throughput run (default 200000)")
     p.add_argument(
         "--repeat", type=int, help="backlog-drain runs per measure, median kept (default 3)"

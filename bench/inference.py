@@ -6,13 +6,15 @@
 2. The demo pipelines in simulated time, with and without their model steps (`features`,
    `infer` and the rules reading them): engine CPU per reading, from the engine's own step
    timers, and the `features` and `infer` steps per window.
-3. Early exit per demo, through the pipeline on unseen seeds (escalation budget included):
+3. With `--gateway`: the real gateway process on the factory pipeline, with and without
+   its model steps (`bench/gateway_throughput.py --quick` for each: QoS 1 backlog drain).
+4. Early exit per demo, through the pipeline on unseen seeds (escalation budget included):
    accuracy of the edge model alone, the cloud model alone and the two together, the
    share decided at the edge, and uplink bytes of the escalations against sending every
    window's features to the cloud (both as the uplink sends them: envelopes of up to 500
    records, zlib when it pays).
 
-    python bench/inference.py            # ~1-2 min, updates docs/benchmarks.md
+    python bench/inference.py --gateway  # ~3-4 min, updates docs/benchmarks.md
     python bench/inference.py --quick    # smaller runs, prints only
 """
 
@@ -148,7 +150,51 @@ def pipeline_costs(task: Task, hours: float) -> dict[str, Any]:
     return out
 
 
-# -- 3. early exit ------------------------------------------------------------------------
+# -- 3. the gateway process --------------------------------------------------------------
+
+
+def gateway_runs() -> dict[str, dict[str, Any]]:
+    """QoS 1 drain rate and CPU of the real gateway, factory pipeline with and without models."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    factory = ROOT / "pipelines" / "factory.yaml"
+    spec = yaml.safe_load(factory.read_text())
+    model_steps = {"features", "diagnosis", "diagnosis_alerts"}
+    spec["steps"] = [
+        s for s in spec["steps"] if next(iter(s.values())).get("id") not in model_steps
+    ]
+    spec["outputs"] = [o for o in spec["outputs"] if "diagnosis" not in str(o)]
+    spec["outputs"].append({"uplink": {"from": ["critical", "alerts"], "kind": "alert"}})
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "factory-without-models.yaml"
+        plain.write_text(yaml.safe_dump(spec, sort_keys=False))
+        for name, pipeline in (("without", plain), ("with", factory)):
+            result = Path(tmp) / f"{name}.json"
+            log(f"  gateway_throughput.py --quick --pipeline {pipeline.name}")
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "gateway_throughput.py"),
+                    "--quick",
+                    "--no-write",
+                    "--pipeline",
+                    str(pipeline),
+                    "--json",
+                    str(result),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            out[name] = json.loads(result.read_text())["gw_q1_drain"]
+    return out
+
+
+# -- 4. early exit ------------------------------------------------------------------------
 
 
 def early_exit(task: Task, seeds: tuple[int, ...], hours: float | None) -> dict[str, Any]:
@@ -237,6 +283,7 @@ def uplink_bytes(records: list[dict[str, Any]], kind: str) -> int:
 def report(
     invoke: list[dict[str, Any]],
     costs: list[dict[str, Any]],
+    gateway: dict[str, dict[str, Any]] | None,
     exits: list[dict[str, Any]],
     command: str,
 ) -> str:
@@ -294,6 +341,26 @@ def report(
             f"| {c['demo']} | {w['readings']} | {wo['engine_us']:.2f} | {w['engine_us']:.2f} | "
             f"{feat[0]:.2f} | {inf[0]:.2f} | {batch:.0f} |"
         )
+    if gateway:
+        lines += [
+            "",
+            "### The gateway process with and without the model steps",
+            "",
+            (
+                "`bench/gateway_throughput.py --quick --pipeline ...`: the factory pipeline as "
+                "shipped, and the same file without its `features`, `infer` and diagnosis-rule "
+                "steps; QoS 1 backlog drain of 100 machines' readings, gateway on one core."
+            ),
+            "",
+            "| pipeline | msgs/s | CPU µs/msg | rejects |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name in ("without", "with"):
+            g = gateway[name]
+            lines.append(
+                f"| factory {name} models | {g['rate']:,.0f} | {g['cpu_us']:.1f} | "
+                f"{g['rejects']:.0f} |"
+            )
     lines += [
         "",
         "### Early exit, through the pipeline on unseen seeds",
@@ -342,18 +409,23 @@ def write_doc(section: str, doc: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller runs; prints only")
+    p.add_argument(
+        "--gateway", action="store_true", help="also run the gateway process with and without"
+    )
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None)
     args = p.parse_args()
     write = (not args.quick) if args.write is None else args.write
     command = "python bench/inference.py" + "".join(f" {a}" for a in sys.argv[1:])
-    log("[1/3] invoke cost per batch size")
+    log("[1/4] invoke cost per batch size")
     invoke = invoke_costs(3 if args.quick else 7)
-    log("[2/3] the demo pipelines with and without their models")
+    log("[2/4] the demo pipelines with and without their models")
     costs = [pipeline_costs(t, t.hours / (2 if args.quick else 1)) for t in TASKS.values()]
-    log("[3/3] early exit on unseen seeds")
+    log("[3/4] the gateway process" + ("" if args.gateway else ": skipped (--gateway)"))
+    gateway = gateway_runs() if args.gateway else None
+    log("[4/4] early exit on unseen seeds")
     seeds = SEEDS[:1] if args.quick else SEEDS
     exits = [early_exit(t, seeds, t.hours / 2 if args.quick else None) for t in TASKS.values()]
-    section = report(invoke, costs, exits, command)
+    section = report(invoke, costs, gateway, exits, command)
     print(section)
     if write:
         write_doc(section, DOC)

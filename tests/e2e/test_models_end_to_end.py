@@ -1,14 +1,18 @@
-"""Early exit end to end: what the edge model is unsure of is decided by the cloud's model,
-and an uplink outage only delays that. Runs on SQLite and on PostgreSQL."""
+"""Models end to end: what the edge model is unsure of is decided by the cloud's model (an
+uplink outage only delays that), and a model put on the cloud's API runs on the gateway.
+Runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
+
+import urllib.error
+import urllib.request
 
 import numpy as np
 import orjson
 from sitekit import ROOT, Site
 
 from devices.dataset import TASKS, dataset
-from fogline.model import Model, normalized_entropy
+from fogline.model import Model, normalized_entropy, read_metadata, with_metadata
 
 EDGE = ROOT / "models" / "factory-vibration.tflite"
 
@@ -93,3 +97,60 @@ def test_uncertain_windows_are_decided_in_the_cloud_even_after_an_outage(site: S
         10,
         "the gateway's counters in its health record",
     )
+
+
+def test_a_model_put_on_the_cloud_api_runs_on_the_gateway(site: Site) -> None:
+    site.pipeline.write_text(PIPELINE)
+    site.start_cloud()
+    site.start_gateway()
+    site.wait(
+        lambda: any(g["gateway"] == "gw1" for g in site.api("/api/gateways")["items"]),
+        20,
+        "the gateway's first health record",
+    )
+    data = EDGE.read_bytes()
+    meta = orjson.loads(read_metadata(data)["fogline"])
+    newer = with_metadata(data, {**meta, "version": "e2e-2"})
+
+    def put(body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{site.http['r1']}/api/gateways/gw1/models/diagnosis",
+            data=body,
+            method="PUT",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - http://127.0.0.1
+                return r.status, orjson.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, orjson.loads(err.read())
+
+    status, upload = put(newer)
+    assert status == 200, upload
+    assert upload["version"] == "e2e-2"
+
+    def state() -> dict:
+        return next(
+            u for u in site.api("/api/gateways/gw1/models")["uploads"] if u["version"] == "e2e-2"
+        )
+
+    site.wait(lambda: state()["status"] == "running", 30, "the gateway to run the new model")
+    site.wait(lambda: state()["current"], 10, "the health record to name the new model")
+    # An incompatible model reaches the gateway and is refused there, with the reason.
+    farm = (ROOT / "models" / "farm-irrigation.tflite").read_bytes()
+    status, _ = put(farm)
+    assert status == 200
+
+    def refused() -> dict | None:
+        uploads = site.api("/api/gateways/gw1/models")["uploads"]
+        return next(
+            (u for u in uploads if u["name"] == "farm-irrigation" and u["status"] == "refused"),
+            None,
+        )
+
+    site.wait(refused, 30, "the gateway to refuse the farm model")
+    assert "differ from the running model's" in refused()["reason"]
+    assert state()["current"]  # the new factory model still runs
+    status, body = put(b"not a model")
+    assert status == 422
+    assert "not a loadable Fogline model" in str(body)
