@@ -325,11 +325,11 @@ def report(
         "",
         (
             "Engine CPU per reading in simulated time (the engine's step timers; decoding and "
-            "MQTT are not included), one seed; the `features` and `infer` steps per window they "
-            "received, and their mean batch (windows closing at the same boundary)."
+            "MQTT are not included), one seed; the `features` step per reading and the `infer` "
+            "step per window it classified, with its mean batch (windows closing together)."
         ),
         "",
-        "| pipeline | readings | engine µs/reading without models | with models | features µs/window | infer µs/window | infer batch |",
+        "| pipeline | readings | engine µs/reading without models | with models | features µs/reading | infer µs/window | infer batch |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in costs:

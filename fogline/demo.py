@@ -3,9 +3,11 @@
 A private mosquitto; the cloud (SQLite in a temporary folder, API on a free port); a
 gateway running the factory pipeline; and a simulated line of eight machines
 (`fogline devices factory`). After 15 s machine m-03 starts to overheat and the gateway
-stops it within milliseconds; after 70 s, once the anomaly scores have warmed up on six
-10 s windows, m-06 develops a bearing fault and the vibration-anomaly alert fires. Every
-action, alert and digest is printed as it happens; the cloud's view is at the API URL.
+stops it within milliseconds; after 70 s m-06 develops a bearing fault: the diagnosis
+model on the gateway names it within a window or two (windows it is unsure of go to the
+cloud's model as escalations), and the vibration-anomaly alert fires once the anomaly
+scores have warmed up. Every action, alert, escalation and digest is printed as it
+happens; the cloud's view is at the API URL.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ def _show(topic: str, payload: bytes, start: float) -> None:
         if batch["kind"] == "alert":
             state = f"{data['severity']} {data['state']}"
             print(f"{at} ALERT   #{rec['seq']} {state}: {data['message']}")
+        elif batch["kind"] == "escalation":
+            print(
+                f"{at} ESCALATE #{rec['seq']} {rec['device']}: the edge is unsure "
+                f"({data['label']} at {data['confidence']:.0%}, entropy {data['entropy']:.2f}); "
+                "the cloud's model decides"
+            )
         elif batch["kind"] == "digest":
             print(
                 f"{at} digest  #{rec['seq']} {rec['device']} n={data['count']} "
@@ -107,6 +115,7 @@ async def run_demo(duration: float) -> int:
                 subscriptions=[
                     ("fogline/demo-gw/up/alert", 1),
                     ("fogline/demo-gw/up/digest", 1),
+                    ("fogline/demo-gw/up/escalation", 1),
                     ("factory/+/+/actions", 1),
                 ],
                 on_message=lambda t, p: _show(t, p, start),
@@ -115,7 +124,8 @@ async def run_demo(duration: float) -> int:
                 api = f"http://127.0.0.1:{cloud.http_port}"
                 print(f"fogline demo: broker mqtt://127.0.0.1:{port}, pipeline {PIPELINE.name}")
                 print(
-                    f"  the cloud's view: {api}/api/alerts, {api}/api/gateways/demo-gw, {api}/docs"
+                    f"  the cloud's view: {api}/api/alerts, {api}/api/escalations, "
+                    f"{api}/api/inference, {api}/docs"
                 )
                 topics = "-t 'fogline/#' -t 'factory/+/+/actions'"
                 print(f"  the wire: mosquitto_sub -p {port} -v {topics}")
