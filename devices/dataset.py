@@ -55,7 +55,7 @@ TASKS: dict[str, Task] = {
     "factory": Task(
         "factory-vibration",
         DEMOS["factory"],
-        "features",
+        "model_inputs",
         (
             "vibration_mean",
             "vibration_std",
@@ -64,6 +64,10 @@ TASKS: dict[str, Task] = {
             "vibration_hf_max",
             "vibration_1x_mean",
             "rpm_mean",
+            "vibration_1x_rel",
+            "vibration_hf_rel",
+            "vibration_1x_share",
+            "vibration_crest",
         ),
         {"normal": "", "imbalance": "imbalance", "bearing": "bearing"},
         hours=1.0,

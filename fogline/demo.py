@@ -133,7 +133,7 @@ async def run_demo(duration: float) -> int:
                 devices = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "fogline.cli", "--log-level", "WARNING",
                     "devices", "factory", "--broker", f"mqtt://127.0.0.1:{port}",
-                    "--count", "8", "--rate", "5",
+                    "--count", "8", "--rate", "1",
                     "--qos", "1", "--faults", FAULTS, stdout=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
                 with contextlib.suppress(TimeoutError):

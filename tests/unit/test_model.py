@@ -94,7 +94,7 @@ def test_metadata_round_trip_and_refusals():
         Model(b"\x00" * 64)
     with pytest.raises(ModelError, match=r"runtime refused|not a \.tflite"):
         Model(data[: len(data) // 2])
-    with pytest.raises(ModelError, match="expected 7 means and stds"):
+    with pytest.raises(ModelError, match=f"expected {len(_meta(data)['inputs'])} means and stds"):
         Model(with_metadata(data, {**_meta(data), "mean": [0.0]}))
     with pytest.raises(ModelError, match=r"expected \[batch, 2\] for the 2 labels"):
         Model(with_metadata(data, {**_meta(data), "labels": ["a", "b"]}))

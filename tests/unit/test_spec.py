@@ -71,6 +71,9 @@ def test_factory_pipeline_from_disk():
         "zscore",
         "alerts",
         "features",
+        "baseline_1x",
+        "baseline_hf",
+        "model_inputs",
         "diagnosis",
         "diagnosis_alerts",
     ]
