@@ -163,7 +163,14 @@ def gateway_runs() -> dict[str, dict[str, Any]]:
 
     factory = ROOT / "pipelines" / "factory.yaml"
     spec = yaml.safe_load(factory.read_text())
-    model_steps = {"features", "diagnosis", "diagnosis_alerts"}
+    model_steps = {
+        "features",
+        "baseline_1x",
+        "baseline_hf",
+        "model_inputs",
+        "diagnosis",
+        "diagnosis_alerts",
+    }
     spec["steps"] = [
         s for s in spec["steps"] if next(iter(s.values())).get("id") not in model_steps
     ]
