@@ -46,6 +46,7 @@ class ModelUpdates:
         self._report = report
         self._metrics = metrics
         self._assembler = ota.Assembler()
+        self._refused_shas: set[str] = set()  # retained copies come back on every reconnect
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.updated = asyncio.Event()  # set after each update is decided, either way
 
@@ -82,6 +83,7 @@ class ModelUpdates:
                     manifest.version if manifest else "?",
                     manifest.sha256 if manifest else "",
                     f"damaged in transit: {exc}",
+                    again=True,
                 )
                 continue
             if whole is not None:
@@ -94,8 +96,8 @@ class ModelUpdates:
             known = ", ".join(self._steps) or "none"
             self._refused(step, version, digest, f"no infer step '{step}' (infer steps: {known})")
             return
-        if op.model.info.sha256 == digest:
-            return  # already running (a retained copy after a reconnect)
+        if op.model.info.sha256 == digest or digest in self._refused_shas:
+            return  # already running, or already refused (a retained copy after a reconnect)
         try:
             model = await asyncio.to_thread(_load, data, f"{step} v{version}")
             op.swap(model)
@@ -106,7 +108,10 @@ class ModelUpdates:
             log.exception("%s: loading model v%s failed", step, version)
             self._refused(step, version, digest, f"could not load: {exc!r}")
             return
-        await asyncio.to_thread(_keep, self._path(step), data)
+        try:
+            await asyncio.to_thread(_keep, self._path(step), data)
+        except OSError as exc:  # it runs; only a restart would fall back to the pipeline's
+            log.warning("%s: running model v%s, but could not keep it: %s", step, version, exc)
         log.info("%s: now running model %s v%s", step, model.info.name, model.info.version)
         self._metrics.outputs["model_updates_running"] += 1
         self._report(
@@ -120,7 +125,13 @@ class ModelUpdates:
         )
         self.updated.set()
 
-    def _refused(self, step: str, version: str, digest: str, reason: str) -> None:
+    def _refused(
+        self, step: str, version: str, digest: str, reason: str, *, again: bool = False
+    ) -> None:
+        """Report a refusal; unless `again` (bytes damaged on the way: a retry may succeed),
+        the same bytes are not looked at again."""
+        if digest and not again:
+            self._refused_shas.add(digest)
         log.warning("%s: refused model v%s: %s; the running model stays", step, version, reason)
         self._metrics.rejects[("model_update", "refused")] += 1
         self._report(

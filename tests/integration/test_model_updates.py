@@ -140,6 +140,11 @@ async def test_corrupt_incompatible_and_misaddressed_models_are_refused_with_a_r
         assert "labels ['normal', 'leak', 'dry_soil'] differ" in by_version["farm"]["reason"]
         assert by_version["x"]["reason"] == "no infer step 'elsewhere' (infer steps: diagnosis)"
         assert "not a .tflite file" in by_version["junk"]["reason"]
+        # A retained copy of a refused model, delivered again, is not refused again.
+        publish_model(watch, "gw1", "diagnosis", "farm", retagged(FARM, "farm"), 64 * 1024)
+        watch.client.publish("plant/m-1/features", reading(edge, 0), qos=1)
+        await eventually(lambda: records(watch.on("fogline/gw1/up/digest")), what="a result")
+        assert len(model_events(watch)) == 4
         # The original model still decides.
         watch.client.publish("plant/m-1/features", reading(edge, 1), qos=1)
         out = await eventually(lambda: records(watch.on("fogline/gw1/up/digest")), what="a result")
