@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field, PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema
 
 from fogline.model import (
@@ -167,7 +168,54 @@ class Infer(Operator):
     def process(self, batch: list[Record]) -> list[Record]:
         model = self.model
         info = model.info
-        inputs = info.inputs
+        rows, kept, x = self._inputs(batch, info.inputs)
+        if not kept:
+            return []
+        probs = model.predict(x)
+        entropy = normalized_entropy(probs).tolist()
+        top = probs.argmax(axis=1).tolist()
+        labels = info.labels
+        p_names = [f"p_{label}" for label in labels]
+        threshold = self._threshold
+        self._refill()
+        out: list[Record] = []
+        for record, row, k, h, ps in zip(kept, rows, top, entropy, probs.tolist(), strict=True):
+            fields = record.fields
+            decision = {
+                "label": labels[k],
+                "confidence": round(ps[k], 4),
+                "entropy": round(h, 4),
+                "model": info.name,
+                "model_version": info.version,
+            }
+            if h > threshold and self._tokens >= 1.0:
+                self._tokens -= 1.0
+                self.decided["escalated"] += 1
+                escalation = {name: fields[name] for name in self.ctx.key_fields if name in fields}
+                for name in ("window_start", "window_end"):
+                    if name in fields:
+                        escalation[name] = fields[name]
+                escalation.update(decision)
+                escalation["exit"] = "cloud"
+                escalation["inputs"] = dict(zip(info.inputs, row, strict=True))
+                escalation["probabilities"] = {
+                    label: round(q, 4) for label, q in zip(labels, ps, strict=True)
+                }
+                self.ctx.side("escalate", Record(record.key, record.ts, escalation))
+                continue
+            exit_ = "edge" if h <= threshold else "budget"
+            self.decided[exit_] += 1
+            new = {**fields, **decision, "exit": exit_}
+            for name, q in zip(p_names, ps, strict=True):
+                new[name] = round(q, 4)
+            out.append(Record(record.key, record.ts, new))
+        return out
+
+    def _inputs(
+        self, batch: list[Record], inputs: tuple[str, ...]
+    ) -> tuple[list[list[float]], list[Record], NDArray[np.float32]]:
+        """The model's input rows of the records that have them all, as numbers it can take;
+        the others are rejected with the field that is missing or wrong."""
         rows: list[list[float]] = []
         kept: list[Record] = []
         for record in batch:
@@ -189,48 +237,22 @@ class Infer(Operator):
                 continue
             rows.append(row)
             kept.append(record)
-        if not kept:
-            return []
-        probs = model.predict(np.asarray(rows, dtype=np.float32))
-        entropy = normalized_entropy(probs).tolist()
-        top = probs.argmax(axis=1).tolist()
-        probs_list = probs.tolist()
-        labels = info.labels
-        p_names = [f"p_{label}" for label in labels]
-        threshold = self._threshold
-        self._refill()
-        out: list[Record] = []
-        for record, row, k, h, ps in zip(kept, rows, top, entropy, probs_list, strict=True):
-            fields = record.fields
-            decision = {
-                "label": labels[k],
-                "confidence": round(ps[k], 4),
-                "entropy": round(h, 4),
-                "model": info.name,
-                "model_version": info.version,
-            }
-            if h > threshold and self._tokens >= 1.0:
-                self._tokens -= 1.0
-                self.decided["escalated"] += 1
-                escalation = {name: fields[name] for name in self.ctx.key_fields if name in fields}
-                for name in ("window_start", "window_end"):
-                    if name in fields:
-                        escalation[name] = fields[name]
-                escalation.update(decision)
-                escalation["exit"] = "cloud"
-                escalation["inputs"] = dict(zip(inputs, row, strict=True))
-                escalation["probabilities"] = {
-                    label: round(q, 4) for label, q in zip(labels, ps, strict=True)
-                }
-                self.ctx.side("escalate", Record(record.key, record.ts, escalation))
-                continue
-            exit_ = "edge" if h <= threshold else "budget"
-            self.decided[exit_] += 1
-            new = {**fields, **decision, "exit": exit_}
-            for name, q in zip(p_names, ps, strict=True):
-                new[name] = round(q, 4)
-            out.append(Record(record.key, record.ts, new))
-        return out
+        with np.errstate(over="ignore"):  # beyond float32: inf, rejected below
+            x = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(inputs))
+        finite = np.isfinite(x).all(axis=1)
+        if finite.all():
+            return rows, kept, x
+        for i in np.flatnonzero(~finite).tolist():
+            at = int(np.flatnonzero(~np.isfinite(x[i]))[0])
+            self.ctx.reject(
+                kept[i],
+                "wrong_type",
+                f"field '{inputs[at]}': {rows[i][at]!r} is beyond float32, the model's input type",
+            )
+        keep: list[bool] = finite.tolist()
+        rows = [r for r, ok in zip(rows, keep, strict=True) if ok]
+        kept = [r for r, ok in zip(kept, keep, strict=True) if ok]
+        return rows, kept, x[finite]
 
     def _refill(self) -> None:
         now = self.ctx.clock.now()

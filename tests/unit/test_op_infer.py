@@ -92,6 +92,10 @@ def test_missing_or_wrong_inputs_are_rejected_and_the_rest_goes_on():
     assert run.reasons == ["missing_input", "wrong_type"]
     assert run.rejects[0][2] == "no field rpm_mean"
     assert run.rejects[1][2] == "field 'vibration_std': expected a number, got 'high'"
+    _, records = windows(run.op.model, 2)
+    records[0].fields["rpm_mean"] = 1e39  # valid JSON, but no float32
+    assert len(run.feed(records)) == 1
+    assert run.rejects[2][2] == "field 'rpm_mean': 1e+39 is beyond float32, the model's input type"
 
 
 def test_swap_takes_a_compatible_model_and_refuses_others():
