@@ -249,7 +249,7 @@ class Infer(Operator):
                 "wrong_type",
                 f"field '{inputs[at]}': {rows[i][at]!r} is beyond float32, the model's input type",
             )
-        keep: list[bool] = finite.tolist()
+        keep = [bool(ok) for ok in finite]
         rows = [r for r, ok in zip(rows, keep, strict=True) if ok]
         kept = [r for r, ok in zip(kept, keep, strict=True) if ok]
         return rows, kept, x[finite]
