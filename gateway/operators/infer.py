@@ -239,20 +239,19 @@ class Infer(Operator):
             kept.append(record)
         with np.errstate(over="ignore"):  # beyond float32: inf, rejected below
             x = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(inputs))
-        finite = np.isfinite(x).all(axis=1)
+        finite: NDArray[np.bool_] = np.isfinite(x).all(axis=1)
         if finite.all():
             return rows, kept, x
-        for i in np.flatnonzero(~finite).tolist():
+        bad: list[int] = np.flatnonzero(~finite).tolist()
+        for i in bad:
             at = int(np.flatnonzero(~np.isfinite(x[i]))[0])
             self.ctx.reject(
                 kept[i],
                 "wrong_type",
                 f"field '{inputs[at]}': {rows[i][at]!r} is beyond float32, the model's input type",
             )
-        keep = [bool(ok) for ok in finite]
-        rows = [r for r, ok in zip(rows, keep, strict=True) if ok]
-        kept = [r for r, ok in zip(kept, keep, strict=True) if ok]
-        return rows, kept, x[finite]
+        good = [i for i in range(len(kept)) if i not in set(bad)]
+        return [rows[i] for i in good], [kept[i] for i in good], x[finite]
 
     def _refill(self) -> None:
         now = self.ctx.clock.now()
