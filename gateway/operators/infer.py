@@ -239,19 +239,19 @@ class Infer(Operator):
             kept.append(record)
         with np.errstate(over="ignore"):  # beyond float32: inf, rejected below
             x = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(inputs))
-        finite: NDArray[np.bool_] = np.isfinite(x).all(axis=1)
-        if finite.all():
+        dropped: dict[int, int] = {}  # row -> its first input beyond float32
+        for i, at in np.argwhere(~np.isfinite(x)).tolist():
+            dropped.setdefault(i, at)
+        if not dropped:
             return rows, kept, x
-        bad: list[int] = np.flatnonzero(~finite).tolist()
-        for i in bad:
-            at = int(np.flatnonzero(~np.isfinite(x[i]))[0])
+        for i, at in dropped.items():
             self.ctx.reject(
                 kept[i],
                 "wrong_type",
                 f"field '{inputs[at]}': {rows[i][at]!r} is beyond float32, the model's input type",
             )
-        good = [i for i in range(len(kept)) if i not in set(bad)]
-        return [rows[i] for i in good], [kept[i] for i in good], x[finite]
+        good = [i for i in range(len(kept)) if i not in dropped]
+        return [rows[i] for i in good], [kept[i] for i in good], x[good]
 
     def _refill(self) -> None:
         now = self.ctx.clock.now()
