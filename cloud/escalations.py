@@ -34,9 +34,6 @@ DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models"
 """The repository's `models/`, where the demo models are shipped."""
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-UNUSABLE = (ModelError, ValueError, TypeError)
-"""What loading a file may raise: some corrupt files get past `fogline.model`'s checks to
-fail in flatbuffers (TypeError) or in LiteRT's tensor details (UnicodeDecodeError)."""
 
 UNDECIDED: dict[str, Any] = {
     "cloud_label": None,
@@ -85,7 +82,7 @@ class CloudModels:
                     continue
                 model = Model.from_file(path)
                 model.self_test()
-            except (OSError, *UNUSABLE) as exc:
+            except (OSError, ModelError) as exc:
                 log.warning("cloud models: skipped %s: %s", path, exc)
                 continue
             kept = models.get(model.info.name)

@@ -29,13 +29,12 @@ from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cloud.db import writing
-from cloud.escalations import UNUSABLE
 from cloud.models import MAX_GATEWAY, MAX_MODEL, MAX_STEP, MAX_VERSION, Gateway, ModelUpload
 from cloud.parse import is_number
 from cloud.queries import inference_steps, upload_out
 from cloud.schemas import InferenceStep, ModelUploadOut
 from fogline import ota
-from fogline.model import Model
+from fogline.model import Model, ModelError
 from fogline.mqtt import MqttLink
 
 log = logging.getLogger("fogline.cloud.model_updates")
@@ -75,7 +74,7 @@ def load(data: bytes) -> Model:
     try:
         model = Model(data, source="upload")
         model.self_test()
-    except UNUSABLE as exc:
+    except ModelError as exc:
         raise UploadError(422, f"not a loadable Fogline model: {exc}") from exc
     return model
 

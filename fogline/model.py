@@ -25,6 +25,7 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 import flatbuffers
@@ -139,6 +140,15 @@ def parse_meta(raw: bytes | None) -> dict[str, Any]:
     for name in ("name", "version", "inputs", "labels", "mean", "std"):
         if name not in meta:
             raise ModelError(f"'{METADATA_NAME}' metadata: '{name}' is missing")
+    for name in ("inputs", "labels"):
+        if not _list_of(meta[name], str) or not meta[name]:
+            raise ModelError(f"'{METADATA_NAME}' metadata: '{name}': expected a list of names")
+    for name in ("mean", "std"):
+        if not _list_of(meta[name], int | float):
+            raise ModelError(f"'{METADATA_NAME}' metadata: '{name}': expected a list of numbers")
+    for name in ("clip", "escalate_above"):
+        if not isinstance(meta.get(name), int | float | None):
+            raise ModelError(f"'{METADATA_NAME}' metadata: '{name}': expected a number")
     n = len(meta["inputs"])
     if len(meta["mean"]) != n or len(meta["std"]) != n:
         raise ModelError(
@@ -146,6 +156,10 @@ def parse_meta(raw: bytes | None) -> dict[str, Any]:
             f"got {len(meta['mean'])} and {len(meta['std'])}"
         )
     return meta
+
+
+def _list_of(value: object, kind: type | UnionType) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kind) for v in value)
 
 
 class Model:

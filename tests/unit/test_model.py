@@ -100,6 +100,13 @@ def test_metadata_round_trip_and_refusals():
         Model(with_metadata(data, {**_meta(data), "labels": ["a", "b"]}))
     with pytest.raises(ModelError, match="'labels' is missing"):
         Model(with_metadata(data, {k: v for k, v in _meta(data).items() if k != "labels"}))
+    for bad, what in (
+        ({"inputs": 5}, "'inputs': expected a list of names"),
+        ({"mean": ["a"] * len(_meta(data)["inputs"])}, "'mean': expected a list of numbers"),
+        ({"escalate_above": []}, "'escalate_above': expected a number"),
+    ):
+        with pytest.raises(ModelError, match=what):
+            Model(with_metadata(data, {**_meta(data), **bad}))
     with pytest.raises(ModelError, match="cannot read the model"):
         Model.from_file(MODELS / "no-such-model.tflite")
 
