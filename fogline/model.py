@@ -251,13 +251,13 @@ class Model:
 
     def predict(self, rows: NDArray[Any]) -> FloatArray:
         """Class probabilities, (n, labels), for raw feature rows (n, inputs): one invoke."""
+        if len(rows) > MAX_BATCH:
+            return np.concatenate(
+                [self.predict(rows[i : i + MAX_BATCH]) for i in range(0, len(rows), MAX_BATCH)]
+            )
         x = self.standardize(rows)
         if x.ndim != 2 or x.shape[1] != len(self.info.inputs):
             raise ModelError(f"expected rows of {len(self.info.inputs)} inputs, got {x.shape}")
-        if len(x) > MAX_BATCH:
-            return np.concatenate(
-                [self.predict(rows[i : i + MAX_BATCH]) for i in range(0, len(x), MAX_BATCH)]
-            )
         it = self._interpreter
         if len(x) != self._batch:
             it.resize_tensor_input(self._in["index"], [len(x), x.shape[1]])

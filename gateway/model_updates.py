@@ -48,7 +48,6 @@ class ModelUpdates:
         self._assembler = ota.Assembler()
         self._refused_shas: set[str] = set()  # retained copies come back on every reconnect
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
-        self.updated = asyncio.Event()  # set after each update is decided, either way
 
     def wants(self, topic: str) -> bool:
         return topic.startswith(self._prefix)
@@ -123,7 +122,6 @@ class ModelUpdates:
                 "status": "running",
             }
         )
-        self.updated.set()
 
     def _refused(
         self, step: str, version: str, digest: str, reason: str, *, again: bool = False
@@ -144,7 +142,6 @@ class ModelUpdates:
                 "reason": reason,
             }
         )
-        self.updated.set()
 
     def _path(self, step: str) -> Path:
         return self._dir / f"{step}.tflite"
