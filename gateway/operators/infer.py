@@ -127,20 +127,18 @@ class Infer(Operator):
         super().__init__(config, ctx)
         self.model = Model.from_file(config.model.path)
         self.model.self_test()
-        self._threshold = self._threshold_for(self.model)
         self._budget = float(config.escalation_budget)
         self._tokens = self._budget
         self._refilled = ctx.clock.now()
         self.decided = {"edge": 0, "budget": 0, "escalated": 0}
 
-    def _threshold_for(self, model: Model) -> float:
-        if self.config.escalate_above is not None:
-            return float(self.config.escalate_above)
-        return 1.0 if model.info.escalate_above is None else model.info.escalate_above
-
     @property
     def threshold(self) -> float:
-        return self._threshold
+        """The step's `escalate_above`, else the running model's, else never (1)."""
+        if self.config.escalate_above is not None:
+            return float(self.config.escalate_above)
+        carried = self.model.info.escalate_above
+        return 1.0 if carried is None else carried
 
     def check_compatible(self, model: Model) -> None:
         """Raise ModelError unless `model` can take this step's place of the current one."""
@@ -163,7 +161,6 @@ class Infer(Operator):
         self.check_compatible(model)
         model.self_test()
         self.model = model
-        self._threshold = self._threshold_for(model)
 
     def process(self, batch: list[Record]) -> list[Record]:
         model = self.model
@@ -176,7 +173,7 @@ class Infer(Operator):
         top = probs.argmax(axis=1).tolist()
         labels = info.labels
         p_names = [f"p_{label}" for label in labels]
-        threshold = self._threshold
+        threshold = self.threshold
         self._refill()
         out: list[Record] = []
         for record, row, k, h, ps in zip(kept, rows, top, entropy, probs.tolist(), strict=True):
@@ -261,4 +258,4 @@ class Infer(Operator):
 
     def status(self) -> dict[str, Any]:
         """For the health record: which model runs here, and where decisions were taken."""
-        return {**self.model.info.summary(), "threshold": self._threshold, **self.decided}
+        return {**self.model.info.summary(), "threshold": self.threshold, **self.decided}
