@@ -21,7 +21,6 @@ from typing import Any, Self
 
 import uvicorn
 
-from cloud.api import create_app
 from cloud.db import make_engine, migrate
 from cloud.escalations import DEFAULT_MODELS, CloudModels
 from cloud.ingest import Ingest, IngestOptions
@@ -29,6 +28,7 @@ from cloud.metrics import CloudMetrics
 from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
 from cloud.retention import run_retention
 from cloud.store import Store
+from cloud.web import create_app
 from fogline import __version__, ota
 from fogline.urls import BrokerUrl
 
