@@ -12,17 +12,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud import queries
+from cloud import alerts, queries
+from cloud.auth import Admin, Operator, Require
 from cloud.deps import Db
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import ModelUpdates, check_size
 from cloud.models import MAX_VERSION
 from cloud.schemas import (
+    ActionIn,
+    ActionOut,
+    AlertCounts,
+    AlertDetail,
     AlertPage,
     DigestPage,
     ErrorOut,
@@ -34,6 +39,9 @@ from cloud.schemas import (
     InferenceList,
     ModelUploadOut,
     Severity,
+    SilenceIn,
+    SilenceList,
+    SilenceOut,
     State,
 )
 
@@ -68,8 +76,24 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-router = APIRouter()
+AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid token or session"},
+    403: {"model": ErrorOut, "description": "The caller's role does not allow it"},
+}
+WRITE = AUTH
+router = APIRouter(dependencies=[Depends(Require("viewer"))], responses=AUTH)
 service = APIRouter()
+
+
+def _now(request: Request) -> float:
+    now: float = request.app.state.clock()
+    return now
+
+
+def _changed(request: Request) -> None:
+    """Tell the live feed at once rather than at its next poll."""
+    request.app.state.feed.poke()
+
 
 BAD_CURSOR: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "A cursor this API did not hand out"}
@@ -102,20 +126,124 @@ def get_gateway(
     return detail
 
 
+Rule = Annotated[str | None, Query(description="Only this rule.")]
+StateFilter = Annotated[State | None, Query(description="Only episodes in this state.")]
+SeverityFilter = Annotated[Severity | None, Query(description="Only this severity.")]
+Silenced = Annotated[
+    bool | None, Query(description="Only silenced (true) or not silenced (false) episodes.")
+]
+
+
 @router.get("/api/alerts", summary="Alert episodes, newest raise first", responses=BAD_CURSOR)
 def list_alerts(
     db: Db,
     gateway: GatewayFilter = None,
     device: DeviceFilter = None,
-    state: Annotated[State | None, Query(description="Only episodes in this state.")] = None,
-    severity: Annotated[Severity | None, Query(description="Only this severity.")] = None,
+    state: StateFilter = None,
+    severity: SeverityFilter = None,
+    rule: Rule = None,
+    silenced: Silenced = None,
     since: Since = None,
     until: Until = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> AlertPage:
     filters = queries.Filters(gateway, device, _epoch(since), _epoch(until))
-    return queries.alerts(db, filters, state, severity, limit, cursor)
+    more = queries.AlertFilters(state, severity, rule, silenced)
+    return queries.alerts(db, filters, more, limit, cursor)
+
+
+@router.get("/api/alerts/counts", summary="Alert episodes per state and per severity")
+def count_alerts(
+    db: Db,
+    gateway: GatewayFilter = None,
+    device: DeviceFilter = None,
+    state: StateFilter = None,
+    severity: SeverityFilter = None,
+    rule: Rule = None,
+    silenced: Silenced = None,
+    since: Since = None,
+    until: Until = None,
+) -> AlertCounts:
+    filters = queries.Filters(gateway, device, _epoch(since), _epoch(until))
+    return queries.alert_counts(db, filters, queries.AlertFilters(state, severity, rule, silenced))
+
+
+@router.get(
+    "/api/alerts/{alert_id}",
+    summary="One episode with its timeline and audit",
+    responses={404: {"model": ErrorOut, "description": "Unknown episode"}},
+)
+def get_alert(db: Db, alert_id: int) -> AlertDetail:
+    found = queries.alert_detail(db, alert_id)
+    if found is None:
+        raise HTTPException(404, detail=f"no alert episode {alert_id}")
+    return found
+
+
+@router.post(
+    "/api/alerts/actions",
+    summary="Acknowledge, resolve, assign, comment or mark false alarm: one or many episodes",
+    responses={
+        **WRITE,
+        422: {"model": ErrorOut, "description": "An action that cannot be taken as asked"},
+    },
+)
+def alert_actions(request: Request, body: ActionIn, user: Operator) -> ActionOut:
+    try:
+        done = alerts.act(
+            request.app.state.engine, body.ids, body.action, user.name, _now(request), body.text
+        )
+    except alerts.ActionError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    _changed(request)
+    return ActionOut(changed=done.changed, unchanged=done.unchanged, missing=done.missing)
+
+
+@router.get("/api/silences", summary="Silences, newest first")
+def list_silences(
+    db: Db,
+    request: Request,
+    active: Annotated[bool, Query(description="Only those in force now.")] = False,
+) -> SilenceList:
+    return queries.silences(db, _now(request), active)
+
+
+@router.post(
+    "/api/silences",
+    status_code=201,
+    summary="Mute a rule on a gateway or a device until a time (episodes are still stored)",
+    responses={**WRITE, 422: {"model": ErrorOut, "description": "Bad silence"}},
+)
+def add_silence(request: Request, body: SilenceIn, user: Operator, db: Db) -> SilenceOut:
+    now = _now(request)
+    try:
+        silence_id = alerts.add_silence(
+            request.app.state.engine,
+            body.gateway,
+            body.device,
+            body.rule,
+            body.until,
+            body.reason,
+            user.name,
+            now,
+        )
+    except alerts.ActionError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    _changed(request)
+    return next(s for s in queries.silences(db, now).items if s.id == silence_id)
+
+
+@router.delete(
+    "/api/silences/{silence_id}",
+    status_code=204,
+    summary="End a silence now",
+    responses={**WRITE, 404: {"model": ErrorOut, "description": "No such active silence"}},
+)
+def end_silence(request: Request, silence_id: int, user: Operator) -> None:
+    if not alerts.end_silence(request.app.state.engine, silence_id, user.name, _now(request)):
+        raise HTTPException(404, detail=f"no active silence {silence_id}")
+    _changed(request)
 
 
 @router.get(
@@ -204,6 +332,7 @@ async def put_model(
     request: Request,
     gateway_id: str,
     step: str,
+    _user: Admin,
     version: Annotated[
         str | None,
         Query(

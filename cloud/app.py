@@ -1,9 +1,10 @@
 """The cloud process: ingest, the HTTP API and retention in one event loop.
 
 `async with Cloud(options) as cloud:` returns once the database is migrated, the HTTP
-socket listens and ingest has started connecting (a broker that is away does not keep
-the API down; `/healthz` says so). Leaving it stops intake, stores and acknowledges what
-was already received, then stops the HTTP server.
+socket listens (the API, the console and its live stream) and ingest has started
+connecting (a broker that is away does not keep the API down; `/healthz` says so).
+Leaving it stops intake, stores and acknowledges what was already received, ends the live
+streams, then stops the HTTP server.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from typing import Any, Self
 
 import uvicorn
 
+from cloud.auth import FIRST_ADMIN
 from cloud.db import make_engine, migrate
 from cloud.escalations import DEFAULT_MODELS, CloudModels
 from cloud.ingest import Ingest, IngestOptions
+from cloud.live import Feed
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
+from cloud.people import count_users
 from cloud.retention import run_retention
 from cloud.store import Store
 from cloud.web import create_app
@@ -51,6 +55,7 @@ class CloudOptions:
     models_dir: Path = DEFAULT_MODELS  # cloud models that decide escalations
     model_chunk_size: int = ota.CHUNK_SIZE  # bytes per retained chunk of a model sent down
     max_model_bytes: int = MAX_MODEL_BYTES
+    live_interval: float = 0.25  # seconds between polls of the activity log (live console)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -120,10 +125,12 @@ class Cloud:
             options.model_chunk_size,
             options.max_model_bytes,
         )
+        self.feed = Feed(self.engine, options.live_interval)
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._feed: asyncio.Task[None] | None = None
 
     @property
     def http_port(self) -> int:
@@ -136,7 +143,14 @@ class Cloud:
         try:
             await asyncio.to_thread(migrate, self.engine)
             self._socket = _listen(options.http_host, options.http_port)
-            app = create_app(self.engine, self.metrics, self.ingest.connected, self.model_updates)
+            app = create_app(
+                self.engine,
+                self.metrics,
+                self.ingest.connected,
+                self.model_updates,
+                self.feed,
+                options.clock,
+            )
             config = uvicorn.Config(
                 app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
             )
@@ -155,6 +169,7 @@ class Cloud:
                 ),
                 name=f"{name}.retention",
             )
+            self._feed = self._tasks.create_task(self.feed.run(), name=f"{name}.live")
             await self.ingest.__aenter__()
         except BaseException:
             await self._close()
@@ -168,6 +183,14 @@ class Cloud:
             options.broker,
             self.engine.url.render_as_string(hide_password=True),
         )
+        if await asyncio.to_thread(count_users, self.engine) == 0:
+            log.warning(
+                "no users yet: nobody can sign in to the console or call the API. "
+                "Create the first admin with: %s",
+                FIRST_ADMIN.replace(
+                    "<the cloud's --db URL>", self.engine.url.render_as_string(hide_password=True)
+                ),
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -177,6 +200,9 @@ class Cloud:
             await self._close()
 
     async def _close(self) -> None:
+        self.feed.close()  # open event streams end, so the server can stop
+        if self._feed is not None:
+            self._feed.cancel()
         if self._server is not None:
             self._server.should_exit = True  # uvicorn finishes open requests, then returns
         if self._retention is not None:

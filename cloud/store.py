@@ -38,6 +38,7 @@ from cloud.model_updates import apply_model_events
 from cloud.models import (
     MAX_ALERT_ID,
     MAX_RULE,
+    Activity,
     Alert,
     AlertEvent,
     Digest,
@@ -47,6 +48,7 @@ from cloud.models import (
     Gateway,
     Health,
     Received,
+    Silence,
 )
 from cloud.parse import MAX_SEQ, Batch, is_number
 
@@ -272,7 +274,8 @@ class Store:
         return raises
 
     def _episodes(self, conn: Connection, rows: list[Row], now: float) -> None:
-        """Fold new alert events into their episodes (under the gateway locks)."""
+        """Fold new alert events into their episodes (under the gateway locks), and log
+        each arrival in `activity` (the timeline, the audit and the live feed read it)."""
         keys = sorted({(g, x["alert_id"]) for g, _, _, x in rows})
         columns = [c for c in Alert.__table__.columns if c.key != "id"]
         existing: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
@@ -285,10 +288,30 @@ class Store:
         for g, s, d, x in rows:  # in seq order
             key = (g, x["alert_id"])
             episodes[key] = apply_event(episodes.get(key), g, s, d, x, now)
+        ids = {key: row_id for key, (row_id, _) in existing.items()}
         if inserts := [episodes[k] for k in keys if k not in existing]:
-            conn.execute(_insert(conn, Alert), inserts)
+            _silence(conn, inserts, now)
+            stmt = _insert(conn, Alert).returning(Alert.id, Alert.gateway_id, Alert.alert_id)
+            for row_id, g, alert_id in conn.execute(stmt, inserts):
+                ids[g, alert_id] = row_id
         for key, (row_id, _) in sorted(existing.items()):
             conn.execute(update(Alert).where(Alert.id == row_id).values(**episodes[key]))
+        conn.execute(
+            _insert(conn, Activity),
+            [
+                {
+                    "at": now,
+                    "actor": "cloud" if "escalation" in x else f"gateway {g}",
+                    "action": x["state"],
+                    "alert": ids[g, x["alert_id"]],
+                    "detail": {
+                        "seq": s,
+                        "edge_at": x.get("raised_at" if x["state"] == "raised" else "cleared_at"),
+                    },
+                }
+                for g, s, _, x in rows
+            ],
+        )
 
     def _apply_health(self, conn: Connection, rows: list[Row]) -> None:
         """The latest health record onto the gateway's row; evicted ranges merged in."""
@@ -379,6 +402,27 @@ def _diagnosis(
             "cloud_confidence": decision["cloud_confidence"],
         },
     }
+
+
+def _silence(conn: Connection, episodes: list[dict[str, Any]], now: float) -> None:
+    """Mark new episodes that an active silence covers (they are stored all the same)."""
+    gateways = sorted({e["gateway_id"] for e in episodes})
+    active = conn.execute(
+        select(Silence.id, Silence.gateway_id, Silence.device, Silence.rule)
+        .where(Silence.gateway_id.in_(gateways), Silence.until > now, Silence.ended_at.is_(None))
+        .order_by(Silence.id)
+    ).all()
+    if not active:
+        return
+    for episode in episodes:
+        for silence_id, gateway, device, rule in active:
+            if (
+                gateway == episode["gateway_id"]
+                and rule == episode["rule"]
+                and device in (None, episode["device"])
+            ):
+                episode["silence_id"] = silence_id
+                break
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -67,6 +67,9 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
         "directory of the cloud models (.tflite) that decide escalations "
         "(default: the models/ directory shipped with fogline)",
     )
+    from fogline import people_cli  # noqa: PLC0415
+
+    people_cli.add_parsers(cloud)
 
     pipe = sub.add_parser("pipeline", help="check pipelines, or print their schema and reference")
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
@@ -104,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pipeline(args)
     if args.command == "gateway":
         return _gateway(args)
+    if args.command == "cloud" and getattr(args, "cloud_command", None):
+        from fogline import people_cli  # noqa: PLC0415
+
+        return people_cli.run(args)
     if args.command == "cloud":
         return _cloud(args)
     if args.command == "devices":

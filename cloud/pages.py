@@ -1,0 +1,445 @@
+"""The console: server-rendered pages over the same queries as the JSON API.
+
+Pages work without JavaScript (links, plain GET filters, POST forms that redirect back);
+`static/console.js` adds the live list (SSE, then a re-fetch of the list fragment), local
+times and the charts (uPlot). Every form carries the session's CSRF token; operators'
+forms are shown to operators only, and the handlers check the role again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.responses import HTMLResponse
+
+from cloud import alerts, queries
+from cloud.auth import PageUser, csrf_ok, local_path
+from cloud.deps import Db
+from cloud.model_updates import ModelUpdates, UploadError
+from cloud.models import SEVERITIES, STATES, Digest
+from cloud.people import Principal
+from cloud.render import page
+from cloud.schemas import AlertDetail
+
+router = APIRouter(include_in_schema=False)
+
+PAGE = 50
+CHART_POINTS = 2000
+AROUND = 1800.0  # seconds of digests shown on each side of an alert
+RANGES = {"1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0, "7d": 7 * 86400.0}
+OUTAGE = 30.0  # seconds of edge-to-cloud delay past which the page names an outage
+
+
+def _now(request: Request) -> float:
+    now: float = request.app.state.clock()
+    return now
+
+
+def _check(user: Principal, csrf: str, role: str = "operator") -> None:
+    if not csrf_ok(user, csrf):
+        raise HTTPException(403, detail="Missing or wrong CSRF token: reload the page and retry.")
+    if not user.can(role):
+        raise HTTPException(403, detail=f"This needs the {role} role; you are {user.role}.")
+
+
+def _silent(db: Session) -> list[str]:
+    """Gateways whose `status` (from /api/gateways, when the cloud reports it) is silent."""
+    found = queries.gateways(db, 1000, None)
+    return [g.gateway for g in found.items if g.model_dump().get("status") == "silent"]
+
+
+def _render(request: Request, db: Session, name: str, user: Principal, **context: Any) -> Response:
+    return page(request, name, user, silent=_silent(db), **context)
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/alerts", status_code=303)
+
+
+# -- alerts ----------------------------------------------------------------------------------
+
+
+def _text(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def _parse_time(value: str | None) -> float | None:
+    """A `datetime-local` (taken as UTC unless it has a zone) or epoch seconds."""
+    value = _text(value)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.timestamp() if parsed.tzinfo else parsed.replace(tzinfo=None).timestamp()
+
+
+def _alert_filters(params: dict[str, str]) -> tuple[queries.Filters, queries.AlertFilters]:
+    state = params.get("state", "active")
+    silenced = {"yes": True, "no": False}.get(params.get("silenced", ""))
+    return (
+        queries.Filters(
+            _text(params.get("gateway")),
+            _text(params.get("device")),
+            _parse_time(params.get("since")),
+            _parse_time(params.get("until")),
+        ),
+        queries.AlertFilters(
+            state if state in (*STATES, "active") else None,
+            params.get("severity") if params.get("severity") in SEVERITIES else None,
+            _text(params.get("rule")),
+            silenced,
+        ),
+    )
+
+
+def _alert_list(request: Request, db: Session) -> dict[str, Any]:
+    params = dict(request.query_params)
+    params.setdefault("state", "active")
+    filters, more = _alert_filters(params)
+    found = queries.alerts(db, filters, more, PAGE, _text(params.get("cursor")))
+    counts = queries.alert_counts(db, filters, more)
+    keep = {k: v for k, v in params.items() if v and k != "cursor"}
+    return {
+        "items": found.items,
+        "next_url": f"/alerts?{urlencode({**keep, 'cursor': found.next})}" if found.next else None,
+        "first_url": f"/alerts?{urlencode(keep)}",
+        "paged": "cursor" in params,
+        "counts": counts,
+        "params": params,
+        "states": STATES,
+        "severities": SEVERITIES,
+        "query": urlencode(keep),
+        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        "now": _now(request),
+    }
+
+
+@router.get("/alerts")
+def alert_list(request: Request, db: Db, user: PageUser) -> Response:
+    return _render(request, db, "alerts.html", user, **_alert_list(request, db))
+
+
+@router.get("/alerts/rows")
+def alert_rows(request: Request, db: Db, user: PageUser) -> HTMLResponse:
+    """The list without the page around it: what the live script swaps in."""
+    return page(request, "_alert_results.html", user, **_alert_list(request, db))
+
+
+@router.post("/alerts/actions")
+def alert_actions(
+    request: Request,
+    user: PageUser,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    ids: Annotated[list[int] | None, Form()] = None,
+    action: Annotated[str, Form(max_length=32)] = "",
+    one: Annotated[str, Form(max_length=64)] = "",
+    text: Annotated[str, Form(max_length=2000)] = "",
+    next: Annotated[str, Form(max_length=2048)] = "/alerts",  # noqa: A002 - a URL word
+) -> Response:
+    """The bulk form and each row's buttons (`one` = `action:id`) post here."""
+    _check(user, csrf)
+    if one:
+        action, _, single = one.partition(":")
+        ids = [int(single)] if single.isdigit() else []
+    if not ids:
+        raise HTTPException(422, detail="Select at least one alert.")
+    if action not in alerts.ACTIONS:
+        raise HTTPException(422, detail=f"Unknown action {action!r}.")
+    try:
+        alerts.act(
+            request.app.state.engine,
+            ids,
+            action,
+            user.name,
+            _now(request),
+            text,
+        )
+    except alerts.ActionError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    request.app.state.feed.poke()
+    return RedirectResponse(local_path(next, "/alerts"), status_code=303)
+
+
+def _chart_fields(detail: AlertDetail, digests: list[Digest]) -> list[str]:
+    """The digest fields of the rule's inputs (its `values`), else every numeric field."""
+    raised = detail.payload.get("raised") or detail.payload.get("cleared") or {}
+    values = raised.get("values") if isinstance(raised, dict) else None
+    read = set(values) if isinstance(values, dict) else set()
+    numeric = sorted(
+        {k for d in digests for k, v in d.metrics.items() if isinstance(v, int | float)} - {"count"}
+    )
+    chosen = [f for f in numeric if any(f == r or f.startswith(f"{r}_") for r in read)]
+    return (chosen or numeric)[:8]
+
+
+def _series(digests: list[Digest], fields: list[str]) -> dict[str, Any]:
+    ordered = sorted(digests, key=lambda d: d.window_end)
+    return {
+        "x": [d.window_end for d in ordered],
+        "series": {f: [d.metrics.get(f) for d in ordered] for f in fields},
+    }
+
+
+@router.get("/alerts/{alert_id}")
+def alert_page(request: Request, db: Db, user: PageUser, alert_id: int) -> Response:
+    detail = queries.alert_detail(db, alert_id)
+    if detail is None:
+        raise HTTPException(404, detail=f"No alert episode {alert_id}.")
+    end = max(detail.cleared_at or detail.raised_at, detail.raised_at)
+    lo, hi = detail.raised_at - AROUND, end + AROUND
+    digests = list(
+        db.scalars(
+            select(Digest)
+            .where(
+                Digest.gateway_id == detail.gateway,
+                Digest.device == detail.device,
+                Digest.window_end >= lo,
+                Digest.window_end < hi,
+            )
+            .order_by(Digest.window_end.desc())
+            .limit(CHART_POINTS)
+        )
+    )
+    fields = _chart_fields(detail, digests)
+    decisions = queries.escalations(
+        db, queries.Filters(detail.gateway, detail.device, lo, hi), None, None, 50, None
+    ).items
+    arrived = next((a.at for a in detail.activity if a.action in ("raised", "cleared")), None)
+    delay = arrived - detail.raised_at if arrived is not None else None
+    gateway = queries.gateway(db, detail.gateway, 100)
+    outage = None
+    if delay is not None and delay > OUTAGE:
+        outage = (
+            f"The gateway held this alert for {delay:.0f} s before the cloud stored it: "
+            "its uplink was down or draining a backlog (the outbox keeps alerts until the "
+            "cloud acknowledges them)."
+        )
+    return _render(
+        request,
+        db,
+        "alert.html",
+        user,
+        alert=detail,
+        chart={**_series(digests, fields), "marks": [detail.raised_at, detail.cleared_at]},
+        fields=fields,
+        decisions=decisions,
+        arrived=arrived,
+        delay=delay,
+        outage=outage,
+        gateway=gateway,
+        actions=alerts.ACTIONS,
+        here=f"/alerts/{alert_id}",
+        now=_now(request),
+    )
+
+
+# -- silences --------------------------------------------------------------------------------
+
+
+@router.get("/silences")
+def silence_list(request: Request, db: Db, user: PageUser) -> Response:
+    found = queries.silences(db, _now(request))
+    return _render(request, db, "silences.html", user, silences=found.items, now=_now(request))
+
+
+@router.post("/silences")
+def silence_add(
+    request: Request,
+    user: PageUser,
+    gateway: Annotated[str, Form(max_length=128)],
+    rule: Annotated[str, Form(max_length=128)],
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    device: Annotated[str, Form(max_length=256)] = "",
+    hours: Annotated[float, Form(gt=0, le=24 * 90)] = 4.0,
+    reason: Annotated[str, Form(max_length=2000)] = "",
+    next: Annotated[str, Form(max_length=2048)] = "/silences",  # noqa: A002 - a URL word
+) -> Response:
+    _check(user, csrf)
+    now = _now(request)
+    try:
+        alerts.add_silence(
+            request.app.state.engine,
+            gateway,
+            _text(device),
+            rule,
+            now + hours * 3600,
+            reason,
+            user.name,
+            now,
+        )
+    except alerts.ActionError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    request.app.state.feed.poke()
+    return RedirectResponse(local_path(next, "/silences"), status_code=303)
+
+
+@router.post("/silences/{silence_id}/end")
+def silence_end(
+    request: Request,
+    user: PageUser,
+    silence_id: int,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    _check(user, csrf)
+    alerts.end_silence(request.app.state.engine, silence_id, user.name, _now(request))
+    request.app.state.feed.poke()
+    return RedirectResponse("/silences", status_code=303)
+
+
+# -- gateways, devices, models ---------------------------------------------------------------
+
+
+@router.get("/gateways")
+def gateway_list(
+    request: Request, db: Db, user: PageUser, cursor: Annotated[str | None, Query()] = None
+) -> Response:
+    found = queries.gateways(db, 200, cursor)
+    rows = [g.model_dump(by_alias=True) for g in found.items]
+    return _render(
+        request, db, "gateways.html", user, gateways=rows, next=found.next, now=_now(request)
+    )
+
+
+@router.get("/gateways/{gateway_id}")
+def gateway_page(request: Request, db: Db, user: PageUser, gateway_id: str) -> Response:
+    detail = queries.gateway(db, gateway_id, 200)
+    if detail is None:
+        raise HTTPException(404, detail=f"No gateway {gateway_id!r}.")
+    devices = list(
+        db.scalars(
+            select(Digest.device)
+            .distinct()
+            .where(Digest.gateway_id == gateway_id)
+            .order_by(Digest.device)
+            .limit(500)
+        )
+    )
+    recent = queries.alerts(db, queries.Filters(gateway_id), queries.AlertFilters(), 20, None).items
+    models = queries.gateway_models(db, gateway_id, 20)
+    return _render(
+        request,
+        db,
+        "gateway.html",
+        user,
+        g=detail.model_dump(by_alias=True),
+        devices=devices,
+        alerts=recent,
+        models=models,
+        now=_now(request),
+    )
+
+
+@router.get("/gateways/{gateway_id}/devices/{device:path}")
+def device_page(
+    request: Request,
+    db: Db,
+    user: PageUser,
+    gateway_id: str,
+    device: str,
+    range_: Annotated[str, Query(alias="range")] = "6h",
+) -> Response:
+    span = RANGES.get(range_, RANGES["6h"])
+    newest = db.scalar(
+        select(Digest.window_end)
+        .where(Digest.gateway_id == gateway_id, Digest.device == device)
+        .order_by(Digest.window_end.desc())
+        .limit(1)
+    )
+    hi = (newest or _now(request)) + 1
+    lo = hi - span
+    digests = list(
+        db.scalars(
+            select(Digest)
+            .where(
+                Digest.gateway_id == gateway_id,
+                Digest.device == device,
+                Digest.window_end >= lo,
+            )
+            .order_by(Digest.window_end.desc())
+            .limit(CHART_POINTS * 2)
+        )
+    )
+    groups: defaultdict[str, list[str]] = defaultdict(list)
+    for name in sorted({k for d in digests for k, v in d.metrics.items()}):
+        if any(isinstance(d.metrics.get(name), int | float) for d in digests[:50]):
+            groups[name.rsplit("_", 1)[0] if "_" in name else name].append(name)
+    marks = queries.alerts(
+        db, queries.Filters(gateway_id, device, lo, hi), queries.AlertFilters(), 200, None
+    ).items
+    charts = [{"title": base, **_series(digests, names)} for base, names in sorted(groups.items())]
+    return _render(
+        request,
+        db,
+        "device.html",
+        user,
+        gateway=gateway_id,
+        device=device,
+        charts=charts,
+        marks=[{"at": a.raised_at, "label": f"{a.severity}: {a.rule}"} for a in marks],
+        alerts=marks,
+        range=range_ if range_ in RANGES else "6h",
+        ranges=list(RANGES),
+        count=len(digests),
+        now=_now(request),
+    )
+
+
+@router.get("/models")
+def models_page(request: Request, db: Db, user: PageUser) -> Response:
+    inference = queries.inference(db, None).items
+    gateways = [g.gateway for g in queries.gateways(db, 1000, None).items]
+    uploads = {}
+    for gateway in gateways:
+        found = queries.gateway_models(db, gateway, 10)
+        if found is not None and (found.running or found.uploads):
+            uploads[gateway] = found
+    disagreements = queries.escalations(db, queries.Filters(), None, False, 20, None).items
+    steps = sorted({(g, s.step) for g, m in uploads.items() for s in m.running})
+    return _render(
+        request,
+        db,
+        "models.html",
+        user,
+        inference=inference,
+        uploads=uploads,
+        gateways=gateways,
+        steps=steps,
+        disagreements=disagreements,
+        now=_now(request),
+    )
+
+
+@router.post("/models/upload")
+async def model_upload(
+    request: Request,
+    user: PageUser,
+    gateway: Annotated[str, Form(max_length=128)],
+    step: Annotated[str, Form(max_length=128)],
+    model: Annotated[UploadFile, File()],
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    version: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """The admin's upload form: the same over-the-air path as `PUT /api/.../models/<step>`."""
+    _check(user, csrf, "admin")
+    uploads: ModelUpdates = request.app.state.uploads
+    data = await model.read(uploads.max_bytes + 1)
+    try:
+        await uploads.upload(gateway, step, data, _text(version))
+    except UploadError as exc:
+        raise HTTPException(exc.status, detail=f"Upload refused: {exc.detail}") from exc
+    return RedirectResponse("/models", status_code=303)

@@ -1,0 +1,126 @@
+// Fogline console: local times, the live alert list (SSE) and charts (uPlot). No build step.
+"use strict";
+(function () {
+  const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+  // Times arrive as UTC text; show them in the viewer's zone, UTC in the tooltip.
+  function localTimes(root) {
+    for (const el of root.querySelectorAll("time[datetime]")) {
+      const d = new Date(el.getAttribute("datetime"));
+      if (isNaN(d)) continue;
+      if (!el.title) el.title = el.textContent;
+      el.textContent = fmt.format(d);
+    }
+  }
+
+  function selectAll(root) {
+    const all = root.querySelector("#select-all");
+    if (!all) return;
+    all.addEventListener("change", () => {
+      for (const box of root.querySelectorAll("input[name=ids]")) box.checked = all.checked;
+    });
+  }
+
+  // The live list: every change to an alert re-fetches the list as the server renders it
+  // (same filters, same counts), keeping what was ticked and marking rows that are new.
+  function live() {
+    const status = document.getElementById("live-status");
+    const results = document.getElementById("alert-results");
+    if (!status || !results || !window.EventSource) return;
+    const paged = status.hasAttribute("data-paged");
+    let timer = null, busy = false, again = false, missed = 0;
+
+    async function refresh() {
+      if (busy) { again = true; return; }
+      busy = true;
+      try {
+        const seen = new Set([...results.querySelectorAll("tr[data-id]")].map(r => r.dataset.id));
+        const ticked = new Set([...results.querySelectorAll("input[name=ids]:checked")].map(b => b.value));
+        const focused = document.activeElement && results.contains(document.activeElement) ? document.activeElement.name + ":" + document.activeElement.value : null;
+        const response = await fetch(status.dataset.rows, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+        if (response.redirected || !response.ok) { status.textContent = "Live updates stopped: reload the page (signed out?)"; return; }
+        results.innerHTML = await response.text();
+        for (const row of results.querySelectorAll("tr[data-id]")) {
+          if (seen.size && !seen.has(row.dataset.id)) row.classList.add("fresh");
+        }
+        for (const box of results.querySelectorAll("input[name=ids]")) box.checked = ticked.has(box.value);
+        if (focused) {
+          const [name, value] = focused.split(":");
+          const el = [...results.querySelectorAll("[name]")].find(e => e.name === name && e.value === value);
+          if (el) el.focus();
+        }
+        localTimes(results);
+        selectAll(results);
+        window.foglineRefreshed = (window.foglineRefreshed || 0) + 1;
+      } finally {
+        busy = false;
+        if (again) { again = false; schedule(); }
+      }
+    }
+    function schedule() { clearTimeout(timer); timer = setTimeout(refresh, 50); }
+
+    const source = new EventSource(status.dataset.live);
+    source.onopen = () => { status.textContent = "Live: the list updates as alerts change (" + zone + " time)."; };
+    source.onerror = () => { status.textContent = "Live updates: reconnecting…"; };
+    source.addEventListener("alert", (event) => {
+      const data = JSON.parse(event.data);
+      if (paged) {
+        missed += 1;
+        status.innerHTML = "";
+        const a = document.createElement("a");
+        a.href = "/alerts"; a.textContent = missed + " change(s) since this page was loaded: show the newest";
+        status.appendChild(a);
+        return;
+      }
+      if (data.action === "raised" && data.severity === "critical") {
+        status.textContent = "New critical alert: " + (data.rule || "") + " on " + (data.device || data.gateway || "");
+      }
+      schedule();
+    });
+  }
+
+  // Charts: a JSON block {x: [...epoch s], series: {name: [...]}, marks?: [...]} per figure.
+  function charts() {
+    if (!window.uPlot) return;
+    const palette = ["#0b4f8a", "#a3001b", "#27632a", "#6b4700", "#5b2a86", "#00707a", "#444", "#b35c00"];
+    for (const fig of document.querySelectorAll("figure[data-chart]")) {
+      const data = JSON.parse(document.getElementById(fig.dataset.chart).textContent);
+      let marks = (data.marks || []).filter(m => m !== null).map(m => ({ at: m }));
+      if (fig.dataset.marks) marks = JSON.parse(document.getElementById(fig.dataset.marks).textContent);
+      const names = Object.keys(data.series);
+      const width = Math.max(280, Math.min(fig.clientWidth || 800, 1100));
+      const markPlugin = {
+        hooks: {
+          draw: [u => {
+            const ctx = u.ctx;
+            ctx.save();
+            ctx.setLineDash([6, 4]);
+            ctx.strokeStyle = "#a3001b";
+            ctx.lineWidth = 2;
+            for (const m of marks) {
+              const x = u.valToPos(m.at, "x", true);
+              if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+              ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
+            }
+            ctx.restore();
+          }],
+        },
+      };
+      const opts = {
+        width, height: 220,
+        series: [{}].concat(names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.5, spanGaps: true }))),
+        axes: [{}, {}],
+        cursor: { drag: { x: true, y: false } },
+        plugins: [markPlugin],
+      };
+      new uPlot(opts, [data.x].concat(names.map(n => data.series[n])), fig);
+      fig.insertBefore(fig.querySelector(".uplot"), fig.querySelector("figcaption"));
+    }
+  }
+
+  localTimes(document);
+  selectAll(document);
+  live();
+  charts();
+})();
