@@ -56,6 +56,7 @@ class CloudOptions:
     model_chunk_size: int = ota.CHUNK_SIZE  # bytes per retained chunk of a model sent down
     max_model_bytes: int = MAX_MODEL_BYTES
     live_interval: float = 0.25  # seconds between polls of the activity log (live console)
+    warn_no_users: bool = True  # `fogline demo` makes its user just after the start
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -183,7 +184,7 @@ class Cloud:
             options.broker,
             self.engine.url.render_as_string(hide_password=True),
         )
-        if await asyncio.to_thread(count_users, self.engine) == 0:
+        if options.warn_no_users and await asyncio.to_thread(count_users, self.engine) == 0:
             log.warning(
                 "no users yet: nobody can sign in to the console or call the API. "
                 "Create the first admin with: %s",
