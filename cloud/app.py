@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import uvicorn
+from fastapi import FastAPI
 
 from cloud.auth import FIRST_ADMIN
 from cloud.db import make_engine, migrate
@@ -129,6 +130,7 @@ class Cloud:
         self.feed = Feed(self.engine, options.live_interval)
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
+        self.app: FastAPI | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._retention: asyncio.Task[None] | None = None
         self._feed: asyncio.Task[None] | None = None
@@ -152,6 +154,7 @@ class Cloud:
                 self.feed,
                 options.clock,
             )
+            self.app = app
             config = uvicorn.Config(
                 app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
             )
