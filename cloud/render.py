@@ -57,6 +57,14 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
+def _num(value: Any) -> str:
+    """Numbers from devices, short: 59.62103630178424 -> 59.62."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
+    return str(value)
+
+
+templates.env.filters["num"] = _num
 templates.env.filters["iso"] = _iso
 templates.env.filters["utc"] = _utc
 templates.env.filters["duration"] = _duration
