@@ -17,7 +17,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud import alerts, queries
+from cloud import alerts, notify, queries
 from cloud.auth import Admin, Operator, Require
 from cloud.deps import Db
 from cloud.metrics import CloudMetrics
@@ -43,6 +43,9 @@ from cloud.schemas import (
     SilenceList,
     SilenceOut,
     State,
+    WebhookIn,
+    WebhookList,
+    WebhookOut,
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page.")]
@@ -244,6 +247,39 @@ def end_silence(request: Request, silence_id: int, user: Operator) -> None:
     if not alerts.end_silence(request.app.state.engine, silence_id, user.name, _now(request)):
         raise HTTPException(404, detail=f"no active silence {silence_id}")
     _changed(request)
+
+
+@router.get("/api/webhooks", summary="Webhooks, with delivery counts and the latest failure")
+def list_webhooks(request: Request, _user: Admin) -> WebhookList:
+    return WebhookList(items=[WebhookOut(**w) for w in notify.webhooks(request.app.state.engine)])
+
+
+@router.post(
+    "/api/webhooks",
+    status_code=201,
+    summary="Notify a URL when alerts are raised, cleared or acknowledged",
+    responses={**WRITE, 422: {"model": ErrorOut, "description": "Bad webhook"}},
+)
+def add_webhook(request: Request, body: WebhookIn, user: Admin) -> WebhookOut:
+    engine = request.app.state.engine
+    try:
+        made = notify.add_webhook(
+            engine, body.url, body.shape, list(body.on), user.name, _now(request)
+        )
+    except notify.WebhookError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    return next(WebhookOut(**w) for w in notify.webhooks(engine) if w["id"] == made)
+
+
+@router.delete(
+    "/api/webhooks/{webhook_id}",
+    status_code=204,
+    summary="Stop a webhook",
+    responses={**WRITE, 404: {"model": ErrorOut, "description": "No such webhook"}},
+)
+def remove_webhook(request: Request, webhook_id: int, _user: Admin) -> None:
+    if not notify.remove_webhook(request.app.state.engine, webhook_id, _now(request)):
+        raise HTTPException(404, detail=f"no webhook {webhook_id}")
 
 
 @router.get(

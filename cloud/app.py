@@ -30,6 +30,7 @@ from cloud.ingest import Ingest, IngestOptions
 from cloud.live import Feed
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
+from cloud.notify import Notifier, NotifyOptions
 from cloud.people import count_users
 from cloud.retention import run_retention
 from cloud.store import Store
@@ -57,6 +58,7 @@ class CloudOptions:
     model_chunk_size: int = ota.CHUNK_SIZE  # bytes per retained chunk of a model sent down
     max_model_bytes: int = MAX_MODEL_BYTES
     live_interval: float = 0.25  # seconds between polls of the activity log (live console)
+    notify: NotifyOptions = field(default_factory=NotifyOptions)  # webhooks
     warn_no_users: bool = True  # `fogline demo` makes its user just after the start
 
 
@@ -128,12 +130,14 @@ class Cloud:
             options.max_model_bytes,
         )
         self.feed = Feed(self.engine, options.live_interval)
+        self.notifier = Notifier(self.engine, options.notify, options.clock)
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
         self.app: FastAPI | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._retention: asyncio.Task[None] | None = None
         self._feed: asyncio.Task[None] | None = None
+        self._notify: asyncio.Task[None] | None = None
 
     @property
     def http_port(self) -> int:
@@ -174,6 +178,7 @@ class Cloud:
                 name=f"{name}.retention",
             )
             self._feed = self._tasks.create_task(self.feed.run(), name=f"{name}.live")
+            self._notify = self._tasks.create_task(self.notifier.run(), name=f"{name}.webhooks")
             await self.ingest.__aenter__()
         except BaseException:
             await self._close()
@@ -205,8 +210,9 @@ class Cloud:
 
     async def _close(self) -> None:
         self.feed.close()  # open event streams end, so the server can stop
-        if self._feed is not None:
-            self._feed.cancel()
+        for task in (self._feed, self._notify):
+            if task is not None:
+                task.cancel()
         if self._server is not None:
             self._server.should_exit = True  # uvicorn finishes open requests, then returns
         if self._retention is not None:

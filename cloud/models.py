@@ -344,3 +344,37 @@ class WebSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float]
     expires_at: Mapped[float] = mapped_column(index=True)
+
+
+class Webhook(Base):
+    """Where to tell about alerts: a URL, a body shape and the actions that trigger it."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    shape: Mapped[str] = mapped_column(String(16))  # "generic" JSON or "slack" ({"text"})
+    actions: Mapped[dict[str, Any]]  # {"on": ["raised", "cleared", "acknowledge"]}
+    created_by: Mapped[str] = mapped_column(String(MAX_USER))
+    created_at: Mapped[float]
+    removed_at: Mapped[float | None]
+
+
+class Delivery(Base):
+    """One activity row to one webhook: retried with backoff until sent or given up."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "activity_id"),
+        Index(None, "status", "next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(Id, ForeignKey("webhooks.id", ondelete="CASCADE"))
+    activity_id: Mapped[int] = mapped_column(Id, ForeignKey("activity.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
+    attempts: Mapped[int]
+    next_at: Mapped[float]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[float | None]
+    created_at: Mapped[float]

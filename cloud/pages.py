@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse
 
-from cloud import alerts, queries
+from cloud import alerts, notify, queries
 from cloud.auth import PageUser, csrf_ok, local_path
 from cloud.deps import Db
 from cloud.model_updates import ModelUpdates, UploadError
@@ -463,3 +463,41 @@ async def model_upload(
     except UploadError as exc:
         raise HTTPException(exc.status, detail=f"Upload refused: {exc.detail}") from exc
     return RedirectResponse("/models", status_code=303)
+
+
+# -- notifications ---------------------------------------------------------------------------
+
+
+@router.get("/notifications")
+def notifications_page(request: Request, db: Db, user: PageUser) -> Response:
+    hooks = notify.webhooks(request.app.state.engine) if user.can("admin") else []
+    return _render(request, db, "notifications.html", user, hooks=hooks, events=notify.EVENTS)
+
+
+@router.post("/notifications")
+def notifications_add(
+    request: Request,
+    user: PageUser,
+    url: Annotated[str, Form(max_length=2048)],
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    shape: Annotated[str, Form(max_length=16)] = "generic",
+    on: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    _check(user, csrf, "admin")
+    try:
+        notify.add_webhook(request.app.state.engine, url, shape, on or [], user.name, _now(request))
+    except notify.WebhookError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    return RedirectResponse("/notifications", status_code=303)
+
+
+@router.post("/notifications/{webhook_id}/remove")
+def notifications_remove(
+    request: Request,
+    user: PageUser,
+    webhook_id: int,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    _check(user, csrf, "admin")
+    notify.remove_webhook(request.app.state.engine, webhook_id, _now(request))
+    return RedirectResponse("/notifications", status_code=303)

@@ -273,3 +273,33 @@ class GatewayModels(_Out):
     gateway: str
     running: list[InferenceStep] = Field(description="Its infer steps, from the latest health.")
     uploads: list[ModelUploadOut] = Field(description="Uploads, newest first.")
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2048, description="http(s) URL to POST to.")
+    shape: Literal["generic", "slack"] = Field(
+        "generic", description='`generic` JSON, or `slack` ({"text"}: Slack, Teams, ...).'
+    )
+    on: list[Literal["raised", "cleared", "acknowledge"]] = Field(
+        ["raised", "cleared", "acknowledge"], min_length=1, description="What triggers it."
+    )
+
+
+class WebhookOut(_Out):
+    id: int
+    url: str = Field(description="Shown shortened: incoming-webhook paths are secrets.")
+    shape: str
+    on: list[str]
+    created_by: str
+    created_at: float
+    sent: int
+    pending: int = Field(description="Waiting for their first try or a retry.")
+    failed: int = Field(description="Given up after every retry.")
+    last_error: str | None
+    last_error_status: str | None
+
+
+class WebhookList(_Out):
+    items: list[WebhookOut]

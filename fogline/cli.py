@@ -60,6 +60,7 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
     )
     _add(cloud, "http", "HOST:PORT for the API, /metrics and /healthz", "127.0.0.1:8080")
     _add(cloud, "replica", "replica name, unique per instance", socket.gethostname().split(".")[0])
+    _add(cloud, "public-url", "the console's address as people reach it (links in webhooks)")
     _add(cloud, "retention-days", "days digests are kept", "30")
     _add(
         cloud,
@@ -234,8 +235,11 @@ def _cloud(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fogline cloud: {exc}", file=sys.stderr)
         return 2
+    from cloud.notify import NotifyOptions  # noqa: PLC0415
+
     options = CloudOptions(
         broker=broker,
+        notify=NotifyOptions(public_url=args.public_url or None),
         db_url=args.db,
         http_host=host,
         http_port=port,

@@ -1,5 +1,6 @@
 """People (users, API tokens, web sessions), alert work (operator fields, silences, the
-activity log) and the states open / acknowledged / cleared / resolved.
+activity log), webhooks and their deliveries, and the states open / acknowledged /
+cleared / resolved.
 
 Episodes that a clear had resolved before this revision become `cleared`: the condition
 ended at the source, and no operator had closed them (`resolved` is now the operator's
@@ -113,6 +114,46 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_activity")),
     )
     op.create_index(op.f("ix_activity_alert_id"), "activity", ["alert", "id"])
+    op.create_table(
+        "webhooks",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("shape", sa.String(length=16), nullable=False),
+        sa.Column("actions", JSON, nullable=False),
+        sa.Column("created_by", USER, nullable=False),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.Column("removed_at", TIME, nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
+    )
+    op.create_table(
+        "deliveries",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("webhook_id", ID, nullable=False),
+        sa.Column("activity_id", ID, nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_at", TIME, nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("sent_at", TIME, nullable=True),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["webhook_id"],
+            ["webhooks.id"],
+            name=op.f("fk_deliveries_webhook_id_webhooks"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["activity_id"],
+            ["activity.id"],
+            name=op.f("fk_deliveries_activity_id_activity"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
+        sa.UniqueConstraint(
+            "webhook_id", "activity_id", name=op.f("uq_deliveries_webhook_id_activity_id")
+        ),
+    )
+    op.create_index(op.f("ix_deliveries_status_next_at"), "deliveries", ["status", "next_at"])
     alerts = sa.table("alerts", sa.column("state", sa.String(16)))
     op.execute(alerts.update().where(alerts.c.state == "resolved").values(state="cleared"))
 
@@ -120,6 +161,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     alerts = sa.table("alerts", sa.column("state", sa.String(16)))
     op.execute(alerts.update().where(alerts.c.state.in_(["cleared"])).values(state="resolved"))
+    op.drop_index(op.f("ix_deliveries_status_next_at"), table_name="deliveries")
+    op.drop_table("deliveries")
+    op.drop_table("webhooks")
     op.drop_index(op.f("ix_activity_alert_id"), table_name="activity")
     op.drop_table("activity")
     with op.batch_alter_table("alerts") as batch:
