@@ -3,6 +3,7 @@ connected browser (Chromium, live list over SSE), p50/p99; (2) server-side rende
 the alert list, an alert page and the gateway pages with a large store.
 
     python bench/console_bench.py latency [--alerts 200]
+    python bench/console_bench.py streams [--browsers 100]
     python bench/console_bench.py render --db sqlite:////tmp/big.db|postgresql+psycopg://... \
         [--alerts 100000 --gateways 1000 --digests 1000000]
 
@@ -184,11 +185,87 @@ async def render(db: str, alerts: int, gateways: int, digests: int, runs: int) -
                 print(f"  {name:40s} p50 {pct(times, 50):6.1f} ms  p95 {pct(times, 95):6.1f} ms")
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+CLIENTS = """
+import asyncio, sys, httpx
+# Like console.js: an event makes the browser fetch its list again (debounced 50 ms).
+async def one(base, cookie, ready, fetched):
+    async with httpx.AsyncClient(base_url=base, timeout=None, cookies={"fogline_session": cookie}) as c:
+        async with c.stream("GET", "/live/alerts") as r:
+            ready.append(1)
+            pending = None
+            async def refetch():
+                await asyncio.sleep(0.05)
+                await c.get("/alerts/rows?state=active")
+                fetched.append(1)
+            async for chunk in r.aiter_bytes():
+                if b"event: alert" in chunk and (pending is None or pending.done()):
+                    pending = asyncio.create_task(refetch())
+async def main(base, cookie, n):
+    ready, fetched = [], []
+    tasks = [asyncio.create_task(one(base, cookie, ready, fetched)) for _ in range(n)]
+    while len(ready) < n:
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    await asyncio.gather(*tasks)
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def streams(count: int, tmp: Path) -> None:
+    """What `count` connected browsers cost the cloud process, and the live poll's cost."""
+    async with Cloud(options(f"sqlite:///{tmp / 'streams.db'}")) as cloud:
+        user = people.add_user(cloud.engine, "bench", "viewer", None, time.time())
+        cookie, _ = people.open_session(cloud.engine, user, time.time())
+        await asyncio.sleep(1)
+        before = rss_mb()
+        writes: list[float] = []
+        for n in range(1, 201):
+            t = time.perf_counter()
+            await asyncio.to_thread(cloud.store.write, [raised(n, time.time())])
+            writes.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(random.uniform(0.05, 0.4))
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CLIENTS, f"http://127.0.0.1:{cloud.http_port}",
+            cookie, str(count), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert child.stdout is not None  # noqa: S101 - a script
+        await child.stdout.readline()
+        polls = cloud.feed.polls
+        renders = cloud.app.state.fragments.renders if cloud.app else 0
+        with_streams: list[float] = []
+        for n in range(201, 401):
+            t = time.perf_counter()
+            await asyncio.to_thread(cloud.store.write, [raised(n, time.time())])
+            with_streams.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(random.uniform(0.05, 0.4))
+        await asyncio.sleep(2)
+        after = rss_mb()
+        print(f"{cloud.feed.watchers} streams open: RSS {before:.0f} -> {after:.0f} MB "
+              f"(+{after - before:.1f} MB, {(after - before) * 1024 / count:.0f} KB each); "
+              f"{cloud.feed.polls - polls} live polls, "
+              f"{(cloud.app.state.fragments.renders if cloud.app else 0) - renders} list "
+              "renderings for 200 changes")  # fmt: skip
+        print(f"alert write (commit) without streams p50 {pct(writes, 50):.1f} ms, "
+              f"with {count} streams p50 {pct(with_streams, 50):.1f} ms "
+              f"(p95 {pct(writes, 95):.1f} / {pct(with_streams, 95):.1f} ms)")  # fmt: skip
+        child.terminate()
+        await child.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     lat = sub.add_parser("latency")
     lat.add_argument("--alerts", type=int, default=200)
+    st = sub.add_parser("streams")
+    st.add_argument("--browsers", type=int, default=100)
     ren = sub.add_parser("render")
     ren.add_argument("--db", required=True)
     ren.add_argument("--alerts", type=int, default=100_000)
@@ -196,11 +273,14 @@ def main() -> None:
     ren.add_argument("--digests", type=int, default=1_000_000)
     ren.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
-    if args.what == "latency":
+    if args.what in ("latency", "streams"):
         import tempfile  # noqa: PLC0415
 
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(latency(args.alerts, Path(tmp)))
+            if args.what == "latency":
+                asyncio.run(latency(args.alerts, Path(tmp)))
+            else:
+                asyncio.run(streams(args.browsers, Path(tmp)))
     else:
         asyncio.run(render(args.db, args.alerts, args.gateways, args.digests, args.runs))
 

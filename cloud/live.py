@@ -56,6 +56,11 @@ class Feed:
         self.polls = 0
 
     @property
+    def position(self) -> int:
+        """The last activity id handed out: a version of everything alerts show."""
+        return self._last
+
+    @property
     def watchers(self) -> int:
         return len(self._subscribers)
 

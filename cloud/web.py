@@ -87,6 +87,7 @@ def create_app(
     app.state.uploads = uploads
     app.state.feed = feed or Feed(engine)
     app.state.clock = clock
+    app.state.fragments = pages.FragmentCache()
     app.add_exception_handler(CursorError, _bad_cursor)
     app.add_exception_handler(UploadError, _bad_upload)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
