@@ -12,13 +12,13 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import Integer, case, cast, func, select
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse
 
@@ -26,7 +26,7 @@ from cloud import alerts, notify, queries
 from cloud.auth import PageUser, csrf_ok, local_path
 from cloud.deps import Db
 from cloud.model_updates import ModelUpdates, UploadError
-from cloud.models import SEVERITIES, STATES, Digest
+from cloud.models import SEVERITIES, STATES, Digest, Escalation
 from cloud.people import Principal
 from cloud.render import page, templates
 from cloud.schemas import AlertDetail
@@ -97,7 +97,7 @@ def _parse_time(value: str | None) -> float | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed.timestamp() if parsed.tzinfo else parsed.replace(tzinfo=None).timestamp()
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def _alert_filters(params: dict[str, str]) -> tuple[queries.Filters, queries.AlertFilters]:
@@ -475,6 +475,31 @@ def models_page(request: Request, db: Db, user: PageUser) -> Response:
             uploads[gateway] = found
     disagreements = queries.escalations(db, queries.Filters(), None, False, 20, None).items
     steps = sorted({(g, s.step) for g, m in uploads.items() for s in m.running})
+    if db.get_bind().dialect.name == "sqlite":  # SQLite may lack floor(); CAST truncates
+        hour = cast(Escalation.at / 3600, Integer) * 3600
+    else:  # PostgreSQL's CAST rounds
+        hour = func.floor(Escalation.at / 3600) * 3600
+    since = _now(request) - 7 * 86400
+    rows = db.execute(
+        select(
+            hour,
+            func.count(),
+            func.count(Escalation.decided_at),
+            func.sum(case((Escalation.agree.is_(True), 1), else_=0)),
+        )
+        .where(Escalation.at >= since)
+        .group_by(hour)
+        .order_by(hour)
+    ).all()
+    trend = {
+        "x": [float(h) for h, *_ in rows],
+        "series": {
+            "escalations per hour": [int(n) for _, n, _, _ in rows],
+            "cloud agreed (%)": [
+                round(100 * int(a or 0) / int(d), 1) if d else None for _, _, d, a in rows
+            ],
+        },
+    }
     return _render(
         request,
         db,
@@ -485,6 +510,7 @@ def models_page(request: Request, db: Db, user: PageUser) -> Response:
         gateways=gateways,
         steps=steps,
         disagreements=disagreements,
+        trend=trend,
         now=_now(request),
     )
 

@@ -107,10 +107,13 @@
           }],
         },
       };
+      // A series named "... (%)" gets its own scale, on a right-hand axis.
+      const pct = names.some(n => n.endsWith("(%)"));
       const opts = {
         width, height: 220,
-        series: [{}].concat(names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.5, spanGaps: true }))),
-        axes: [{}, {}],
+        series: [{}].concat(names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.5, spanGaps: true, scale: n.endsWith("(%)") ? "%" : "y" }))),
+        scales: pct ? { "%": { range: [0, 100] } } : {},
+        axes: pct ? [{}, { scale: "y" }, { scale: "%", side: 1, grid: { show: false } }] : [{}, {}],
         cursor: { drag: { x: true, y: false } },
         plugins: [markPlugin],
       };
@@ -119,6 +122,30 @@
     }
   }
 
+  // Time filters: typed in the viewer's zone, sent as UTC (ISO 8601 with Z), shown back local.
+  function timeFilters() {
+    const form = document.querySelector(".filter-form");
+    if (!form) return;
+    const pad = n => String(n).padStart(2, "0");
+    for (const input of form.querySelectorAll("input[type=datetime-local]")) {
+      const label = input.closest("label");
+      if (label && label.firstChild) label.firstChild.textContent = label.firstChild.textContent.replace("(UTC)", "(" + zone + ")");
+      const given = new URLSearchParams(location.search).get(input.name);
+      const d = given ? new Date(given) : null;
+      if (d && !isNaN(d)) input.value = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
+    }
+    form.addEventListener("submit", () => {
+      for (const input of form.querySelectorAll("input[type=datetime-local]")) {
+        if (!input.value) continue;
+        const hidden = document.createElement("input");
+        hidden.type = "hidden"; hidden.name = input.name; hidden.value = new Date(input.value).toISOString();
+        input.removeAttribute("name");
+        form.appendChild(hidden);
+      }
+    });
+  }
+
+  timeFilters();
   localTimes(document);
   selectAll(document);
   live();
