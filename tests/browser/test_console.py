@@ -161,3 +161,42 @@ async def test_axe_finds_no_serious_violations(
     await page.context.clear_cookies()
     await page.goto("/login")
     assert await _axe(page) == [], "/login"
+
+
+async def test_bulk_actions_silences_and_the_keyboard(
+    cloud: Cloud, gateway: Gateway, browser: Browser, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "olga")
+    device = collector_factory([])
+    for machine in ("m-11", "m-12", "m-13"):
+        await hot(device, machine)
+    rows = page.locator("table.alerts tbody tr")
+    await expect(rows).to_have_count(3, timeout=TIMEOUT)
+    # Tick two, then let a live refresh happen: the ticks survive it.
+    await page.get_by_role("checkbox", name="Select alert 1").check()
+    await page.get_by_role("checkbox", name="Select alert 2").check()
+    refreshed = await page.evaluate("window.foglineRefreshed || 0")
+    await hot(device, "m-14")
+    await expect(rows).to_have_count(4, timeout=TIMEOUT)
+    assert await page.evaluate("window.foglineRefreshed") > refreshed
+    await expect(page.get_by_role("checkbox", name="Select alert 1")).to_be_checked()
+    await page.locator("fieldset.bulk").get_by_role("button", name="Acknowledge").click()
+    await page.wait_for_load_state()
+    states = await page.locator("table.alerts tbody tr .state").all_inner_texts()
+    assert sorted(states) == ["acknowledged", "acknowledged", "open", "open"]
+    # The keyboard alone: focus a row's Resolve button and press Enter.
+    await page.get_by_role("button", name="Resolve alert 3").focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**/alerts")
+    await expect(rows).to_have_count(3)
+    # Silence the rule on one device from the alert's page: marked, counted, still listed.
+    await page.goto("/alerts/4")
+    await page.get_by_text("Silence this rule").click()
+    await page.get_by_label("For how many hours").fill("2")
+    await page.get_by_label("Why", exact=True).fill("maintenance on m-14")
+    await page.get_by_role("button", name="Silence", exact=True).click()
+    await page.goto("/alerts")
+    await expect(page.locator("tr", has_text="m-14").locator(".tag")).to_have_text("silenced")
+    await expect(page.get_by_role("link", name="silenced 1")).to_be_visible()
+    await page.goto("/silences")
+    await expect(page.locator("table tbody tr")).to_contain_text("maintenance on m-14")
