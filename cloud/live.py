@@ -7,6 +7,11 @@ browsers watch. An action taken through this process pokes the poller, which the
 at once. On PostgreSQL ids are taken before commit, so a row can become visible after a
 higher one: ids skipped over are asked for again for `HOLE_SECONDS`.
 
+A browser showing the first page of the alert list asks for its view (`?rows=<the list's
+query>`); after each batch of changes the stream also carries that list, rendered once per
+view, role and feed position for every browser watching it (`cloud.pages.render_rows`),
+so a change costs one rendering and no request per browser.
+
 SSE rather than WebSockets: one direction is all we need, it is plain HTTP (proxies, the
 session cookie, no extra dependency), and `EventSource` reconnects by itself.
 """
@@ -18,15 +23,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine, func, or_, select
 
 from cloud.auth import Viewer
 from cloud.models import Activity, Alert
+from cloud.pages import cached_rows, render_rows
 
 log = logging.getLogger("fogline.cloud.live")
 
@@ -171,7 +177,15 @@ class Feed:
 router = APIRouter(include_in_schema=False)
 
 
-async def _stream(request: Request, feed: Feed) -> AsyncIterator[bytes]:
+def _rows_event(html: str) -> bytes:
+    """An SSE `rows` event: one `data:` line per line of the fragment."""
+    lines = html.encode().split(b"\n")
+    return b"event: rows\n" + b"".join(b"data: %s\n" % line for line in lines) + b"\n"
+
+
+async def _stream(
+    request: Request, feed: Feed, view: str | None, operator: bool
+) -> AsyncIterator[bytes]:
     with feed.subscribe() as queue:
         yield b"retry: 2000\n: connected\n\n"
         while True:
@@ -182,18 +196,34 @@ async def _stream(request: Request, feed: Feed) -> AsyncIterator[bytes]:
                     return
                 yield b": ping\n\n"
                 continue
-            if event is None:
-                return
-            data = orjson.dumps(event)
-            yield b"event: alert\nid: %d\ndata: %s\n\n" % (event.get("id", 0), data)
+            events = [event]
+            while events[-1] is not None and not queue.empty():  # what else already came
+                events.append(queue.get_nowait())
+            for item in events:
+                if item is None:
+                    return
+                data = orjson.dumps(item)
+                yield b"event: alert\nid: %d\ndata: %s\n\n" % (item.get("id", 0), data)
+            if view is not None:
+                state = request.app.state
+                html = cached_rows(state, view, operator)
+                if html is None:
+                    html = await asyncio.to_thread(render_rows, state, view, operator)
+                yield _rows_event(html)
 
 
 @router.get("/live/alerts")
-def live_alerts(request: Request, _user: Viewer) -> StreamingResponse:
-    """Every change to alerts, as `event: alert` with a JSON body (see `Feed._fetch`)."""
+def live_alerts(
+    request: Request,
+    user: Viewer,
+    rows: Annotated[str | None, Query(max_length=2048)] = None,
+) -> StreamingResponse:
+    """Every change to alerts, as `event: alert` with a JSON body (see `Feed._fetch`); with
+    `rows` (the query string of an alert list), also that list as rendered HTML after each
+    batch of changes (`event: rows`), rendered once per view for every browser."""
     feed: Feed = request.app.state.feed
     return StreamingResponse(
-        _stream(request, feed),
+        _stream(request, feed, rows, user.can("operator")),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -14,7 +14,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
@@ -119,8 +119,8 @@ def _alert_filters(params: dict[str, str]) -> tuple[queries.Filters, queries.Ale
     )
 
 
-def _alert_list(request: Request, db: Session, user: Principal) -> dict[str, Any]:
-    params = dict(request.query_params)
+def _alert_list(params: dict[str, str], here: str, db: Session, operator: bool) -> dict[str, Any]:
+    params = dict(params)
     params.setdefault("state", "active")
     filters, more = _alert_filters(params)
     found = queries.alerts(db, filters, more, PAGE, _text(params.get("cursor")))
@@ -136,14 +136,19 @@ def _alert_list(request: Request, db: Session, user: Principal) -> dict[str, Any
         "states": STATES,
         "severities": SEVERITIES,
         "query": urlencode(keep),
-        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-        "operator": user.can("operator"),
+        "here": here,
+        "operator": operator,
     }
+
+
+def _here(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
 @router.get("/alerts")
 def alert_list(request: Request, db: Db, user: PageUser) -> Response:
-    return _render(request, db, "alerts.html", user, **_alert_list(request, db, user))
+    context = _alert_list(dict(request.query_params), _here(request), db, user.can("operator"))
+    return _render(request, db, "alerts.html", user, **context)
 
 
 class FragmentCache:
@@ -160,6 +165,10 @@ class FragmentCache:
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._guard = threading.Lock()
         self.renders = 0
+
+    def peek(self, key: tuple[Any, ...]) -> str | None:
+        with self._guard:
+            return self._items.get(key)
 
     def get(self, key: tuple[Any, ...], render: Callable[[], str]) -> str:
         with self._guard:
@@ -182,17 +191,35 @@ class FragmentCache:
             return html
 
 
-@router.get("/alerts/rows")
-def alert_rows(request: Request, db: Db, user: PageUser) -> HTMLResponse:
-    """The list without the page around it: what the live script swaps in."""
-    cache: FragmentCache = request.app.state.fragments
-    key = (request.url.query, user.can("operator"), request.app.state.feed.position)
+def cached_rows(state: Any, query: str, operator: bool) -> str | None:
+    """The list fragment if it is already rendered (no thread hop for the 99 others)."""
+    cache: FragmentCache = state.fragments
+    return cache.peek((query, operator, state.feed.position))
+
+
+def render_rows(state: Any, query: str, operator: bool) -> str:
+    """The list fragment of a view (its query string), from the cache or rendered once.
+
+    The live stream pushes it to every browser watching that view after each change, so
+    browsers make no request of their own (`cloud.live`). Runs in a worker thread.
+    """
+    cache: FragmentCache = state.fragments
+    key = (query, operator, state.feed.position)
 
     def render() -> str:
-        template = templates.get_template("_alert_results.html")
-        return template.render(**_alert_list(request, db, user))
+        with state.sessions() as db:
+            params = dict(parse_qsl(query))
+            context = _alert_list(params, f"/alerts?{query}" if query else "/alerts", db, operator)
+            return templates.get_template("_alert_results.html").render(**context)
 
-    return HTMLResponse(cache.get(key, render), headers={"Cache-Control": "no-store"})
+    return cache.get(key, render)
+
+
+@router.get("/alerts/rows")
+def alert_rows(request: Request, user: PageUser) -> HTMLResponse:
+    """The list without the page around it (what the live stream pushes)."""
+    html = render_rows(request.app.state, request.url.query, user.can("operator"))
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/alerts/actions")

@@ -22,61 +22,51 @@
     });
   }
 
-  // The live list: every change to an alert re-fetches the list as the server renders it
-  // (same filters, same counts), keeping what was ticked and marking rows that are new.
+  // The live list: the stream carries the list as the server renders it for this view
+  // (same filters, same counts) after every change; we swap it in, keeping what was
+  // ticked and focused, and mark the rows that are new.
   function live() {
     const status = document.getElementById("live-status");
     const results = document.getElementById("alert-results");
     if (!status || !results || !window.EventSource) return;
     const paged = status.hasAttribute("data-paged");
-    let timer = null, busy = false, again = false, missed = 0;
+    let missed = 0;
 
-    async function refresh() {
-      if (busy) { again = true; return; }
-      busy = true;
-      try {
-        const seen = new Set([...results.querySelectorAll("tr[data-id]")].map(r => r.dataset.id));
-        const ticked = new Set([...results.querySelectorAll("input[name=ids]:checked")].map(b => b.value));
-        const focused = document.activeElement && results.contains(document.activeElement) ? document.activeElement.name + ":" + document.activeElement.value : null;
-        const response = await fetch(status.dataset.rows, { credentials: "same-origin", headers: { "Accept": "text/html" } });
-        if (response.redirected || !response.ok) { status.textContent = "Live updates stopped: reload the page (signed out?)"; return; }
-        results.innerHTML = await response.text();
-        for (const row of results.querySelectorAll("tr[data-id]")) {
-          if (seen.size && !seen.has(row.dataset.id)) row.classList.add("fresh");
-        }
-        for (const box of results.querySelectorAll("input[name=ids]")) box.checked = ticked.has(box.value);
-        if (focused) {
-          const [name, value] = focused.split(":");
-          const el = [...results.querySelectorAll("[name]")].find(e => e.name === name && e.value === value);
-          if (el) el.focus();
-        }
-        localTimes(results);
-        selectAll(results);
-        window.foglineRefreshed = (window.foglineRefreshed || 0) + 1;
-      } finally {
-        busy = false;
-        if (again) { again = false; schedule(); }
+    function swap(html) {
+      const seen = new Set([...results.querySelectorAll("tr[data-id]")].map(r => r.dataset.id));
+      const ticked = new Set([...results.querySelectorAll("input[name=ids]:checked")].map(b => b.value));
+      const active = document.activeElement;
+      const focused = active && results.contains(active) ? [active.name, active.value] : null;
+      results.innerHTML = html;
+      for (const row of results.querySelectorAll("tr[data-id]")) {
+        if (seen.size && !seen.has(row.dataset.id)) row.classList.add("fresh");
       }
+      for (const box of results.querySelectorAll("input[name=ids]")) box.checked = ticked.has(box.value);
+      if (focused) {
+        const el = [...results.querySelectorAll("[name]")].find(e => e.name === focused[0] && e.value === focused[1]);
+        if (el) el.focus();
+      }
+      localTimes(results);
+      selectAll(results);
+      window.foglineRefreshed = (window.foglineRefreshed || 0) + 1;
     }
-    function schedule() { clearTimeout(timer); timer = setTimeout(refresh, 50); }
 
-    const source = new EventSource(status.dataset.live);
+    const url = status.dataset.live + (paged ? "" : "?rows=" + encodeURIComponent(status.dataset.view || ""));
+    const source = new EventSource(url);
     source.onopen = () => { status.textContent = "Live: the list updates as alerts change (" + zone + " time)."; };
-    source.onerror = () => { status.textContent = "Live updates: reconnecting…"; };
+    source.onerror = () => { status.textContent = "Live updates: reconnecting… (reload the page if this stays)"; };
+    source.addEventListener("rows", (event) => swap(event.data));
     source.addEventListener("alert", (event) => {
       const data = JSON.parse(event.data);
       if (paged) {
         missed += 1;
-        status.innerHTML = "";
+        status.textContent = "";
         const a = document.createElement("a");
         a.href = "/alerts"; a.textContent = missed + " change(s) since this page was loaded: show the newest";
         status.appendChild(a);
-        return;
-      }
-      if (data.action === "raised" && data.severity === "critical") {
+      } else if (data.action === "raised" && data.severity === "critical") {
         status.textContent = "New critical alert: " + (data.rule || "") + " on " + (data.device || data.gateway || "");
       }
-      schedule();
     });
   }
 

@@ -3,30 +3,19 @@ mosquitto: the console as a person on the night shift uses it."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from browserkit import ARGS, CHROMIUM, PASSWORD
+from playwright.async_api import Browser, async_playwright
 from support import Broker
 
 from cloud import people
 from cloud.app import Cloud, CloudOptions
 from fogline.urls import parse_broker_url
 from gateway.app import Gateway, GatewayOptions
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "night shift 42"  # noqa: S105 - a test user's
-AXE = Path(__file__).with_name("vendor") / "axe.min.js"
 
 # A temperature above 90 raises `hot` (its message carries the reading's note), below 80 clears.
 PIPELINE = """
@@ -82,18 +71,3 @@ async def browser() -> AsyncIterator[Browser]:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         await b.close()
-
-
-async def sign_in(browser: Browser, cloud: Cloud, name: str, *, bypass_csp: bool = False) -> Page:
-    """A fresh browser context signed in through the real form."""
-    context = await browser.new_context(
-        base_url=f"http://127.0.0.1:{cloud.http_port}", bypass_csp=bypass_csp
-    )
-    page = await context.new_page()
-    await page.goto("/alerts")
-    assert re.search(r"/login\?next=/alerts$", page.url)
-    await page.get_by_label("Name").fill(name)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url("**/alerts")
-    return page

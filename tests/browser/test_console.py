@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import AXE, sign_in
+from browserkit import AXE, sign_in
 from playwright.async_api import Browser, Page, expect
 from support import Broker, Collector
 

@@ -177,3 +177,29 @@ async def test_the_live_stream_sends_changes(cloud: Cloud) -> None:
         assert event.startswith("event: alert\nid: 1\ndata: ")
         assert '"action":"raised"' in event
         assert '"state":"open"' in event
+
+
+async def test_the_live_stream_carries_the_rendered_list_of_a_view(cloud: Cloud) -> None:
+    async with (
+        await signed_in(cloud, "viewer") as http,
+        http.stream(
+            "GET", "/live/alerts", params={"rows": "state=active&severity=critical"}
+        ) as stream,
+    ):
+        chunks = stream.aiter_text()
+        assert "connected" in await anext(chunks)
+        cloud.store.write([batch("gw1", "alert", [(1, "line-1/m-01", alert("hot/1", "raised"))])])
+        text = ""
+        while "event: rows" not in text or not text.endswith("\n\n"):
+            text += await asyncio.wait_for(anext(chunks), 5)
+        rows = text[text.index("event: rows") :]
+        html = "\n".join(line.removeprefix("data: ") for line in rows.splitlines()[1:])
+        assert '<tr data-id="1"' in html
+        assert "open <strong>1</strong>" in html
+        assert 'name="ids"' not in html  # a viewer's list has no checkboxes
+    assert cloud.app is not None
+    renders = cloud.app.state.fragments.renders
+    async with await signed_in(cloud, "operator") as other:
+        page = await other.get("/alerts/rows", params={"state": "active", "severity": "critical"})
+    assert 'name="ids"' in page.text  # another role, another rendering
+    assert cloud.app.state.fragments.renders == renders + 1
