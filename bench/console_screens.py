@@ -73,6 +73,7 @@ async def main(wait: float) -> None:
             await shoot(page, "/gateways/demo-gw", "gateway")
             await shoot(page, "/gateways/demo-gw/devices/line-1/m-06?range=1h", "device")
             await shoot(page, "/models", "models")
+            await shoot(page, "/notifications", "notifications")
             phone = await browser.new_context(
                 base_url=url,
                 viewport={"width": 390, "height": 844},
