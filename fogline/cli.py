@@ -49,6 +49,13 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
     _add(gw, "outbox-max-bytes", "outbox bound; beyond it evict by class", "256MiB")
     _add(gw, "outbox-ttl", "per-kind expiry, e.g. digest=7d,health=1d")
     _add(gw, "uplink-max-rate", "records/s cap while a backlog drains")
+    _add(
+        gw,
+        "uplink-keepalive",
+        "seconds between pings on a quiet uplink; twice this without a word from the broker "
+        "and the link is taken for cut and reconnected",
+        "10",
+    )
 
     cloud = sub.add_parser("cloud", help="run the cloud aggregator: ingest, API, retention")
     _add(cloud, "broker", "broker URL the gateways publish to", "mqtt://127.0.0.1:1883")
@@ -185,6 +192,7 @@ def _gateway(args: argparse.Namespace) -> int:
         max_bytes = parse_size(args.outbox_max_bytes)
         ttl = _ttl(args.outbox_ttl or "")
         max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
+        keepalive = _seconds(args.uplink_keepalive, "--uplink-keepalive")
     except PipelineError as exc:
         print(exc, file=sys.stderr)
         print(
@@ -207,8 +215,16 @@ def _gateway(args: argparse.Namespace) -> int:
         outbox_max_bytes=max_bytes,
         outbox_ttl=ttl,
         uplink_max_rate=max_rate,
+        uplink_keepalive=keepalive,
     )
     return asyncio.run(run_gateway(options))
+
+
+def _seconds(text: str, flag: str) -> int:
+    """A whole number of seconds from 1 to 3600; the error names the flag."""
+    if not text.isdigit() or not 1 <= int(text) <= 3600:
+        raise ValueError(f"{flag}: expected whole seconds from 1 to 3600, got {text!r}")
+    return int(text)
 
 
 def _cloud(args: argparse.Namespace) -> int:

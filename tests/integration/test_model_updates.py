@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 from support import Broker, eventually
 
+from cloud.app import Cloud
 from fogline import ota
 from fogline.envelope import decode_batch
 from fogline.model import Model, read_metadata, with_metadata
@@ -31,14 +32,14 @@ steps:
       model: {FACTORY}
       escalate_above: 1.0
 outputs:
-  - uplink: {{from: diagnosis, kind: digest}}
+  - uplink: {{from: diagnosis, kind: event}}
 tick: 50ms
 health_every: 0.2s
 """
 
 
 def records(messages: list[tuple[str, bytes]]) -> list[dict]:
-    """Each uplinked record once (without a cloud to ack them, batches are sent again)."""
+    """Each uplinked record once (a batch whose ack was lost is sent again)."""
     unique = {r["seq"]: r["data"] for _, p in messages for r in decode_batch(p)["records"]}
     return [unique[seq] for seq in sorted(unique)]
 
@@ -62,6 +63,10 @@ def publish_model(watch, gid: str, step: str, version: str, data: bytes, size: i
         )
 
 
+def classified(watch) -> list[dict]:
+    return [r for r in records(watch.on("fogline/gw1/up/event")) if "model_version" in r]
+
+
 def model_events(watch) -> list[dict]:
     return [
         r for r in records(watch.on("fogline/gw1/up/event")) if r.get("event") == "model_update"
@@ -69,7 +74,7 @@ def model_events(watch) -> list[dict]:
 
 
 async def test_a_model_is_swapped_in_while_readings_flow_and_none_is_lost(
-    broker: Broker, collector_factory, gateway_options
+    broker: Broker, cloud: Cloud, collector_factory, gateway_options
 ) -> None:
     watch = collector_factory(["fogline/gw1/up/#"])
     edge = Model.from_file(FACTORY)
@@ -93,7 +98,7 @@ async def test_a_model_is_swapped_in_while_readings_flow_and_none_is_lost(
         await asyncio.to_thread(sent.wait, 30)
         thread.join()
         out = await eventually(
-            lambda: (r := records(watch.on("fogline/gw1/up/digest"))) and len(r) >= total and r,
+            lambda: (r := classified(watch)) and len(r) >= total and r,
             timeout=20,
             what=f"{total} classified readings",
         )
@@ -143,11 +148,11 @@ async def test_corrupt_incompatible_and_misaddressed_models_are_refused_with_a_r
         # A retained copy of a refused model, delivered again, is not refused again.
         publish_model(watch, "gw1", "diagnosis", "farm", retagged(FARM, "farm"), 64 * 1024)
         watch.client.publish("plant/m-1/features", reading(edge, 0), qos=1)
-        await eventually(lambda: records(watch.on("fogline/gw1/up/digest")), what="a result")
+        await eventually(lambda: classified(watch), what="a result")
         assert len(model_events(watch)) == 4
         # The original model still decides.
         watch.client.publish("plant/m-1/features", reading(edge, 1), qos=1)
-        out = await eventually(lambda: records(watch.on("fogline/gw1/up/digest")), what="a result")
+        out = await eventually(lambda: classified(watch), what="a result")
         assert out[-1]["model_version"] == edge.info.version
         assert gw.inference["diagnosis"].model.info.sha256 == edge.info.sha256
         assert gw.metrics.rejects[("model_update", "refused")] == 4
