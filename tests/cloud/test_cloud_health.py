@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic import command
 from cloudkit import NOW, Database, alert, batch, digest
 from cloudkit import payload as batch_payload
 from hypothesis import HealthCheck, given, settings
@@ -20,11 +21,11 @@ from sqlalchemy import select
 from support import Broker, Collector, eventually
 
 from cloud.app import Cloud, CloudOptions
-from cloud.db import make_engine, migrate
+from cloud.db import alembic_config, make_engine, migrate, writing
 from cloud.gaps import DEFAULT_GRACE, Gap, LossReport, in_flight_from, loss_report
 from cloud.health import backlog, health_every, pending_from
 from cloud.metrics import CloudMetrics
-from cloud.models import Alert, Gateway
+from cloud.models import Alert, Digest, Gateway, Received
 from cloud.silence import SilenceWatch, alert_id
 from cloud.store import Store
 from fogline.envelope import uplink_topic
@@ -278,6 +279,23 @@ def test_the_store_keeps_health_every_and_pending_from_of_the_latest_record(
     with timed.engine.connect() as conn:
         row = conn.execute(select(Gateway)).one()
     assert (row.health_seq, row.health_every, row.pending_from) == (6, None, None)
+
+
+def test_migration_0003_keeps_every_row_down_and_up(timed: Store) -> None:
+    """SQLite must not recreate `gateways`: dropping it would cascade to everything."""
+    timed.write([batch("gw1", "digest", digests_at([1, 2]))])
+    timed.write([batch("gw1", "health", [(3, "", health(pending=3, health_every=10))])])
+    with writing(timed.engine) as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0002")
+    assert (timed.count(Received), timed.count(Digest)) == (3, 2)
+    migrate(timed.engine)
+    with timed.engine.connect() as conn:
+        row = conn.execute(select(Gateway)).one()
+    assert (row.received, row.health_every, row.pending_from, row.silent_since) == (
+        3, None, None, None
+    )  # fmt: skip
 
 
 # -- silent gateways ---------------------------------------------------------------------------------
