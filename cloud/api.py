@@ -8,6 +8,7 @@ goes to threads).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import queries
+from cloud.gaps import DEFAULT_GRACE
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import ModelUpdates, UploadError, check_size
 from cloud.models import MAX_VERSION
@@ -84,7 +86,11 @@ def create_app(
     metrics: CloudMetrics,
     broker_connected: Callable[[], bool],
     uploads: ModelUpdates,
+    *,
+    clock: Callable[[], float] = time.time,
+    gap_grace: float = DEFAULT_GRACE,
 ) -> FastAPI:
+    """The app; `clock` dates ages and silence, `gap_grace` is `cloud.gaps`' grace period."""
     app = FastAPI(
         title="Fogline cloud",
         version=__version__,
@@ -107,11 +113,11 @@ def create_app(
 
     @app.get("/api/gateways", summary="Gateways, by id", responses=bad_cursor_response)
     def list_gateways(db: Db, limit: Limit = 100, cursor: Cursor = None) -> GatewayPage:
-        return queries.gateways(db, limit, cursor)
+        return queries.gateways(db, limit, cursor, clock())
 
     @app.get(
         "/api/gateways/{gateway_id}",
-        summary="One gateway: counts, gaps in its seqs (lost or evicted), latest health",
+        summary="One gateway: counts, gaps in its seqs (lost, evicted or in flight), latest health",
         responses={404: {"model": ErrorOut, "description": "Unknown gateway"}},
     )
     def get_gateway(
@@ -119,7 +125,7 @@ def create_app(
         gateway_id: str,
         gap_limit: Annotated[int, Query(ge=1, le=100_000, description="Most gaps listed.")] = 1000,
     ) -> GatewayDetail:
-        detail = queries.gateway(db, gateway_id, gap_limit)
+        detail = queries.gateway(db, gateway_id, gap_limit, clock(), gap_grace)
         if detail is None:
             raise HTTPException(404, detail=f"unknown gateway {gateway_id!r}")
         return detail

@@ -1,4 +1,4 @@
-"""The cloud process: ingest, the HTTP API and retention in one event loop.
+"""The cloud process: ingest, the HTTP API, retention and the silence watch in one event loop.
 
 `async with Cloud(options) as cloud:` returns once the database is migrated, the HTTP
 socket listens and ingest has started connecting (a broker that is away does not keep
@@ -24,10 +24,12 @@ import uvicorn
 from cloud.api import create_app
 from cloud.db import make_engine, migrate
 from cloud.escalations import DEFAULT_MODELS, CloudModels
+from cloud.gaps import DEFAULT_GRACE
 from cloud.ingest import Ingest, IngestOptions
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
 from cloud.retention import run_retention
+from cloud.silence import DEFAULT_EVERY, SilenceWatch, run_silence_watch
 from cloud.store import Store
 from fogline import __version__, ota
 from fogline.urls import BrokerUrl
@@ -51,6 +53,9 @@ class CloudOptions:
     models_dir: Path = DEFAULT_MODELS  # cloud models that decide escalations
     model_chunk_size: int = ota.CHUNK_SIZE  # bytes per retained chunk of a model sent down
     max_model_bytes: int = MAX_MODEL_BYTES
+    silent_after: float | None = None  # seconds; None: 3 health periods of each gateway
+    silence_every: float = DEFAULT_EVERY  # seconds between checks for silent gateways
+    gap_grace: float = DEFAULT_GRACE  # seconds; gaps of gateways without `pending_from`
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -78,6 +83,17 @@ def parse_days(text: str, flag: str) -> float:
     if not 0 < days < float("inf"):
         raise ValueError(f"{flag}: expected a positive number of days, got {text!r}")
     return days
+
+
+def parse_seconds(text: str, flag: str) -> float:
+    """A positive number of seconds; the error names the flag."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{flag}: expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -120,10 +136,17 @@ class Cloud:
             options.model_chunk_size,
             options.max_model_bytes,
         )
+        self.silence = SilenceWatch(
+            self.engine,
+            options.clock,
+            options.silent_after,
+            self.metrics,
+            hearing=self.ingest.link.connected.is_set,
+        )
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
         self._tasks: asyncio.TaskGroup | None = None
-        self._retention: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []  # run until cancelled
 
     @property
     def http_port(self) -> int:
@@ -136,7 +159,14 @@ class Cloud:
         try:
             await asyncio.to_thread(migrate, self.engine)
             self._socket = _listen(options.http_host, options.http_port)
-            app = create_app(self.engine, self.metrics, self.ingest.connected, self.model_updates)
+            app = create_app(
+                self.engine,
+                self.metrics,
+                self.ingest.connected,
+                self.model_updates,
+                clock=options.clock,
+                gap_grace=options.gap_grace,
+            )
             config = uvicorn.Config(
                 app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
             )
@@ -145,15 +175,24 @@ class Cloud:
             await self._tasks.__aenter__()
             name = f"cloud[{options.replica}]"
             self._tasks.create_task(self._server.serve(sockets=[self._socket]), name=f"{name}.http")
-            self._retention = self._tasks.create_task(
-                run_retention(
-                    self.store,
-                    options.retention_days,
-                    options.retention_every,
-                    self.metrics,
-                    options.clock,
-                ),
-                name=f"{name}.retention",
+            self._loops.append(
+                self._tasks.create_task(
+                    run_retention(
+                        self.store,
+                        options.retention_days,
+                        options.retention_every,
+                        self.metrics,
+                        options.clock,
+                    ),
+                    name=f"{name}.retention",
+                )
+            )
+            self.silence.started = options.clock()  # silence is measured from here
+            self._loops.append(
+                self._tasks.create_task(
+                    run_silence_watch(self.silence, options.silence_every),
+                    name=f"{name}.silence",
+                )
             )
             await self.ingest.__aenter__()
         except BaseException:
@@ -179,8 +218,8 @@ class Cloud:
     async def _close(self) -> None:
         if self._server is not None:
             self._server.should_exit = True  # uvicorn finishes open requests, then returns
-        if self._retention is not None:
-            self._retention.cancel()
+        for task in self._loops:
+            task.cancel()
         if self._tasks is not None:
             await self._tasks.__aexit__(None, None, None)
         if self._socket is not None:

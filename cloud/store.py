@@ -34,6 +34,7 @@ from sqlalchemy.orm import DeclarativeBase
 from cloud.alerts import apply_event
 from cloud.db import writing
 from cloud.escalations import CloudModels, model_name
+from cloud.health import health_every, pending_from
 from cloud.model_updates import apply_model_events
 from cloud.models import (
     MAX_ALERT_ID,
@@ -440,4 +441,6 @@ def _health_columns(seq: int, data: dict[str, Any]) -> dict[str, Any]:
         "outbox_bytes": _int(outbox.get("bytes")),
         "evicted": _counts(outbox.get("evicted")),
         "expired": _counts(outbox.get("expired")),
+        "health_every": health_every(data),
+        "pending_from": pending_from(data, seq),
     }

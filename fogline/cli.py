@@ -70,6 +70,12 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
     _add(cloud, "retention-days", "days digests are kept", "30")
     _add(
         cloud,
+        "silent-after",
+        "seconds without a word before a gateway is silent (gateway_silent alert); "
+        "default: 3 of each gateway's health periods",
+    )
+    _add(
+        cloud,
         "models",
         "directory of the cloud models (.tflite) that decide escalations "
         "(default: the models/ directory shipped with fogline)",
@@ -230,7 +236,13 @@ def _seconds(text: str, flag: str) -> int:
 def _cloud(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from cloud.app import CloudOptions, parse_days, parse_http, run_cloud  # noqa: PLC0415
+    from cloud.app import (  # noqa: PLC0415
+        CloudOptions,
+        parse_days,
+        parse_http,
+        parse_seconds,
+        run_cloud,
+    )
     from cloud.db import check_url  # noqa: PLC0415
     from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
 
@@ -239,6 +251,9 @@ def _cloud(args: argparse.Namespace) -> int:
         host, port = parse_http(args.http)
         check_url(args.db)
         retention_days = parse_days(args.retention_days, "--retention-days")
+        silent_after = (
+            parse_seconds(args.silent_after, "--silent-after") if args.silent_after else None
+        )
         models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
     except ValueError as exc:
         print(f"fogline cloud: {exc}", file=sys.stderr)
@@ -251,6 +266,7 @@ def _cloud(args: argparse.Namespace) -> int:
         replica=args.replica,
         retention_days=retention_days,
         models_dir=models,
+        silent_after=silent_after,
     )
     try:
         return asyncio.run(run_cloud(options))
