@@ -31,7 +31,7 @@ UPLINK_COUNTERS = {
     "resent_batches": "Batches sent again because the cloud's ack was overdue.",
     "ack_timeouts": "Cloud acks that did not come within the timeout.",
     "acked_records": "Records the cloud acknowledged as stored.",
-    "stale_acks": "Acknowledged seqs that were not waiting (repeated, stale or forged).",
+    "stale_acks": "Acks naming seqs that were not waiting (repeated, stale or forged).",
     "bad_acks": "Acks that could not be read.",
 }
 

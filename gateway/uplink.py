@@ -208,9 +208,9 @@ class Uplink:
                 for batch in remaining:
                     if batch.puback_at is not None:
                         batch.deadline = now + self.timer.rto
-        total = sum(hi - lo + 1 for lo, hi in ranges)
-        if len(acked) < total:
-            self.counts["stale_acks"] += total - len(acked)
+        # Ranges, not seqs: a forged range may name 2**64 of them.
+        if len(acked) < sum(hi - lo + 1 for lo, hi in ranges):
+            self.counts["stale_acks"] += 1
         if acked:
             self.outbox.ack(to_ranges(acked))
             self.counts["acked_records"] += len(acked)

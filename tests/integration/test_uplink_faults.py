@@ -139,3 +139,24 @@ async def test_an_alert_overtakes_a_backlog_on_a_2_kbit_link(
             assert gw.outbox.pending > 0, "events still queue behind the alert"
     finally:
         await proxy.close()
+
+
+async def test_a_forged_ack_cannot_drop_unsent_records_or_kill_the_gateway(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    # No cloud: every record waits, a few batches of it in flight.
+    async with Gateway(gateway_options(PIPELINE, "gw-forged")) as gw:
+        await publish(collector_factory, 400, 0, hot=False)
+        await eventually(lambda: gw.outbox.depth >= 400, 10, "the readings in the outbox")
+        in_flight = {s for q in gw.uplink._batches.values() for b in q for s in b.unacked}
+        assert 0 < len(in_flight) < gw.outbox.depth
+        watch = collector_factory([])
+        for forged in ([[1, 2**63 - 1]], [[1, 2**64 - 1]], [[-(2**63), 2**63 - 1]]):
+            ack = {"v": 1, "gateway": "gw-forged", "acks": forged}
+            watch.publish("fogline/gw-forged/down/ack", orjson.dumps(ack))
+        await eventually(lambda: gw.uplink.counts["stale_acks"] == 3, 5, "the forged acks")
+        gw.outbox.flush()
+        # At most what was in flight is gone; what was never sent is still there.
+        assert gw.outbox.depth >= 400 - len(in_flight)
+        await publish(collector_factory, 10, 1000, hot=False)
+        await eventually(lambda: gw.metrics.step_in["readings"] == 410, 5, "the gateway alive")
