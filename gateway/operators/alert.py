@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fogline.units import Duration
-from gateway.expr import compile_expr
+from gateway.expr import compile_expr, reject_reason
 from gateway.operators.base import (
     Expression,
     FieldName,
@@ -151,7 +151,7 @@ class Alert(Operator):
                     event = self._step(rule, record)
                 except Exception as exc:
                     self.ctx.reject(
-                        record, "expression_error", f"rule {rule.name}: {type(exc).__name__}: {exc}"
+                        record, reject_reason(exc), f"rule {rule.name}: {type(exc).__name__}: {exc}"
                     )
                     continue
                 if event is not None:
