@@ -289,7 +289,7 @@ async def test_a_bad_record_is_stored_as_a_dead_letter_and_its_batch_is_acked(
     assert ingest.metrics.stored == {"alert": 2, "event": 2}
     with store.engine.connect() as conn:
         rows = conn.execute(select(Event.seq, Event.data).order_by(Event.seq))
-        letters = dict(rows.tuples())
+        letters = {int(row[0]): row[1] for row in rows}
         received = conn.execute(select(Received.seq).order_by(Received.seq)).scalars().all()
     assert received == [1, 2, 3, 4]  # no gap: the cloud knows what it refused
     assert letters[2]["reason"] == "records[1]: device longer than 256 characters"
