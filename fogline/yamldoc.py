@@ -111,8 +111,9 @@ def load(text: str, file: str = "<string>") -> Document:
     if size > MAX_BYTES:
         message = f"expected at most {MAX_BYTES} bytes of YAML, got {size}"
         raise YamlDocumentError([Problem(file, 1, 1, "", message)])
-    loader = _BoundedLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # the reader checks the characters here already
         node = loader.get_single_node()
         marks: dict[Path, tuple[int, int]] = {}
         problems: list[Problem] = []
@@ -122,8 +123,15 @@ def load(text: str, file: str = "<string>") -> Document:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = exc.problem or exc.context or "invalid YAML"
         raise YamlDocumentError([Problem(file, line, col, "", f"invalid YAML: {reason}")]) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (found by fuzzing)
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        reason = f"character {char!r} is not allowed"
+        raise YamlDocumentError([Problem(file, line, col, "", f"invalid YAML: {reason}")]) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise YamlDocumentError(problems)
     return Document(file, data, marks)

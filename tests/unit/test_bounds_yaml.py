@@ -82,3 +82,10 @@ outputs:
         "than 4096 bits (column 3)"
     )
     assert problems(text) == [expected]
+
+
+def test_a_control_character_is_a_located_problem_not_a_reader_error() -> None:
+    """Found by tests/unit/test_fuzz.py: PyYAML's ReaderError escaped the loader."""
+    with pytest.raises(YamlDocumentError) as info:
+        load("name: t\nkey: \x1f\n", "c.yaml")
+    assert str(info.value) == "c.yaml:2:6 invalid YAML: character '\\x1f' is not allowed"
