@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fogline import __version__
+from fogline.redact import install as install_redaction
+from fogline.redact import redact, remember_url
 from fogline.units import parse_duration, parse_size
 from fogline.urls import parse_broker_url
 
@@ -113,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for chatty in ("gmqtt", "alembic", "uvicorn.error"):  # their INFO lines are not for users
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    for value in vars(args).values():  # passwords in any URL flag are masked from here on
+        if isinstance(value, str) and "://" in value:
+            remember_url(value)
+    install_redaction()
     if args.command == "pipeline":
         return _pipeline(args)
     if args.command == "gateway":
@@ -207,7 +213,7 @@ def _gateway(args: argparse.Namespace) -> int:
         )
         return 1
     except ValueError as exc:
-        print(f"fogline gateway: {exc}", file=sys.stderr)
+        print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
         return 2
     options = GatewayOptions(
         pipeline=pipeline,
@@ -256,7 +262,7 @@ def _cloud(args: argparse.Namespace) -> int:
         )
         models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
     except ValueError as exc:
-        print(f"fogline cloud: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: {exc}"), file=sys.stderr)
         return 2
     options = CloudOptions(
         broker=broker,
@@ -271,9 +277,9 @@ def _cloud(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_cloud(options))
     except OSError as exc:
-        print(f"fogline cloud: cannot listen on {args.http}: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: cannot listen on {args.http}: {exc}"), file=sys.stderr)
     except SQLAlchemyError as exc:
-        print(f"fogline cloud: cannot use the database {args.db}: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: cannot use the database {args.db}: {exc}"), file=sys.stderr)
     return 1
 
 
