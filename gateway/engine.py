@@ -69,7 +69,7 @@ class Engine:
         self._log = RateLimitedLog(log)
         self._pass: defaultdict[str, list[Record]] = defaultdict(list)
         # Per-key state dropped by (step, reason): `max_keys` or `idle` (gateway/keyed.py).
-        self.evicted: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.evicted = metrics.state_evicted
         self.steps: list[tuple[str, str, str, Operator]] = []  # (id, from, path, operator)
         for spec in pipeline.steps:
             ctx = StepContext(
@@ -84,11 +84,6 @@ class Engine:
             self.steps.append((spec.id, spec.from_, spec.path, REGISTRY[spec.op](spec.config, ctx)))
         metrics.gauges["open_state"] = lambda: {
             (("step", step_id),): op.open_state() for step_id, _, _, op in self.steps
-        }
-        # Rendered among the gauges (gateway/metrics.py is not ours to extend here); the
-        # value only grows, like a counter.
-        metrics.gauges["state_evicted"] = lambda: {
-            (("step", step), ("reason", reason)): n for (step, reason), n in self.evicted.items()
         }
 
     # -- the three ways in --------------------------------------------------------------

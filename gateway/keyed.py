@@ -11,7 +11,7 @@ per record, O(1)), so both bounds are cheap:
   (`idle`), scanning only from the old end, so a timer that finds nothing costs one look.
 
 Every eviction is reported through `evicted(reason, n)`, which the engine counts per step
-(`fogline_state_evicted{step,reason}`). `keep` spares state that must outlive silence (a
+(`fogline_state_evicted_total{step,reason}`). `keep` spares state that must outlive silence (a
 raised alert waiting for its clear) from the idle expiry, never from the cap.
 """
 

@@ -92,7 +92,7 @@ class KeyedConfig(OpConfig):
         DEFAULT_MAX_KEYS,
         ge=1,
         description="Most keys this step keeps state for; a new key beyond it evicts the "
-        'least recently seen one (counted: `fogline_state_evicted{reason="max_keys"}`).',
+        'least recently seen one (counted: `fogline_state_evicted_total{reason="max_keys"}`).',
     )
     idle_expiry: Duration | None = Field(
         DEFAULT_IDLE_EXPIRY,
