@@ -15,9 +15,8 @@ Flow control, because one TCP connection carries every kind (`gateway/flow.py`):
   on a slow link an alert is never queued behind more than a second of digests (alerts
   may exceed the budget; nothing else may);
 * the timer for the cloud's ack starts when the broker has the batch (its PUBACK), and
-  its length follows the measured round trip (RFC 6298). When it expires, only the
-  oldest waiting batch of that kind is sent again, with the timeout doubled and
-  jittered; the others wait for the answer to that one.
+  its length follows the measured round trip (RFC 6298). A batch whose ack is overdue is
+  sent again (within the budget), its own timeout doubled and jittered.
 
 After a reconnect the broker's CONNACK says whether it kept our session. If it did, it
 still holds what it acknowledged (and the acks the cloud sent meanwhile), and the MQTT
@@ -186,7 +185,6 @@ class Uplink:
         for kind, queue in self._batches.items():
             if not queue:
                 continue
-            probe = queue[0]
             for batch in queue:
                 for lo, hi in ranges:
                     if lo <= batch.hi and hi >= batch.lo:
@@ -201,13 +199,7 @@ class Uplink:
                     self.timer.sample(now - batch.puback_at)
                 if batch.mid is not None:
                     self._by_mid.pop(batch.mid, None)
-            remaining = deque(b for b in queue if b.unacked)
-            self._batches[kind] = remaining
-            if probe.tries > 1 and not probe.unacked:
-                # The cloud answers again: give the batches held behind the probe a fresh timer.
-                for batch in remaining:
-                    if batch.puback_at is not None:
-                        batch.deadline = now + self.timer.rto
+            self._batches[kind] = deque(b for b in queue if b.unacked)
         # Ranges, not seqs: a forged range may name 2**64 of them.
         if len(acked) < sum(hi - lo + 1 for lo, hi in ranges):
             self.counts["stale_acks"] += 1
@@ -296,7 +288,7 @@ class Uplink:
         now = time.monotonic()
         if self.outbox.pending and self._waiting_since is None:
             self._waiting_since = now
-        self._resend_expired(link, now)
+        self._resend_overdue(link, now)
         sent = 0
         fresh: list[_Batch] = []
         starved = True  # stopped because nothing was left to send
@@ -341,39 +333,44 @@ class Uplink:
                 batch.app_limited = True
         return sent
 
-    def _resend_expired(self, link: MqttLink, now: float) -> None:
-        """Per kind, send the oldest batch whose ack is overdue again; hold the others."""
-        for kind, queue in self._batches.items():
-            overdue = next((b for b in queue if b.deadline <= now), None)
-            if overdue is None:
-                continue
-            mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), overdue.payload)
-            if mid is None:
-                return
-            self.counts["ack_timeouts"] += 1
-            self.counts["resent_batches"] += 1
-            self.counts["records_resent"] += len(overdue.unacked)
-            self.counts["wire_bytes"] += link.packet_size(mid)
-            if overdue.mid is not None:
-                self._by_mid.pop(overdue.mid, None)
-            overdue.mid = mid
-            self._by_mid[mid] = overdue
-            overdue.tries += 1
-            overdue.rto = self.timer.backoff(overdue.rto or self.timer.rto)
-            overdue.sent_at, overdue.puback_at, overdue.deadline = now, None, math.inf
-            overdue.delivered, overdue.delivered_at = self.rate.on_send(now, False)
-            overdue.app_limited = True  # a resend says nothing about the link's rate
-            for batch in queue:
-                if batch is not overdue and batch.deadline < now + overdue.rto:
-                    batch.deadline = now + overdue.rto
-            log.info(
-                "uplink: no ack for %s seqs %d..%d; sent again (try %d, next wait %.1fs)",
-                kind,
-                overdue.lo,
-                overdue.hi,
-                overdue.tries,
-                overdue.rto,
-            )
+    def _resend_overdue(self, link: MqttLink, now: float) -> None:
+        """Send again, oldest first and within the budget, each batch whose ack is overdue.
+
+        Each such batch doubles its own timeout, so a cloud that is away costs a window per
+        minute at most. Every overdue batch goes, not one probe per kind: a shared
+        subscription gives an absent replica its share of messages (mosquitto 2), and a
+        probe that lands there again would hold the rest back for a whole timeout.
+        """
+        for kind in SEND_ORDER:
+            for batch in self._batches[kind]:
+                if batch.deadline > now:
+                    continue
+                if kind != "alert" and link.inflight_bytes >= self.rate.budget:
+                    return
+                mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), batch.payload)
+                if mid is None:
+                    return
+                self.counts["ack_timeouts"] += 1
+                self.counts["resent_batches"] += 1
+                self.counts["records_resent"] += len(batch.unacked)
+                self.counts["wire_bytes"] += link.packet_size(mid)
+                if batch.mid is not None:
+                    self._by_mid.pop(batch.mid, None)
+                batch.mid = mid
+                self._by_mid[mid] = batch
+                batch.tries += 1
+                batch.rto = self.timer.backoff(batch.rto or self.timer.rto)
+                batch.sent_at, batch.puback_at, batch.deadline = now, None, math.inf
+                batch.delivered, batch.delivered_at = self.rate.on_send(now, False)
+                batch.app_limited = True  # a resend says nothing about the link's rate
+                log.info(
+                    "uplink: no ack for %s seqs %d..%d; sent again (try %d, next wait %.1fs)",
+                    kind,
+                    batch.lo,
+                    batch.hi,
+                    batch.tries,
+                    batch.rto,
+                )
 
     def _rate_limit(self) -> int:
         if self._max_rate is None:
