@@ -259,6 +259,38 @@ class Publisher:
         self.client.loop_stop()
 
 
+class ActionWatch:
+    """Local actions on the edge broker, seen from inside: the truth of what was raised."""
+
+    def __init__(self, link: Link, topic: str) -> None:
+        self.actions: list[tuple[float, dict[str, Any]]] = []
+        ready = threading.Event()
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=f"nf-act-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, 1)
+        self.client.on_subscribe = lambda *_: ready.set()
+        self.client.on_message = self._on_message
+
+        def connect() -> None:
+            self.client.connect("127.0.0.1", EDGE_PORT)
+            self.client.loop_start()
+
+        link.namespace.call(connect)
+        if not ready.wait(10):
+            raise RuntimeError("could not watch the actions on the edge broker")
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        with contextlib.suppress(ValueError):
+            body = json.loads(msg.payload)
+            if isinstance(body, dict):
+                self.actions.append((time.time(), body))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 # -- the site ------------------------------------------------------------------------------------
 
 
@@ -286,7 +318,14 @@ class ShapedSite:
         gateway_args: tuple[str, ...] = (),
         poll_every: float = 0.5,
         mtu: int = 1500,
+        pipeline_path: Path | None = None,
+        devices: list[str] | None = None,
+        window_wait: float = 3.5,
+        watch_actions: str | None = None,
     ) -> None:
+        """`devices`: arguments of `fogline devices` to run inside instead of the built-in
+        publisher (then `pipeline_path`, e.g. pipelines/factory.yaml, says what it feeds);
+        `window_wait`: how long the last windows take to close after the readings stop."""
         self.tmp = tmp
         self.gateway_id = gateway_id or f"gw-{uuid.uuid4().hex[:6]}"
         self.pipeline_text = pipeline
@@ -294,6 +333,11 @@ class ShapedSite:
         self.gateway_args = gateway_args
         self.poll_every = poll_every
         self.mtu = mtu
+        self.pipeline_path = pipeline_path
+        self.devices = devices
+        self.window_wait = window_wait
+        self.watch_actions = watch_actions
+        self.actions: ActionWatch | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.samples: list[Sample] = []
         self.link: Link | None = None
@@ -356,8 +400,9 @@ class ShapedSite:
         )
         wait_for(lambda: self._cloud_status() == 200, 60, "the cloud to start", 0.2)
         # The gateway, inside; its uplink crosses the link.
-        pipeline = self.tmp / "netfaults.yaml"
-        pipeline.write_text(self.pipeline_text)
+        pipeline = self.pipeline_path or self.tmp / "netfaults.yaml"
+        if self.pipeline_path is None:
+            pipeline.write_text(self.pipeline_text)
         self._spawn(
             "gateway",
             ns.exec_args(
@@ -381,9 +426,19 @@ class ShapedSite:
             ),
         )
         wait_for(self._gateway_up, 30, "the gateway's metrics port", 0.2)
-        self.publisher = Publisher(link, self.machines, self.rate)
+        if self.devices is None:
+            self.publisher = Publisher(link, self.machines, self.rate)
+        if self.watch_actions is not None:
+            self.actions = ActionWatch(link, self.watch_actions)
         self._poller = threading.Thread(target=self._poll, name="nf-poller", daemon=True)
         self._poller.start()
+
+    def start_devices(self) -> None:
+        """Start `fogline devices ...` inside the namespace, on the edge broker."""
+        assert self.link is not None
+        assert self.devices is not None
+        args = [*_fogline(), "devices", *self.devices, "--broker", f"mqtt://127.0.0.1:{EDGE_PORT}"]
+        self._spawn("devices", self.link.namespace.exec_args(args))
 
     def _spawn(self, name: str, args: list[str]) -> None:
         with (self.tmp / f"{name}.log").open("ab") as log:  # the child keeps its own copy
@@ -395,7 +450,9 @@ class ShapedSite:
             self._poller.join(5)
         if self.publisher is not None:
             self.publisher.close()
-        for name in ("gateway", "cloud", "edge-broker", "uplink-broker"):
+        if self.actions is not None:
+            self.actions.close()
+        for name in ("devices", "gateway", "cloud", "edge-broker", "uplink-broker"):
             proc = self.procs.get(name)
             if proc is not None:
                 stop_process(proc)
@@ -525,6 +582,7 @@ class ShapedSite:
                 {
                     "machine": device,
                     "rule": body.get("rule"),
+                    "alert_id": body.get("alert_id"),
                     "raised_at": float(body.get("raised_at") or 0.0),
                     "received_at": float(received_at),
                 }
@@ -572,9 +630,11 @@ class ShapedSite:
 
     def stop_traffic(self) -> int:
         """Stop the readings, let the last windows close; the committed seq then."""
-        assert self.publisher is not None
-        self.publisher.stop()
-        time.sleep(3.5)  # window 2 s + lateness 1 s, and a group commit
+        if self.publisher is not None:
+            self.publisher.stop()
+        if "devices" in self.procs:
+            stop_process(self.procs["devices"])
+        time.sleep(self.window_wait)  # the last windows close, a group commit follows
         return self.committed()
 
 

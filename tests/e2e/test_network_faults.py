@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netkit import ShapedSite, Verdict, forced_duplicates, measure, wait_for
@@ -73,23 +74,36 @@ def settle(
         )
     time.sleep(0.5)  # late duplicates and acks
     measure(site, verdict, committed)
-    verdict.check(verdict.numbers["missing"] == 0, f"{verdict.numbers['missing']} records lost")
+    missing = verdict.numbers["missing"]
+    verdict.check(missing == 0, f"{missing} committed records not in the cloud")
 
 
 def check_alerts(site: ShapedSite, verdict: Verdict, within: float) -> None:
-    """Every heated machine's raise stored once, within `within` s of the reading."""
+    """Every heated machine's raise stored, within `within` s of its reading (waits for it)."""
     assert site.publisher is not None
-    raised = site.publisher.raised
-    stored = [a for a in site.stored_alerts() if a["rule"] == "critical_temperature"]
-    delays = []
-    for machine, at in raised:
-        match = [a for a in stored if a["machine"] == machine and abs(a["raised_at"] - at) < 0.5]
-        if not match:
-            verdict.problems.append(f"the critical alert of {machine} was never stored")
-            continue
-        delays.append(round(match[0]["received_at"] - at, 2))
-    verdict.numbers["alerts"] = f"{len(delays)} of {len(raised)}"
+    raised = list(site.publisher.raised)
+
+    def found() -> dict[str, dict[str, Any]]:
+        stored = [a for a in site.stored_alerts() if a["rule"] == "critical_temperature"]
+        return {
+            machine: match[0]
+            for machine, at in raised
+            if (
+                match := [
+                    a for a in stored if a["machine"] == machine and abs(a["raised_at"] - at) < 0.5
+                ]
+            )
+        }
+
+    deadline = max((at for _, at in raised), default=0.0) + within
+    while len(found()) < len(raised) and time.time() < deadline:
+        time.sleep(0.25)
+    stored = found()
+    delays = [round(float(stored[m]["received_at"]) - at, 2) for m, at in raised if m in stored]
+    missing = [m for m, _ in raised if m not in stored]
+    verdict.numbers["alerts"] = f"{len(stored)} of {len(raised)}"
     verdict.numbers["alert_delays_s"] = delays
+    verdict.check(not missing, f"critical alerts not stored within {within:.0f}s: {missing}")
     late = [d for d in delays if d > within]
     verdict.check(not late, f"critical alerts stored later than {within:.0f}s: {late}")
 
@@ -223,7 +237,7 @@ def test_silent_partition_then_healed(site: ShapedSite) -> None:
     last = site.samples[-1].health if site.samples else None
     verdict.numbers["backlog_at_heal"] = ((last or {}).get("uplink") or {}).get("backlog_records")
     settle(site, verdict, STORE_WITHIN, since=healed)
-    check_alerts(site, verdict, 40 + STORE_WITHIN)  # raised in the cut: stored after the heal
+    check_alerts(site, verdict, 35 + STORE_WITHIN)  # raised in the cut: 30 s after the heal
     forced, unforced = forced_duplicates(site, grace=2.0)
     verdict.numbers["repeats_forced"], verdict.numbers["repeats_unforced"] = forced, len(unforced)
     check_no_false_gap(verdict)
@@ -241,9 +255,9 @@ def test_2_kbit_link_alerts_overtake_digests(site: ShapedSite) -> None:
     site.wait_first_digests()
     assert site.link is not None
     site.link.set(rate=250)
-    traffic(site, 30, {4: "m-13", 14: "m-14", 24: "m-15"})
+    traffic(site, 20, {3: "m-13", 10: "m-14", 17: "m-15"})
     verdict.numbers["outbox_before_heal"] = site.outbox_depth()
-    check_alerts(site, verdict, 30.0)  # while the digests queue
+    check_alerts(site, verdict, 30.0)  # while the digests queue (up to 30 s after the last)
     verdict.check(
         verdict.numbers["outbox_before_heal"] > 0, "no digest backlog: the scenario proves nothing"
     )
