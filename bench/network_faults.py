@@ -167,9 +167,8 @@ def run_row(row: Row, args: argparse.Namespace, work: Path) -> Verdict:
             degraded = site.first_degraded(cut_started)
             verdict.numbers["degraded_after_s"] = None if degraded is None else round(degraded, 1)
         verdict.numbers["gateway_silent"] = len(site.silent_alerts())
-        verdict.numbers["gateway_reconnects"] = next(
-            (v for k, v in site.gateway_metrics().items() if "reconnect" in k and "uplink" in k),
-            None,
+        verdict.numbers["gateway_reconnects"] = int(
+            site.gateway_metrics().get('fogline_reconnects_total{client="uplink"}', 0)
         )
         verdict.numbers["overflow_errors_in_log"] = site.log_tail("gateway", 10**7).count(
             "OverflowError"
@@ -249,7 +248,7 @@ def render(verdicts: list[Verdict], command: str, args: argparse.Namespace) -> s
             "with the link still in its condition (a partition is healed, a flap stopped). "
             "*Wire / payload*: TCP payload bytes the gateway put on the link (MQTT framing, TCP "
             "and application resends included) / each stored record's share of its batch, first "
-            "copy only. *Repeats*: records that reached the uplink broker again (of them, forced "
+            "copy only; *first sends* leaves out TCP's own retransmissions. *Repeats*: records that reached the uplink broker again (of them, forced "
             "by an ack lost with a dropped connection)."
         ),
         "",
@@ -265,7 +264,8 @@ def render(verdicts: list[Verdict], command: str, args: argparse.Namespace) -> s
             f"| {v.scenario} | {n.get('committed', '-')} | {n.get('stored', '-')} | "
             f"{n.get('critical_stored', 0)} of {n.get('critical_raised', 0)}{delay} | "
             f"{n.get('outbox_end', '-')} | {n.get('wire_ratio', '-')}x "
-            f"({n.get('wire_tcp_bytes', 0) / 1e3:.0f} / {n.get('payload_bytes', 0) / 1e3:.0f} kB) | "
+            f"({n.get('wire_tcp_bytes', 0) / 1e3:.0f} / {n.get('payload_bytes', 0) / 1e3:.0f} kB; "
+            f"first sends {n.get('wire_new_ratio', '-')}x) | "
             f"{n.get('monitor_repeats', '-')} ({n.get('repeats_forced', '-')}) | "
             f"{n.get('connections', 1) - 1} | "
             f"{'-' if degraded is None else f'{degraded} s'} |"

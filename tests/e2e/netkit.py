@@ -723,6 +723,8 @@ def measure(site: ShapedSite, verdict: Verdict, committed: int) -> None:
         wire_ip_bytes=up.bytes,
         tcp_retransmitted=up.tcp_retransmitted_bytes,
         wire_ratio=round(up.tcp_payload_bytes / payload, 2),
+        wire_new_bytes=up.tcp_new_bytes,
+        wire_new_ratio=round(up.tcp_new_bytes / payload, 2),
         app_ratio=round(mon["bytes"] / payload, 2),
         connections=up.tcp_syn,
         dropped={"loss": up.dropped_loss, "queue": up.dropped_queue, "cut": up.dropped_cut},
