@@ -13,6 +13,14 @@ queue in front of an alert short on a 2 kbit/s link (an alert waits behind at mo
 a second of digests) and keeps a fast link full. Samples taken while the uplink had
 nothing more to send cannot lower the estimate: they say how much there was, not how
 much the link carries.
+
+A link that suddenly slows (a cellular modem falling back to 2G) would keep the old,
+large budget until samples of the new rate arrive, and on a slow link they arrive slowly:
+measured across a shaped link that dropped to 2 kbit/s, the budget stayed at megabytes,
+the bottleneck's queue overflowed, TCP backed off into long stalls and no alert got
+through for minutes. So `stalled()` also bounds the rate from the oldest publish the
+broker has not acknowledged: when it has waited well past the round trip, the link
+carries at most what was delivered since it left, and the budget follows at once.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 MIN_BUDGET = 2048  # bytes: an alert batch always fits
-INITIAL_BUDGET = 4096  # bytes until the first sample: 16 s of a 2 kbit/s link
+INITIAL_BUDGET = 2048  # bytes until the first sample: it must not overflow a slow link's queue
 MAX_BUDGET = 8 * 1024 * 1024
 
 
@@ -102,6 +110,17 @@ class LinkRate:
         while len(self._rates) > 1 and self._rates[0][0] < now - self.window:
             self._rates.popleft()
         self._bw = max(r for _, r in self._rates)
+
+    def stalled(self, now: float, sent_at: float, delivered_then: int) -> None:
+        """The oldest unacknowledged publish left at `sent_at`: cap the rate if it lingers."""
+        age = now - sent_at
+        if age < self.target_delay + 2 * (self._rtt or 0.0) + 0.5:
+            return
+        ceiling = (self.delivered - delivered_then) / age
+        if self._bw is None or ceiling < self._bw:
+            self._bw = ceiling
+            self._rates.clear()
+            self._rates.append((now, ceiling))
 
     @property
     def bandwidth(self) -> float | None:

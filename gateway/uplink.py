@@ -123,6 +123,7 @@ class Uplink:
         self.rate = LinkRate()
         self.last_ack_at: float | None = None  # monotonic
         self._waiting_since: float | None = None  # monotonic: records waiting, no ack since
+        self._pinged_at = 0.0
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.link: MqttLink | None = None
@@ -279,8 +280,9 @@ class Uplink:
                 self.pump(link)
 
     def _next_deadline(self) -> float:
-        soonest = min((b.deadline for q in self._batches.values() for b in q), default=math.inf)
-        return min(0.5, max(0.01, soonest - time.monotonic()))
+        now = time.monotonic()
+        ahead = [b.deadline for q in self._batches.values() for b in q if b.deadline > now]
+        return min(0.5, max(0.01, min(ahead, default=math.inf) - now))
 
     def pump(self, link: MqttLink) -> int:
         """Send again what timed out, then new batches within the windows. Returns records sent."""
@@ -288,6 +290,10 @@ class Uplink:
         now = time.monotonic()
         if self.outbox.pending and self._waiting_since is None:
             self._waiting_since = now
+        oldest = link.oldest_inflight()
+        if oldest is not None:
+            batch = self._by_mid.get(oldest[0])
+            self.rate.stalled(now, oldest[1], batch.delivered if batch else self.rate.delivered)
         self._resend_overdue(link, now)
         sent = 0
         fresh: list[_Batch] = []
@@ -337,13 +343,21 @@ class Uplink:
         """Send again, oldest first and within the budget, each batch whose ack is overdue.
 
         Each such batch doubles its own timeout, so a cloud that is away costs a window per
-        minute at most. Every overdue batch goes, not one probe per kind: a shared
+        minute at most. Nothing goes before the broker has said something since the
+        deadline: a link that is down (or flapping) delays the ack, it does not lose it, and
+        the connection's own watchdog deals with a dead one; a ping asks at once. Every
+        overdue batch goes, not one probe per kind: a shared
         subscription gives an absent replica its share of messages (mosquitto 2), and a
         probe that lands there again would hold the rest back for a whole timeout.
         """
         for kind in SEND_ORDER:
             for batch in self._batches[kind]:
                 if batch.deadline > now:
+                    continue
+                if link.last_heard < batch.deadline:
+                    if now - self._pinged_at > 1.0:
+                        link.ping()
+                        self._pinged_at = now
                     continue
                 if kind != "alert" and link.inflight_bytes >= self.rate.budget:
                     return
