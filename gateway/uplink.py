@@ -11,9 +11,9 @@ empty the outbox).
 Flow control, because one TCP connection carries every kind (`gateway/flow.py`):
 
 * the bytes the broker has not acknowledged yet are held to a budget measured from the
-  link (about a second of what it carries), and batches are cut to a quarter of it, so
-  on a slow link an alert is never queued behind more than a second of digests (alerts
-  may exceed the budget; nothing else may);
+  link (one to two seconds of what it carries, 1.5 KiB at least), and batches are
+  cut to a quarter of it, so on a slow link an alert waits behind a few seconds of digests
+  at most (alerts may exceed the budget; nothing else may);
 * the timer for the cloud's ack starts when the broker has the batch (its PUBACK), and
   its length follows the measured round trip (RFC 6298). A batch whose ack is overdue is
   sent again (within the budget), its own timeout doubled and jittered.

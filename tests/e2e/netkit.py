@@ -322,10 +322,12 @@ class ShapedSite:
         devices: list[str] | None = None,
         window_wait: float = 3.5,
         watch_actions: str | None = None,
+        initial: dict[str, float] | None = None,
     ) -> None:
         """`devices`: arguments of `fogline devices` to run inside instead of the built-in
         publisher (then `pipeline_path`, e.g. pipelines/factory.yaml, says what it feeds);
-        `window_wait`: how long the last windows take to close after the readings stop."""
+        `window_wait`: how long the last windows take to close after the readings stop;
+        `initial`: link conditions from the first packet on (`Link.set` keywords)."""
         self.tmp = tmp
         self.gateway_id = gateway_id or f"gw-{uuid.uuid4().hex[:6]}"
         self.pipeline_text = pipeline
@@ -337,6 +339,7 @@ class ShapedSite:
         self.devices = devices
         self.window_wait = window_wait
         self.watch_actions = watch_actions
+        self.initial = initial or {}
         self.actions: ActionWatch | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.samples: list[Sample] = []
@@ -360,6 +363,8 @@ class ShapedSite:
 
     def _start(self) -> None:
         self.link = link = Link.create(mtu=self.mtu)
+        if self.initial:
+            link.set(**self.initial)
         ns = link.namespace
         # The edge broker, inside.
         edge_conf = self.tmp / "edge.conf"
