@@ -329,7 +329,7 @@ class Rig:
         def healthy() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"gateway {gid} exited: {self.tail(f'gateway-{gid}')}")
-            return http_status(port, "/healthz") == 200
+            return http_status(port, "/readyz") == 200
 
         wait_for(healthy, 30, f"gateway {gid} to start")
         return proc, port, data
@@ -685,7 +685,7 @@ def _drain(ctx: DrainCtx, cloud: subprocess.Popen[bytes], t_up: float) -> dict[s
             log(
                 f"{ctx.kind} {ctx.gid}:   stored {count:,}, outbox "
                 f"{_metric(m, 'fogline_outbox_records'):,.0f}, acked "
-                f"{family(m, 'outputs_total').get('acked', 0):,.0f}"
+                f"{m.get('fogline_uplink_acked_records_total', 0):,.0f}"
             )
             last_log = now
             loads.append(loadavg())
@@ -761,7 +761,7 @@ def drain_round(ctx: DrainCtx) -> dict[str, Any]:
     result["rss_hwm_mb"] = proc_rss_mb(ctx.gw.pid)[1]
     result["rejects"] = sum(family(final, "rejects_total").values())
     result["queue_dropped"] = sum(family(final, "queue_dropped_total").values())
-    result["ack_timeouts"] = family(final, "outputs_total").get("ack_timeouts", 0.0)
+    result["ack_timeouts"] = final.get("fogline_uplink_ack_timeouts_total", 0.0)
     for phase in PHASES:
         for who in ("alert", "action"):
             s = summary(result["probes"][f"{who}_{phase}"])
@@ -952,7 +952,7 @@ def counts(m: dict[str, float], name: str, edge: ByteMonitor, up: ByteMonitor) -
     return {
         "messages_in": sum(family(m, "messages_in_total").values()),
         "bytes_in": sum(family(m, "bytes_in_total").values()),
-        "uplink_bytes": outputs.get("uplink_bytes", 0.0),
+        "uplink_bytes": m.get("fogline_uplink_wire_bytes_total", 0.0),
         "records": {k: outputs.get(k, 0.0) for k in ("alert", "digest", "event", "health")},
         "rejects": sum(family(m, "rejects_total").values()),
         "late": sum(family(m, "late_total").values()),
@@ -1297,7 +1297,7 @@ def render(results: dict[str, Any], command: str) -> str:
             f"{BW_PHASE:.0f} s boundary (past the farm window's 5 s lateness), so the interval "
             "holds whole windows (3 farm and 9 factory windows per device per 90 s) with no "
             "warm-up and no shutdown effect. Bytes in: `fogline_bytes_in_total` (payloads "
-            'received); bytes up: `fogline_outputs_total{kind="uplink_bytes"}` (payloads '
+            "received); bytes up: `fogline_uplink_wire_bytes_total` (payloads "
             "published on the uplink, after batching and zlib, resends included); *with framing* "
             "adds MQTT 3.1.1 PUBLISH headers (topic, packet id), counted by paho monitors on both "
             "brokers. A cloud (SQLite) acknowledges everything."

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from cloud.db import writing
 from cloud.models import (
@@ -198,6 +198,28 @@ def act(
             conn.execute(insert(Activity), log)
     found = {r.id for r in rows}
     return ActionResult(changed, unchanged, [i for i in wanted if i not in found])
+
+
+def mark_silenced(conn: Connection, episodes: list[dict[str, Any]], now: float) -> None:
+    """Mark new episodes that an active silence covers (they are stored all the same):
+    ingest's and the silence watch's."""
+    gateways = sorted({e["gateway_id"] for e in episodes})
+    active = conn.execute(
+        select(Silence.id, Silence.gateway_id, Silence.device, Silence.rule)
+        .where(Silence.gateway_id.in_(gateways), Silence.until > now, Silence.ended_at.is_(None))
+        .order_by(Silence.id)
+    ).all()
+    if not active:
+        return
+    for episode in episodes:
+        for silence_id, gateway, device, rule in active:
+            if (
+                gateway == episode["gateway_id"]
+                and rule == episode["rule"]
+                and device in (None, episode["device"])
+            ):
+                episode["silence_id"] = silence_id
+                break
 
 
 def add_silence(

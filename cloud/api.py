@@ -109,21 +109,25 @@ def _uploads(request: Request) -> ModelUpdates:
 
 
 @router.get("/api/gateways", summary="Gateways, by id", responses=BAD_CURSOR)
-def list_gateways(db: Db, limit: Limit = 100, cursor: Cursor = None) -> GatewayPage:
-    return queries.gateways(db, limit, cursor)
+def list_gateways(
+    db: Db, request: Request, limit: Limit = 100, cursor: Cursor = None
+) -> GatewayPage:
+    return queries.gateways(db, limit, cursor, _now(request))
 
 
 @router.get(
     "/api/gateways/{gateway_id}",
-    summary="One gateway: counts, gaps in its seqs (lost or evicted), latest health",
+    summary="One gateway: counts, gaps in its seqs (lost, evicted or in flight), latest health",
     responses={404: {"model": ErrorOut, "description": "Unknown gateway"}},
 )
 def get_gateway(
     db: Db,
+    request: Request,
     gateway_id: str,
     gap_limit: Annotated[int, Query(ge=1, le=100_000, description="Most gaps listed.")] = 1000,
 ) -> GatewayDetail:
-    detail = queries.gateway(db, gateway_id, gap_limit)
+    gap_grace: float = request.app.state.gap_grace
+    detail = queries.gateway(db, gateway_id, gap_limit, _now(request), gap_grace)
     if detail is None:
         raise HTTPException(404, detail=f"unknown gateway {gateway_id!r}")
     return detail

@@ -1,4 +1,5 @@
-"""The cloud process: ingest, the HTTP API and retention in one event loop.
+"""The cloud process: ingest, the HTTP API and console, retention, the silence watch, the
+live feed and webhooks in one event loop.
 
 `async with Cloud(options) as cloud:` returns once the database is migrated, the HTTP
 socket listens (the API, the console and its live stream) and ingest has started
@@ -26,6 +27,7 @@ from fastapi import FastAPI
 from cloud.auth import FIRST_ADMIN
 from cloud.db import make_engine, migrate
 from cloud.escalations import DEFAULT_MODELS, CloudModels
+from cloud.gaps import DEFAULT_GRACE
 from cloud.ingest import Ingest, IngestOptions
 from cloud.live import Feed
 from cloud.metrics import CloudMetrics
@@ -33,6 +35,7 @@ from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
 from cloud.notify import Notifier, NotifyOptions
 from cloud.people import count_users
 from cloud.retention import run_retention
+from cloud.silence import DEFAULT_EVERY, SilenceWatch, run_silence_watch
 from cloud.store import Store
 from cloud.web import create_app
 from fogline import __version__, ota
@@ -60,6 +63,9 @@ class CloudOptions:
     live_interval: float = 0.25  # seconds between polls of the activity log (live console)
     notify: NotifyOptions = field(default_factory=NotifyOptions)  # webhooks
     warn_no_users: bool = True  # `fogline demo` makes its user just after the start
+    silent_after: float | None = None  # seconds; None: 3 health periods of each gateway
+    silence_every: float = DEFAULT_EVERY  # seconds between checks for silent gateways
+    gap_grace: float = DEFAULT_GRACE  # seconds; gaps of gateways without `pending_from`
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -87,6 +93,17 @@ def parse_days(text: str, flag: str) -> float:
     if not 0 < days < float("inf"):
         raise ValueError(f"{flag}: expected a positive number of days, got {text!r}")
     return days
+
+
+def parse_seconds(text: str, flag: str) -> float:
+    """A positive number of seconds; the error names the flag."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{flag}: expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -131,13 +148,18 @@ class Cloud:
         )
         self.feed = Feed(self.engine, options.live_interval)
         self.notifier = Notifier(self.engine, options.notify, options.clock)
+        self.silence = SilenceWatch(
+            self.engine,
+            options.clock,
+            options.silent_after,
+            self.metrics,
+            hearing=self.ingest.link.connected.is_set,
+        )
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
         self.app: FastAPI | None = None
         self._tasks: asyncio.TaskGroup | None = None
-        self._retention: asyncio.Task[None] | None = None
-        self._feed: asyncio.Task[None] | None = None
-        self._notify: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []  # run until cancelled
 
     @property
     def http_port(self) -> int:
@@ -156,7 +178,8 @@ class Cloud:
                 self.ingest.connected,
                 self.model_updates,
                 self.feed,
-                options.clock,
+                clock=options.clock,
+                gap_grace=options.gap_grace,
             )
             self.app = app
             config = uvicorn.Config(
@@ -167,18 +190,29 @@ class Cloud:
             await self._tasks.__aenter__()
             name = f"cloud[{options.replica}]"
             self._tasks.create_task(self._server.serve(sockets=[self._socket]), name=f"{name}.http")
-            self._retention = self._tasks.create_task(
-                run_retention(
-                    self.store,
-                    options.retention_days,
-                    options.retention_every,
-                    self.metrics,
-                    options.clock,
-                ),
-                name=f"{name}.retention",
+            self._loops.append(
+                self._tasks.create_task(
+                    run_retention(
+                        self.store,
+                        options.retention_days,
+                        options.retention_every,
+                        self.metrics,
+                        options.clock,
+                    ),
+                    name=f"{name}.retention",
+                )
             )
-            self._feed = self._tasks.create_task(self.feed.run(), name=f"{name}.live")
-            self._notify = self._tasks.create_task(self.notifier.run(), name=f"{name}.webhooks")
+            self.silence.started = options.clock()  # silence is measured from here
+            self._loops.append(
+                self._tasks.create_task(
+                    run_silence_watch(self.silence, options.silence_every),
+                    name=f"{name}.silence",
+                )
+            )
+            self._loops.append(self._tasks.create_task(self.feed.run(), name=f"{name}.live"))
+            self._loops.append(
+                self._tasks.create_task(self.notifier.run(), name=f"{name}.webhooks")
+            )
             await self.ingest.__aenter__()
         except BaseException:
             await self._close()
@@ -210,13 +244,10 @@ class Cloud:
 
     async def _close(self) -> None:
         self.feed.close()  # open event streams end, so the server can stop
-        for task in (self._feed, self._notify):
-            if task is not None:
-                task.cancel()
         if self._server is not None:
             self._server.should_exit = True  # uvicorn finishes open requests, then returns
-        if self._retention is not None:
-            self._retention.cancel()
+        for task in self._loops:
+            task.cancel()
         if self._tasks is not None:
             await self._tasks.__aexit__(None, None, None)
         if self._socket is not None:

@@ -1,8 +1,8 @@
 """What the cloud counts, as plain numbers rendered to Prometheus text when scraped.
 
 Like the gateway's counters (`gateway/metrics.py`): dict increments on the hot path, no
-client library and its per-increment locks. Only the ingest task and its one worker
-thread write them, one drain at a time.
+client library and its per-increment locks. Each is written by one task (ingest and its
+worker thread one drain at a time, retention, the silence watch).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class CloudMetrics:
     drain_buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
     drain_seconds: float = 0.0
     retention_deleted: int = 0
+    silences_raised: int = 0
+    silences_resolved: int = 0
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -85,6 +87,18 @@ class CloudMetrics:
             "counter",
             "Digests deleted by retention.",
             {(): self.retention_deleted},
+        )
+        family(
+            "silences_raised_total",
+            "counter",
+            "gateway_silent episodes this replica opened.",
+            {(): self.silences_raised},
+        )
+        family(
+            "silences_resolved_total",
+            "counter",
+            "gateway_silent episodes this replica cleared (the gateway was heard again).",
+            {(): self.silences_resolved},
         )
         out.append("# HELP fogline_cloud_drain_seconds Decode and store time per drain.")
         out.append("# TYPE fogline_cloud_drain_seconds histogram")

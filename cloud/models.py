@@ -65,7 +65,8 @@ def _gateway_fk() -> Mapped[str]:
 
 
 class Gateway(Base):
-    """One row per gateway ever heard of; health fields come from its latest health record."""
+    """One row per gateway ever heard of; health fields come from its latest health record,
+    `silent_since` from the silence watch."""
 
     __tablename__ = "gateways"
 
@@ -85,6 +86,13 @@ class Gateway(Base):
     health_seq: Mapped[int | None] = mapped_column(Seq)
     health_ts: Mapped[float | None]
     health: Mapped[dict[str, Any] | None]
+    # From the latest health record too: its period (silence is measured in periods) and
+    # the lowest seq its outbox still held (gaps from there up are in flight, `cloud.gaps`).
+    health_every: Mapped[float | None]
+    pending_from: Mapped[int | None] = mapped_column(Seq)
+    # Set by `cloud.silence` to `last_seen` when the gateway falls silent; cleared once it
+    # is heard again (`last_seen > silent_since`) and the alert episode is cleared.
+    silent_since: Mapped[float | None]
 
 
 class Received(Base):

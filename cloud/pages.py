@@ -45,6 +45,11 @@ def _now(request: Request) -> float:
     return now
 
 
+def _gap_grace(request: Request) -> float:
+    grace: float = request.app.state.gap_grace
+    return grace
+
+
 def _check(user: Principal, csrf: str, role: str = "operator") -> None:
     if not csrf_ok(user, csrf):
         raise HTTPException(403, detail="Missing or wrong CSRF token: reload the page and retry.")
@@ -61,8 +66,8 @@ def _silent(request: Request, db: Session) -> list[str]:
     now = time.monotonic()
     if cached is not None and now - cached[0] < SILENT_TTL:
         return cached[1]
-    found = queries.gateways(db, 1000, None)
-    silent = [g.gateway for g in found.items if g.model_dump().get("status") == "silent"]
+    found = queries.gateways(db, 1000, None, _now(request))
+    silent = [g.gateway for g in found.items if g.status == "silent"]
     request.app.state.silent = (now, silent)
     return silent
 
@@ -313,7 +318,7 @@ def alert_page(request: Request, db: Db, user: PageUser, alert_id: int) -> Respo
     ).items
     arrived = next((a.at for a in detail.activity if a.action in ("raised", "cleared")), None)
     delay = arrived - detail.raised_at if arrived is not None else None
-    gateway = queries.gateway(db, detail.gateway, 100)
+    gateway = queries.gateway(db, detail.gateway, 100, _now(request), _gap_grace(request))
     outage = None
     if delay is not None and delay > OUTAGE:
         outage = (
@@ -400,7 +405,7 @@ def silence_end(
 def gateway_list(
     request: Request, db: Db, user: PageUser, cursor: Annotated[str | None, Query()] = None
 ) -> Response:
-    found = queries.gateways(db, 200, cursor)
+    found = queries.gateways(db, 200, cursor, _now(request))
     rows = [g.model_dump(by_alias=True) for g in found.items]
     return _render(
         request, db, "gateways.html", user, gateways=rows, next=found.next, now=_now(request)
@@ -409,7 +414,7 @@ def gateway_list(
 
 @router.get("/gateways/{gateway_id}")
 def gateway_page(request: Request, db: Db, user: PageUser, gateway_id: str) -> Response:
-    detail = queries.gateway(db, gateway_id, 200)
+    detail = queries.gateway(db, gateway_id, 200, _now(request), _gap_grace(request))
     if detail is None:
         raise HTTPException(404, detail=f"No gateway {gateway_id!r}.")
     devices = list(
@@ -494,7 +499,7 @@ def device_page(
 @router.get("/models")
 def models_page(request: Request, db: Db, user: PageUser) -> Response:
     inference = queries.inference(db, None).items
-    gateways = [g.gateway for g in queries.gateways(db, 1000, None).items]
+    gateways = [g.gateway for g in queries.gateways(db, 1000, None, _now(request)).items]
     uploads = {}
     for gateway in gateways:
         found = queries.gateway_models(db, gateway, 10)

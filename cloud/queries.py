@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import Select, case, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from cloud.gaps import loss_report
+from cloud.gaps import in_flight_from, loss_report
+from cloud.health import backlog
 from cloud.models import (
     SEVERITIES,
     STATES,
@@ -42,6 +43,7 @@ from cloud.schemas import (
     InferenceList,
     InferenceOut,
     InferenceStep,
+    LastKnownBacklog,
     ModelUploadOut,
     SilenceList,
     SilenceOut,
@@ -58,7 +60,28 @@ class Filters:
     until: float | None = None
 
 
-def _summary(row: Gateway) -> dict[str, Any]:
+def _last_known(row: Gateway, now: float) -> LastKnownBacklog | None:
+    """The backlog from the latest health record, dated."""
+    if row.health is None:
+        return None
+    known = backlog(row.health)
+    as_of = row.health_ts
+    return LastKnownBacklog(
+        records=known.records,
+        bytes=known.bytes,
+        oldest_age_s=known.oldest_age_s,
+        as_of=as_of,
+        age_s=None if as_of is None else max(0.0, now - as_of),
+        uplink_status=known.uplink_status,
+        uplink_reasons=known.reasons,
+        uplink_connected=known.connected,
+        last_ack_age_s=known.last_ack_age_s,
+    )
+
+
+def _summary(row: Gateway, now: float) -> dict[str, Any]:
+    # Silent until heard again: the watch clears `silent_since` a check later.
+    silent = row.silent_since is not None and row.last_seen <= row.silent_since
     return {
         "gateway": row.id,
         "first_seen": row.first_seen,
@@ -74,10 +97,14 @@ def _summary(row: Gateway) -> dict[str, Any]:
         "outbox_evicted": row.evicted,
         "outbox_expired": row.expired,
         "health_ts": row.health_ts,
+        "status": "silent" if silent else "online",
+        "silent_since": row.silent_since if silent else None,
+        "health_every": row.health_every,
+        "last_known_backlog": _last_known(row, now),
     }
 
 
-def gateways(session: Session, limit: int, cursor: str | None) -> GatewayPage:
+def gateways(session: Session, limit: int, cursor: str | None, now: float) -> GatewayPage:
     query = select(Gateway).order_by(Gateway.id).limit(limit + 1)
     if cursor is not None:
         (after,) = decode_cursor(cursor, str)
@@ -85,21 +112,28 @@ def gateways(session: Session, limit: int, cursor: str | None) -> GatewayPage:
     rows = list(session.scalars(query))
     page = rows[:limit]
     return GatewayPage(
-        items=[GatewaySummary(**_summary(r)) for r in page],
+        items=[GatewaySummary(**_summary(r, now)) for r in page],
         next=encode_cursor(page[-1].id) if len(rows) > limit else None,
     )
 
 
-def gateway(session: Session, gateway_id: str, gap_limit: int) -> GatewayDetail | None:
+def gateway(
+    session: Session, gateway_id: str, gap_limit: int, now: float, gap_grace: float
+) -> GatewayDetail | None:
     row = session.get(Gateway, gateway_id)
     if row is None:
         return None
-    loss = loss_report(session.connection(), gateway_id, row.received, row.max_seq, gap_limit)
+    conn = session.connection()
+    horizon = in_flight_from(conn, gateway_id, row.health_seq, row.pending_from, now, gap_grace)
+    loss = loss_report(conn, gateway_id, row.received, row.max_seq, gap_limit, horizon)
     return GatewayDetail(
-        **_summary(row),
+        **_summary(row, now),
         evicted=loss.evicted,
         missing=loss.missing,
+        in_flight=loss.in_flight,
         unexplained=loss.unexplained,
+        in_flight_from=loss.in_flight_from,
+        pending_from=row.pending_from,
         gaps=[
             GapOut.model_validate({"from": g.lo, "to": g.hi, "explained": g.explained})
             for g in loss.gaps

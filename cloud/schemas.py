@@ -18,6 +18,34 @@ class _Out(BaseModel):
     model_config = ConfigDict(populate_by_name=True, frozen=True)
 
 
+GatewayStatus = Literal["online", "silent"]
+
+
+class LastKnownBacklog(_Out):
+    """The uplink as the gateway's latest health record described it: last known, not now.
+
+    While a gateway is silent its real backlog is likely larger than this.
+    """
+
+    records: int | None = Field(
+        description="Records not acknowledged by the cloud (`uplink.backlog_records`, else "
+        "`outbox.depth`)."
+    )
+    bytes: int | None = Field(description="Their bytes (`uplink.backlog_bytes`, else outbox).")
+    oldest_age_s: float | None = Field(description="Age of the oldest of them, then.")
+    as_of: float | None = Field(description="`ts` of that health record (the gateway's clock).")
+    age_s: float | None = Field(
+        description="Seconds from `as_of` to now, by the cloud's clock (0 if the gateway's "
+        "clock is ahead)."
+    )
+    uplink_status: Literal["ok", "degraded"] | None = Field(
+        description="The gateway's own verdict on its uplink, then."
+    )
+    uplink_reasons: list[str] = Field(description="Why it said degraded.")
+    uplink_connected: bool | None = Field(description="Its uplink broker link, then.")
+    last_ack_age_s: float | None = Field(description="Seconds since its last ack, then.")
+
+
 class GatewaySummary(_Out):
     gateway: str = Field(description="Gateway id.")
     first_seen: float = Field(description="When the cloud first stored a record from it.")
@@ -33,20 +61,45 @@ class GatewaySummary(_Out):
     outbox_evicted: dict[str, int] = Field(description="Records evicted unsent, per kind.")
     outbox_expired: dict[str, int] = Field(description="Records expired unsent, per kind.")
     health_ts: float | None = Field(description="Timestamp of its latest health record.")
+    status: GatewayStatus = Field(
+        description="`silent` when nothing arrived from it for `silent_after` (3 health "
+        "periods by default) and the cloud raised `gateway_silent`; `online` otherwise."
+    )
+    silent_since: float | None = Field(
+        description="While silent: when the cloud last stored anything from it."
+    )
+    health_every: float | None = Field(description="Its health period, from its latest health.")
+    last_known_backlog: LastKnownBacklog | None = Field(
+        description="Its uplink backlog from its latest health record, with that record's "
+        "age; null before any health record."
+    )
 
 
 class GapOut(_Out):
     from_: int = Field(alias="from", description="First missing seq.")
     to: int = Field(description="Last missing seq (inclusive).")
-    explained: Literal["evicted"] | None = Field(
-        description="`evicted` if the gateway reported evicting these seqs; null if lost."
+    explained: Literal["evicted", "in_flight"] | None = Field(
+        description="`evicted` if the gateway reported evicting these seqs; `in_flight` if "
+        "the gateway may still be holding them (at or above `in_flight_from`); null if lost."
     )
 
 
 class GatewayDetail(GatewaySummary):
     evicted: int = Field(description="Seqs the gateway reported evicting from its outbox.")
     missing: int = Field(description="Seqs in 1..max_seq never received.")
-    unexplained: int = Field(description="Missing seqs the gateway did not report evicting.")
+    in_flight: int = Field(
+        description="Missing seqs, not evicted, that the gateway may still be holding."
+    )
+    unexplained: int = Field(
+        description="Missing seqs the gateway no longer holds and did not report evicting: lost."
+    )
+    in_flight_from: int = Field(
+        description="Missing seqs from here up are in flight: `pending_from` of its latest "
+        "health, else above what was stored a grace period ago (max_seq + 1: none)."
+    )
+    pending_from: int | None = Field(
+        description="Lowest seq its outbox still held, from its latest health record."
+    )
     gaps: list[GapOut] = Field(description="Missing seq ranges, oldest first.")
     gaps_truncated: bool = Field(description="True if there are more gaps than listed.")
     health: dict[str, Any] | None = Field(description="Its latest health record.")

@@ -31,9 +31,10 @@ from sqlalchemy import Connection, Engine, case, delete, func, select, tuple_, u
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase
 
-from cloud.alerts import apply_event
+from cloud.alerts import apply_event, mark_silenced
 from cloud.db import writing
 from cloud.escalations import CloudModels, model_name
+from cloud.health import health_every, pending_from
 from cloud.model_updates import apply_model_events
 from cloud.models import (
     MAX_ALERT_ID,
@@ -48,7 +49,6 @@ from cloud.models import (
     Gateway,
     Health,
     Received,
-    Silence,
 )
 from cloud.parse import MAX_SEQ, Batch, is_number
 
@@ -290,7 +290,7 @@ class Store:
             episodes[key] = apply_event(episodes.get(key), g, s, d, x, now)
         ids = {key: row_id for key, (row_id, _) in existing.items()}
         if inserts := [episodes[k] for k in keys if k not in existing]:
-            _silence(conn, inserts, now)
+            mark_silenced(conn, inserts, now)
             stmt = _insert(conn, Alert).returning(Alert.id, Alert.gateway_id, Alert.alert_id)
             for row_id, g, alert_id in conn.execute(stmt, inserts):
                 ids[g, alert_id] = row_id
@@ -404,27 +404,6 @@ def _diagnosis(
     }
 
 
-def _silence(conn: Connection, episodes: list[dict[str, Any]], now: float) -> None:
-    """Mark new episodes that an active silence covers (they are stored all the same)."""
-    gateways = sorted({e["gateway_id"] for e in episodes})
-    active = conn.execute(
-        select(Silence.id, Silence.gateway_id, Silence.device, Silence.rule)
-        .where(Silence.gateway_id.in_(gateways), Silence.until > now, Silence.ended_at.is_(None))
-        .order_by(Silence.id)
-    ).all()
-    if not active:
-        return
-    for episode in episodes:
-        for silence_id, gateway, device, rule in active:
-            if (
-                gateway == episode["gateway_id"]
-                and rule == episode["rule"]
-                and device in (None, episode["device"])
-            ):
-                episode["silence_id"] = silence_id
-                break
-
-
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint, non-adjacent inclusive ranges covering the same seqs."""
     merged: list[tuple[int, int]] = []
@@ -484,4 +463,6 @@ def _health_columns(seq: int, data: dict[str, Any]) -> dict[str, Any]:
         "outbox_bytes": _int(outbox.get("bytes")),
         "evicted": _counts(outbox.get("evicted")),
         "expired": _counts(outbox.get("expired")),
+        "health_every": health_every(data),
+        "pending_from": pending_from(data, seq),
     }

@@ -2,9 +2,9 @@
 
 Routers, not one closure: the JSON API (`cloud.api`), the service endpoints (`/metrics`,
 `/healthz`), sign-in (`cloud.auth`), the console's pages (`cloud.pages`) and the live
-stream (`cloud.live`). Each reads what it needs (engine sessions, the clock, metrics, the
-upload path, the live feed) from `app.state`, set here once. Static files are vendored
-in `cloud/static` (no CDN: plant networks are often offline).
+stream (`cloud.live`). Each reads what it needs (engine sessions, the clock, the gap
+grace period, metrics, the upload path, the live feed) from `app.state`, set here once.
+Static files are vendored in `cloud/static` (no CDN: plant networks are often offline).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from cloud import api, auth, live, pages
 from cloud.auth import SignInRequired, sign_in_redirect
+from cloud.gaps import DEFAULT_GRACE
 from cloud.live import Feed
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import ModelUpdates, UploadError
@@ -70,8 +71,11 @@ def create_app(
     broker_connected: Callable[[], bool],
     uploads: ModelUpdates,
     feed: Feed | None = None,
+    *,
     clock: Callable[[], float] = time.time,
+    gap_grace: float = DEFAULT_GRACE,
 ) -> FastAPI:
+    """The app; `clock` dates ages and silence, `gap_grace` is `cloud.gaps`' grace period."""
     app = FastAPI(
         title="Fogline cloud",
         version=__version__,
@@ -87,6 +91,7 @@ def create_app(
     app.state.uploads = uploads
     app.state.feed = feed or Feed(engine)
     app.state.clock = clock
+    app.state.gap_grace = gap_grace
     app.state.fragments = pages.FragmentCache()
     app.add_exception_handler(CursorError, _bad_cursor)
     app.add_exception_handler(UploadError, _bad_upload)

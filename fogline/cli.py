@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fogline import __version__
+from fogline.redact import install as install_redaction
+from fogline.redact import redact, remember_url
 from fogline.units import parse_duration, parse_size
 from fogline.urls import parse_broker_url
 
@@ -49,6 +51,13 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
     _add(gw, "outbox-max-bytes", "outbox bound; beyond it evict by class", "256MiB")
     _add(gw, "outbox-ttl", "per-kind expiry, e.g. digest=7d,health=1d")
     _add(gw, "uplink-max-rate", "records/s cap while a backlog drains")
+    _add(
+        gw,
+        "uplink-keepalive",
+        "seconds between pings on a quiet uplink; twice this without a word from the broker "
+        "and the link is taken for cut and reconnected",
+        "10",
+    )
 
     cloud = sub.add_parser("cloud", help="run the cloud aggregator: ingest, API, retention")
     _add(cloud, "broker", "broker URL the gateways publish to", "mqtt://127.0.0.1:1883")
@@ -62,6 +71,12 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
     _add(cloud, "replica", "replica name, unique per instance", socket.gethostname().split(".")[0])
     _add(cloud, "public-url", "the console's address as people reach it (links in webhooks)")
     _add(cloud, "retention-days", "days digests are kept", "30")
+    _add(
+        cloud,
+        "silent-after",
+        "seconds without a word before a gateway is silent (gateway_silent alert); "
+        "default: 3 of each gateway's health periods",
+    )
     _add(
         cloud,
         "models",
@@ -104,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for chatty in ("gmqtt", "alembic", "uvicorn.error"):  # their INFO lines are not for users
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    for value in vars(args).values():  # passwords in any URL flag are masked from here on
+        if isinstance(value, str) and "://" in value:
+            remember_url(value)
+    install_redaction()
     if args.command == "pipeline":
         return _pipeline(args)
     if args.command == "gateway":
@@ -193,6 +212,7 @@ def _gateway(args: argparse.Namespace) -> int:
         max_bytes = parse_size(args.outbox_max_bytes)
         ttl = _ttl(args.outbox_ttl or "")
         max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
+        keepalive = _seconds(args.uplink_keepalive, "--uplink-keepalive")
     except PipelineError as exc:
         print(exc, file=sys.stderr)
         print(
@@ -201,7 +221,7 @@ def _gateway(args: argparse.Namespace) -> int:
         )
         return 1
     except ValueError as exc:
-        print(f"fogline gateway: {exc}", file=sys.stderr)
+        print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
         return 2
     options = GatewayOptions(
         pipeline=pipeline,
@@ -215,14 +235,28 @@ def _gateway(args: argparse.Namespace) -> int:
         outbox_max_bytes=max_bytes,
         outbox_ttl=ttl,
         uplink_max_rate=max_rate,
+        uplink_keepalive=keepalive,
     )
     return asyncio.run(run_gateway(options))
+
+
+def _seconds(text: str, flag: str) -> int:
+    """A whole number of seconds from 1 to 3600; the error names the flag."""
+    if not text.isdigit() or not 1 <= int(text) <= 3600:
+        raise ValueError(f"{flag}: expected whole seconds from 1 to 3600, got {text!r}")
+    return int(text)
 
 
 def _cloud(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from cloud.app import CloudOptions, parse_days, parse_http, run_cloud  # noqa: PLC0415
+    from cloud.app import (  # noqa: PLC0415
+        CloudOptions,
+        parse_days,
+        parse_http,
+        parse_seconds,
+        run_cloud,
+    )
     from cloud.db import check_url  # noqa: PLC0415
     from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
 
@@ -231,9 +265,12 @@ def _cloud(args: argparse.Namespace) -> int:
         host, port = parse_http(args.http)
         check_url(args.db)
         retention_days = parse_days(args.retention_days, "--retention-days")
+        silent_after = (
+            parse_seconds(args.silent_after, "--silent-after") if args.silent_after else None
+        )
         models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
     except ValueError as exc:
-        print(f"fogline cloud: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: {exc}"), file=sys.stderr)
         return 2
     from cloud.notify import NotifyOptions  # noqa: PLC0415
 
@@ -246,13 +283,14 @@ def _cloud(args: argparse.Namespace) -> int:
         replica=args.replica,
         retention_days=retention_days,
         models_dir=models,
+        silent_after=silent_after,
     )
     try:
         return asyncio.run(run_cloud(options))
     except OSError as exc:
-        print(f"fogline cloud: cannot listen on {args.http}: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: cannot listen on {args.http}: {exc}"), file=sys.stderr)
     except SQLAlchemyError as exc:
-        print(f"fogline cloud: cannot use the database {args.db}: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: cannot use the database {args.db}: {exc}"), file=sys.stderr)
     return 1
 
 

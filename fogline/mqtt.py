@@ -6,6 +6,15 @@ thread hop. A bare counting subscriber draining a backlog reaches ~123k msgs/s a
 `MqttLink` adds what the gateway needs around it: readiness on enter, resubscription on
 every (re)connect, capped jittered backoff while the broker is away, a reconnect count, and
 a queue for publishes that wait for the broker's in-flight window.
+
+Reconnecting is ours, not gmqtt's, because a silent partition (no RST, no FIN) defeated
+gmqtt's own: its keepalive closes the socket gracefully, which waits for a write buffer
+that never drains; a connect attempt has no timeout, so a SYN sent into the partition
+retried for two minutes; and the packet ids of publishes the broker never acknowledged
+stayed taken after a clean reconnect, so the next SUBSCRIBE died with `OverflowError: All
+ids has already used` and the link stayed up but deaf. Here a watchdog aborts a
+connection the broker has not spoken on for `2 x keepalive`, every attempt is bounded by
+`connect_timeout`, and each CONNACK resets the packet ids to what the session still holds.
 """
 
 from __future__ import annotations
@@ -15,20 +24,30 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Self
 
 from gmqtt import Client
+from gmqtt.storage import PersistentStorage
+from gmqtt.subscription import Subscription
 
 from fogline.urls import BrokerUrl
 
 log = logging.getLogger("fogline.mqtt")
 client_log = logging.getLogger("fogline.mqtt.client")
 client_log.setLevel(logging.WARNING)  # gmqtt logs every SUBACK at INFO
+# gmqtt's protocol module warns on every write to a socket we have just aborted on purpose.
+logging.getLogger("gmqtt").setLevel(logging.ERROR)
 
 OnMessage = Callable[[str, bytes], None]
+OnPuback = Callable[[int, float, int], None]  # mid, monotonic time sent, bytes
 MAX_WAITING = 10_000  # publishes held while the broker's in-flight window is full
+# Seconds for TCP, TLS and CONNACK together: on a 2 kbit/s link the handshake can wait
+# behind ~12 s of the old connection's packets in the bottleneck's queue (measured).
+CONNECT_TIMEOUT = 20.0
+SPARE_IDS = 2  # packet ids kept free of tracked publishes, for SUBSCRIBE
 
 
 class Backoff:
@@ -49,10 +68,58 @@ class Backoff:
         self.attempt = 0
 
 
+class _Inflight(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's store of unacknowledged QoS 1 publishes, watched: each PUBACK is reported."""
+
+    def __init__(self, on_puback: OnPuback | None) -> None:
+        super().__init__()
+        self.sent: dict[int, tuple[float, int]] = {}  # mid -> (monotonic time, bytes)
+        self.bytes = 0
+        self.last_mid = 0
+        self._on_puback = on_puback
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        self.last_mid = mid
+        if mid not in self.sent:
+            self.sent[mid] = (time.monotonic(), len(raw_package))
+            self.bytes += len(raw_package)
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        entry = self.sent.pop(mid, None)
+        super().remove_message_by_mid(mid)
+        if entry is not None:
+            self.bytes -= entry[1]
+            if self._on_puback is not None:
+                self._on_puback(mid, entry[0], entry[1])
+
+    def clear(self) -> None:
+        super().clear()
+        self.sent.clear()
+        self.bytes = 0
+
+
+class _Client(Client):  # type: ignore[misc]
+    """gmqtt's client with its reconnect handed to `MqttLink`, which bounds every attempt."""
+
+    lost: Callable[[], None] = staticmethod(lambda: None)
+
+    async def reconnect(self, delay: bool = False) -> None:
+        self.lost()
+
+    async def reconnect_now(self) -> None:
+        """gmqtt's own reconnect (drop the old connection, open and authenticate a new one)."""
+        self._connection_state.reconnecting_now = False
+        await Client.reconnect(self, delay=False)
+
+
 class MqttLink:
     """An MQTT client that reconnects by itself; `async with` returns once connected.
 
     `on_message(topic, payload)` runs in the event loop for every message: keep it O(1).
+    `on_reconnect(session_present)` runs on every connect after the first, before anything
+    else is sent on it. `on_puback(mid, sent_at)` reports each QoS 1 publish the broker
+    acknowledged (`publish_tracked` returns its mid), with the packet's size.
     """
 
     def __init__(
@@ -64,8 +131,11 @@ class MqttLink:
         subscriptions: list[tuple[str, int]] | None = None,
         on_message: OnMessage | None = None,
         session_expiry: int = 0,
-        on_reconnect: Callable[[], None] | None = None,
+        on_reconnect: Callable[[bool], None] | None = None,
+        on_puback: OnPuback | None = None,
         wait_connected: float | None = None,
+        keepalive: int = 30,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.url = url
         self.name = name
@@ -73,19 +143,34 @@ class MqttLink:
         self._on_message = on_message
         self._on_reconnect = on_reconnect
         self._wait_connected = wait_connected
+        self._keepalive = keepalive
+        self._connect_timeout = connect_timeout
+        self.dead_after = 2.0 * keepalive
         self.connected = asyncio.Event()
+        self.connected_at: float | None = None  # monotonic, while connected
+        self.disconnected_at: float | None = time.monotonic()  # monotonic, while not
+        self.session_present = False
+        self.errors: dict[str, int] = {}  # callback and subscribe failures, by where
+        self._lost = asyncio.Event()
         self._backoff = Backoff()
         self._ever_connected = False
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._waiting: deque[tuple[str, bytes, int, bool]] = deque()
         self._retry: asyncio.TimerHandle | None = None
+        self._resubscribe: asyncio.TimerHandle | None = None
+        self._inflight = _Inflight(on_puback)
         kwargs: dict[str, Any] = {}
         if session_expiry:
             kwargs["session_expiry_interval"] = session_expiry
-        self._client = Client(
-            client_id, clean_session=session_expiry == 0, logger=client_log, **kwargs
+        self._client = _Client(
+            client_id,
+            clean_session=session_expiry == 0,
+            logger=client_log,
+            persistent_storage=self._inflight,
+            **kwargs,
         )
+        self._client.lost = self._lost.set
         if url.username:
             self._client.set_auth_credentials(url.username, url.password)
         self._client.on_connect = self._connected
@@ -95,21 +180,28 @@ class MqttLink:
     # gmqtt callbacks ----------------------------------------------------------------------
 
     def _connected(self, client: Client, flags: int, rc: int, properties: Any) -> None:
+        session_present = bool(flags)
+        self.session_present = session_present
+        self._reset_packet_ids(session_present)
         self._coalesce_writes()
         if self._ever_connected and self._on_reconnect is not None:
-            self._on_reconnect()
+            try:
+                self._on_reconnect(session_present)
+            except Exception:
+                self._count_error("on_reconnect")
+                log.exception("%s: the reconnect handler failed", self.name)
         self._ever_connected = True
-        for topic, qos in self._subscriptions:
-            client.subscribe(topic, qos=qos)
+        self._subscribe()
         self._backoff.reset()
+        self.connected_at, self.disconnected_at = time.monotonic(), None
         self.connected.set()
         log.info("%s: connected to %s", self.name, self.url)
 
     def _disconnected(self, client: Client, packet: Any, exc: Any = None) -> None:
         if self.connected.is_set() and not self._closing:
             log.warning("%s: lost the connection to %s; reconnecting", self.name, self.url)
-        self.connected.clear()
-        client.reconnect_delay = self._backoff.next()
+        self._mark_down()
+        self._lost.set()
 
     def _message(
         self, client: Client, topic: str, payload: bytes, qos: int, properties: Any
@@ -118,10 +210,49 @@ class MqttLink:
             self._on_message(topic, payload)
         return 0
 
+    def _reset_packet_ids(self, session_present: bool) -> None:
+        """Free every packet id but those of publishes the broker's session still holds.
+
+        gmqtt frees an id only on its acknowledgement, so ids of packets lost with a
+        connection (publishes, a SUBSCRIBE) stay taken forever; after a handful of
+        partitions no id is left and every SUBSCRIBE and publish raises OverflowError.
+        """
+        handler = getattr(self._client, "_package_handler", None)
+        generator = getattr(handler, "id_generator", None)
+        if generator is not None:
+            generator._used_ids = set(self._inflight.sent) if session_present else set()  # noqa: SLF001
+
+    def _subscribe(self) -> None:
+        """Subscribe to everything in one packet; on failure, log, count and try again."""
+        self._resubscribe = None
+        if not self._subscriptions or not self.connected_or_connecting():
+            return
+        try:
+            # gmqtt appends to its list on every subscribe() call: start from empty.
+            self._client.subscriptions = []
+            self._client.subscribe([Subscription(t, qos=q) for t, q in self._subscriptions])
+        except Exception as exc:
+            self._count_error("subscribe")
+            log.warning("%s: subscribing failed (%s); trying again in 1s", self.name, exc)
+            self._resubscribe = asyncio.get_running_loop().call_later(1.0, self._subscribe)
+
+    def connected_or_connecting(self) -> bool:
+        transport = self._transport()
+        return transport is not None and not transport.is_closing()
+
+    def _count_error(self, where: str) -> None:
+        self.errors[where] = self.errors.get(where, 0) + 1
+
+    def _mark_down(self) -> None:
+        if self.connected.is_set() or self.disconnected_at is None:
+            self.disconnected_at = time.monotonic()
+        self.connected_at = None
+        self.connected.clear()
+
     # lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._supervisor = asyncio.create_task(self._first_connect(), name=f"{self.name}.connect")
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.name}.connect")
         if self._wait_connected is None:
             await self.connected.wait()
         else:
@@ -131,8 +262,9 @@ class MqttLink:
 
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True
-        if self._retry is not None:
-            self._retry.cancel()
+        for handle in (self._retry, self._resubscribe):
+            if handle is not None:
+                handle.cancel()
         if self._supervisor is not None and not self._supervisor.done():
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -140,26 +272,79 @@ class MqttLink:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.disconnect(), 2)
 
-    async def _first_connect(self) -> None:
-        """Connect, retrying with backoff; after that gmqtt reconnects with our delays."""
-        context = ssl.create_default_context() if self.url.tls else False
+    async def _supervise(self) -> None:
+        """Connect, watch the connection, and connect again when it is lost or goes quiet."""
+        first = True
         while True:
             try:
-                await self._client.connect(self.url.host, self.url.port, ssl=context, keepalive=30)
-            except Exception as exc:
+                await asyncio.wait_for(self._open(first), self._connect_timeout)
+            except (Exception, TimeoutError) as exc:
+                self._abort()
+                self._mark_down()
                 delay = self._backoff.next()
+                reason = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError):
+                    reason = f"no answer within {self._connect_timeout:.0f}s"
                 log.warning(
-                    "%s: cannot reach %s (%s); retrying in %.1fs", self.name, self.url, exc, delay
+                    "%s: cannot reach %s (%s); retrying in %.1fs",
+                    self.name,
+                    self.url,
+                    reason,
+                    delay,
                 )
                 await asyncio.sleep(delay)
-            else:
-                break
-        # gmqtt reconnects by itself after a loss, sleeping `reconnect_delay` before each
-        # attempt; stretching that delay while the broker stays away gives the backoff.
-        while True:
-            await asyncio.sleep(1.0)
-            if not self.connected.is_set():
-                self._client.reconnect_delay = self._backoff.next()
+                continue
+            first = False
+            await self._watch()
+            self._abort()
+            self._mark_down()
+            await asyncio.sleep(self._backoff.next())
+
+    async def _open(self, first: bool) -> None:
+        self._lost.clear()
+        if first:
+            context = ssl.create_default_context() if self.url.tls else False
+            await self._client.connect(
+                self.url.host, self.url.port, ssl=context, keepalive=self._keepalive
+            )
+        else:
+            await self._client.reconnect_now()
+        # A refused or dropped handshake sets `_lost` instead of `connected`.
+        lost = asyncio.ensure_future(self._lost.wait())
+        up = asyncio.ensure_future(self.connected.wait())
+        try:
+            await asyncio.wait({lost, up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            up.cancel()
+        if not self.connected.is_set():
+            raise ConnectionError("the broker closed the connection during the handshake")
+
+    async def _watch(self) -> None:
+        """Return when the connection is lost, or when the broker has been silent too long.
+
+        gmqtt pings after `0.8 x keepalive` without traffic, so a live broker always speaks
+        within that; `2 x keepalive` of silence means the path is gone (a partition sends no
+        RST), and the socket is aborted rather than closed, which would wait for a flush.
+        """
+        while not self._lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), 1.0)
+            heard = self.last_heard
+            if heard and time.monotonic() - heard > self.dead_after:
+                log.warning(
+                    "%s: nothing from %s for %.0fs; dropping the connection",
+                    self.name,
+                    self.url,
+                    time.monotonic() - heard,
+                )
+                self._count_error("silent")
+                return
+
+    def _abort(self) -> None:
+        transport = self._transport()
+        if transport is not None:
+            transport.abort()
 
     def pause_reading(self) -> None:
         """Stop reading the socket: the broker then holds the backlog (backpressure)."""
@@ -233,6 +418,67 @@ class MqttLink:
         except OverflowError:
             return self._wait(topic, payload, qos, retain)
         return True
+
+    # tracked QoS 1 publishes (the uplink's flow control) ------------------------------------
+
+    @property
+    def receive_maximum(self) -> int:
+        """Unacknowledged QoS 1 publishes the broker allows (its CONNACK says; 65535 unsaid)."""
+        handler = getattr(self._client, "_package_handler", None)
+        generator = getattr(handler, "id_generator", None)
+        return int(getattr(generator, "_max", 65535))
+
+    @property
+    def inflight_count(self) -> int:
+        return len(self._inflight.sent)
+
+    @property
+    def inflight_bytes(self) -> int:
+        """Bytes of QoS 1 publishes written and not yet acknowledged by the broker."""
+        return self._inflight.bytes
+
+    def send_quota(self) -> int:
+        """How many more tracked publishes the broker's window takes now."""
+        if not self.connected.is_set():
+            return 0
+        return max(0, self.receive_maximum - 1 - SPARE_IDS - self.inflight_count)
+
+    def oldest_inflight(self) -> tuple[int, float] | None:
+        """(mid, monotonic time sent) of the oldest publish the broker has not acknowledged."""
+        for mid, (sent_at, _) in self._inflight.sent.items():
+            return mid, sent_at
+        return None
+
+    @property
+    def last_heard(self) -> float:
+        """Monotonic time the broker last sent anything on this connection (0: never)."""
+        connection = getattr(self._client, "_connection", None)
+        heard = getattr(connection, "_last_data_in", 0.0)
+        return float(heard) if isinstance(heard, float) else 0.0
+
+    def ping(self) -> None:
+        """Ask the broker for a PINGRESP now (best effort), to learn whether it still hears us."""
+        connection = getattr(self._client, "_connection", None)
+        send = getattr(connection, "_send_ping_request", None)
+        if self.connected.is_set() and send is not None:
+            with contextlib.suppress(Exception):
+                send()
+
+    def packet_size(self, mid: int) -> int:
+        """Bytes on the wire of a tracked publish not yet acknowledged (0 once it is)."""
+        entry = self._inflight.sent.get(mid)
+        return 0 if entry is None else entry[1]
+
+    def publish_tracked(self, topic: str, payload: bytes) -> int | None:
+        """Publish at QoS 1 now and return its packet id, or None (nothing sent) when not
+        connected or the broker's window is full. Never queues: the caller keeps the data."""
+        if self.send_quota() <= 0 or self._waiting:
+            return None
+        try:
+            self._client.publish(topic, payload, qos=1)
+        except OverflowError:
+            return None
+        return self._inflight.last_mid
 
     def _wait(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
         if len(self._waiting) >= MAX_WAITING:

@@ -44,9 +44,11 @@ from gateway.uplink import Uplink
 
 log = logging.getLogger("fogline.gateway")
 
-SESSION_EXPIRY = (
-    3600  # seconds the edge broker keeps our subscription and backlog while we are away
-)
+SESSION_EXPIRY = 3600  # seconds a broker keeps our subscriptions and queue while we are away
+# Seconds between pings on the uplink when nothing else flows: a broker silent for twice
+# this long is taken for gone (a silent partition), so the uplink reports and reconnects
+# within about 20 s, at a cost of 4 bytes each way every 8 s.
+UPLINK_KEEPALIVE = 10
 
 
 @dataclass
@@ -64,6 +66,7 @@ class GatewayOptions:
     outbox_max_bytes: int = 256 * 1024 * 1024
     outbox_ttl: dict[str, float] = field(default_factory=dict)
     uplink_max_rate: float | None = None
+    uplink_keepalive: int = UPLINK_KEEPALIVE
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -104,7 +107,7 @@ class Gateway:
             subscriptions=self.source.subscriptions,
             on_message=self.source.on_message,
             session_expiry=SESSION_EXPIRY,
-            on_reconnect=lambda: self._count_reconnect("edge"),
+            on_reconnect=lambda _session: self._count_reconnect("edge"),
         )
         self.source.pause = self.edge.pause_reading
         self.source.resume = self.edge.resume_reading
@@ -123,9 +126,15 @@ class Gateway:
             name="uplink",
             subscriptions=[(self.uplink.ack_topic, 1), (ota.subscription(gid), 1)],
             on_message=self._downlink,
+            # The broker keeps what it acknowledged and the cloud's acks across a short
+            # outage, so a reconnect does not send everything again.
+            session_expiry=SESSION_EXPIRY,
             wait_connected=0.0,
             on_reconnect=self._uplink_reconnected,
+            on_puback=self.uplink.on_puback,
+            keepalive=options.uplink_keepalive,
         )
+        self.uplink.link = self.up
         outputs: list[tuple[list[str], Output]] = []
         for i, (kind, cfg) in enumerate(pipeline.outputs):
             if isinstance(cfg, UplinkOutputConfig):
@@ -173,6 +182,7 @@ class Gateway:
                         self.options.metrics_host,
                         self.options.metrics_port,
                         self.edge.connected.is_set,
+                        self.health_status,
                     )
                 )
             await self._exit.enter_async_context(self.up)
@@ -274,12 +284,32 @@ class Gateway:
             self.uplink.send("health", [("", self.health())])
             await asyncio.sleep(every)
 
+    def health_status(self) -> dict[str, Any]:
+        """`/healthz`: down without the edge broker, degraded when the uplink falls behind."""
+        uplink = self.uplink.status()
+        edge = self.edge.connected.is_set()
+        reasons = ([] if edge else [f"edge broker {self.options.broker} not connected"]) + list(
+            uplink["reasons"]
+        )
+        status = "down" if not edge else uplink["status"]
+        return {
+            "status": status,
+            "reasons": reasons,
+            "gateway": self.options.gateway_id,
+            "edge_connected": edge,
+            "uplink": uplink,
+        }
+
     def health(self) -> dict[str, Any]:
+        uplink = self.uplink.status()
         return {
             "ts": self.options.clock.now(),
             "gateway": self.options.gateway_id,
             "version": __version__,
             "pipeline": self.options.pipeline.name,
+            "health_every": self.options.pipeline.header.health_every,
+            "status": uplink["status"] if self.edge.connected.is_set() else "down",
+            "uplink": uplink,
             "edge_connected": self.edge.connected.is_set(),
             "intake_depth": self.source.depth + (self.coap.depth if self.coap else 0),
             "uplink_pending": self.uplink.pending,
@@ -312,9 +342,9 @@ class Gateway:
         else:
             self.uplink.on_message(topic, payload)
 
-    def _uplink_reconnected(self) -> None:
+    def _uplink_reconnected(self, session_present: bool) -> None:
         self._count_reconnect("uplink")
-        self.uplink.on_reconnect()
+        self.uplink.on_reconnect(session_present)
 
     def _count_reconnect(self, name: str) -> None:
         self.metrics.reconnects[name] += 1

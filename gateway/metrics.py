@@ -13,11 +13,27 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
+
+import orjson
 
 from fogline.prometheus import Exposition, Labels
 
 log = logging.getLogger("fogline.gateway.metrics")
+
+
+UPLINK_COUNTERS = {
+    "records_sent": "Records sent to the cloud for the first time.",
+    "records_resent": "Records sent again because their ack was overdue.",
+    "payload_bytes": "Bytes of batches sent for the first time (compressed JSON).",
+    "wire_bytes": "Bytes of MQTT publish packets written, first sends and resends.",
+    "replayed_bytes": "Bytes the MQTT client sent again after a reconnect.",
+    "resent_batches": "Batches sent again because the cloud's ack was overdue.",
+    "ack_timeouts": "Cloud acks that did not come within the timeout.",
+    "acked_records": "Records the cloud acknowledged as stored.",
+    "stale_acks": "Acks naming seqs that were not waiting (repeated, stale or forged).",
+    "bad_acks": "Acks that could not be read.",
+}
 
 
 @dataclass
@@ -35,6 +51,10 @@ class Metrics:
     queue_dropped: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     late: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     reconnects: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    uplink: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    state_evicted: defaultdict[tuple[str, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
     gauges: dict[str, Callable[[], dict[Labels, float]]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -57,6 +77,7 @@ class Metrics:
             "late": dict(self.late),
             "queue_dropped": dict(self.queue_dropped),
             "reconnects": dict(self.reconnects),
+            "state_evicted": {f"{step}:{why}": n for (step, why), n in self.state_evicted.items()},
         }
 
     def render(self) -> str:
@@ -129,6 +150,14 @@ class Metrics:
             "Broker reconnections, per client.",
             {(("client", k),): v for k, v in self.reconnects.items()},
         )
+        family(
+            "state_evicted_total",
+            "counter",
+            "Per-key operator state dropped, per step and reason (max_keys, idle).",
+            {(("step", s), ("reason", r)): v for (s, r), v in self.state_evicted.items()},
+        )
+        for name, help_text in UPLINK_COUNTERS.items():
+            family(f"uplink_{name}_total", "counter", help_text, {(): self.uplink.get(name, 0)})
         for name, read in self.gauges.items():
             family(name, "gauge", name.replace("_", " ").capitalize() + ".", read())
         family(
@@ -141,13 +170,27 @@ class Metrics:
 
 
 class MetricsServer:
-    """`/metrics` (Prometheus text) and `/healthz` over a minimal asyncio HTTP server."""
+    """`/metrics` (Prometheus text) and three health answers over a minimal HTTP server.
 
-    def __init__(self, metrics: Metrics, host: str, port: int, healthy: Callable[[], bool]) -> None:
+    `/livez`: the process answers (what a supervisor should restart on; restarting never
+    cures a bad link). `/readyz`: readings are being taken (the edge broker is connected).
+    `/healthz`: everything, as JSON, 200 when `ok` and 503 when `degraded` (the uplink does
+    not keep up: its reasons say why) or `down` (no edge broker).
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        ready: Callable[[], bool],
+        health: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._host = host
         self._port = port
-        self._healthy = healthy
+        self._ready = ready
+        self._health = health or (lambda: {"status": "ok" if ready() else "down", "reasons": []})
         self._server: asyncio.Server | None = None
 
     @property
@@ -173,14 +216,20 @@ class MetricsServer:
             if path == "/metrics":
                 status, ctype, body = "200 OK", "text/plain; version=0.0.4", self._metrics.render()
             elif path == "/healthz":
-                ok = self._healthy()
+                health = self._health()
+                ok = health.get("status") == "ok"
                 status = "200 OK" if ok else "503 Service Unavailable"
-                ctype, body = (
-                    "text/plain",
-                    "ok\n" if ok else "unhealthy: edge broker not connected\n",
-                )
+                ctype, body = "application/json", orjson.dumps(health).decode() + "\n"
+            elif path == "/readyz":
+                ok = self._ready()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                ctype = "text/plain"
+                body = "ready\n" if ok else "not ready: edge broker not connected\n"
+            elif path == "/livez":
+                status, ctype, body = "200 OK", "text/plain", "alive\n"
             else:
-                status, ctype, body = "404 Not Found", "text/plain", "try /metrics or /healthz\n"
+                status, ctype = "404 Not Found", "text/plain"
+                body = "try /metrics, /healthz, /readyz or /livez\n"
             data = body.encode()
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"

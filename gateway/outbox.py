@@ -96,6 +96,8 @@ class Outbox:
         self._acks: list[tuple[int, int]] = []
         self.urgent = False  # an alert waits: flush without delay
         self.commits = 0
+        self._oldest: tuple[int, float] | None = None
+        self._note_oldest()
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -158,6 +160,7 @@ class Outbox:
             self._acks = acks + self._acks
             raise
         self.commits += 1
+        self._note_oldest()
         return len(appends)
 
     def _delete(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, int, int]]:
@@ -218,6 +221,30 @@ class Outbox:
             out.append((seq, device, orjson.loads(data)))
         return out
 
+    def _note_oldest(self) -> None:
+        """Remember the oldest committed record (one primary-key lookup per group commit)."""
+        row = self._db.execute("SELECT seq, created FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        self._oldest = None if row is None else (int(row[0]), float(row[1]))
+
+    @property
+    def pending_from(self) -> int:
+        """The lowest seq still held: every lower one was acknowledged, or dropped and reported."""
+        candidates = [self.next_seq]
+        if self._oldest is not None:
+            candidates.append(self._oldest[0])
+        if self._appends:
+            candidates.append(self._appends[0].seq)
+        return min(candidates)
+
+    def oldest_age(self, now: float | None = None) -> float | None:
+        """Seconds the oldest record not yet acknowledged has waited; None when none waits."""
+        now = time.time() if now is None else now
+        if self._oldest is not None:
+            created: float | None = self._oldest[1]
+        else:
+            created = self._appends[0].created if self._appends else None
+        return None if created is None else max(0.0, now - created)
+
     def stats(self) -> dict[str, Any]:
         """What the health record reports about the outbox."""
         return {
@@ -227,6 +254,7 @@ class Outbox:
             "evicted": dict(self.evicted),
             "expired": dict(self.expired),
             "evicted_ranges": self.dropped_ranges,
+            "pending_from": self.pending_from,
         }
 
     def checkpoint(self) -> None:

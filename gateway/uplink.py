@@ -1,11 +1,28 @@
 """Sending the outbox to the cloud on `fogline/<gateway-id>/up/<kind>`, until acknowledged.
 
 `UplinkSink` is the one interface outputs see: `send(kind, records)` numbers the records
-into the outbox and never blocks. `Uplink` drains the outbox: batches per kind, highest
-class first (so a new alert overtakes a digest backlog), a bounded number of batches in
-flight per kind, QoS 1, an optional records/s cap. A record leaves the outbox only when the cloud's
-ack on `fogline/<gateway-id>/down/ack` names it; after a reconnect or an ack timeout
-everything unacknowledged is sent again, which idempotent ingest makes safe.
+into the outbox and never blocks. `Uplink` drains the outbox: batches per kind in
+`SEND_ORDER` (a new alert overtakes a digest backlog), at most `max_inflight` batches per
+kind waiting for the cloud, QoS 1, an optional records/s cap. A record leaves the outbox
+only when the cloud's ack on `fogline/<gateway-id>/down/ack` names it, and an ack counts
+only for records that were sent and not yet acknowledged (a forged or stale range cannot
+empty the outbox).
+
+Flow control, because one TCP connection carries every kind (`gateway/flow.py`):
+
+* the bytes the broker has not acknowledged yet are held to a budget measured from the
+  link (one to two seconds of what it carries, 1.5 KiB at least), and batches are
+  cut to a quarter of it, so on a slow link an alert waits behind a few seconds of digests
+  at most (alerts may exceed the budget; nothing else may);
+* the timer for the cloud's ack starts when the broker has the batch (its PUBACK), and
+  its length follows the measured round trip (RFC 6298). A batch whose ack is overdue is
+  sent again (within the budget), its own timeout doubled and jittered.
+
+After a reconnect the broker's CONNACK says whether it kept our session. If it did, it
+still holds what it acknowledged (and the acks the cloud sent meanwhile), and the MQTT
+client sends again only what it had not acknowledged. If it did not (a broker restarted
+without persistence), everything unacknowledged is sent again, which idempotent ingest
+makes safe. `status()` tells whether the uplink keeps up.
 """
 
 from __future__ import annotations
@@ -13,20 +30,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fogline.envelope import KINDS, compress, decode_ack, downlink_topic, encode_batch, uplink_topic
+from fogline.envelope import (
+    KINDS,
+    compress,
+    decode_ack,
+    downlink_topic,
+    encode_batch,
+    to_ranges,
+    uplink_topic,
+)
 from fogline.mqtt import MqttLink
 from gateway.clock import Clock
+from gateway.flow import AckTimer, LinkRate
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 
 log = logging.getLogger("fogline.gateway.uplink")
 
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the event loop)
-FIRST_ACK_TIMEOUT = 2.0  # seconds, until the cloud has acked once on a connection
+SEND_ORDER = ("alert", "health", "escalation", "event", "digest")
+"""Alerts first; health second, because it is the heartbeat the cloud watches for silence."""
+MIN_BATCH_BYTES = 1024
+DISCONNECTED_GRACE = 5.0  # seconds without the broker before the uplink reports degraded
+STALL_AFTER = 20.0  # seconds with records waiting and no ack before it reports degraded
+BEHIND_AFTER = 600.0  # seconds the oldest record may wait before it reports degraded
 
 
 class UplinkSink(Protocol):
@@ -34,11 +67,23 @@ class UplinkSink(Protocol):
         """Number `(device, data)` records and queue them for the cloud."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Batch:
     kind: str
     unacked: set[int]
-    sent_at: float = field(default_factory=time.monotonic)
+    lo: int
+    hi: int
+    payload: bytes
+    sent_at: float  # monotonic, of the latest send
+    mid: int | None
+    delivered: int = 0  # the link's delivered bytes when it was sent
+    delivered_at: float = 0.0
+    app_limited: bool = False
+    puback_at: float | None = None  # the broker has it (latest send)
+    deadline: float = math.inf  # for the cloud's ack
+    rto: float = 0.0
+    tries: int = 1
+    replayed: bool = False  # sent again by the MQTT client after a reconnect
 
 
 class Uplink:
@@ -53,8 +98,10 @@ class Uplink:
         batch_records: int = 500,
         batch_bytes: int = 256 * 1024,
         max_inflight: int = 8,
-        ack_timeout: float = 10.0,
+        ack_timeout: float = 5.0,
         max_rate: float | None = None,
+        stall_after: float = STALL_AFTER,
+        behind_after: float = BEHIND_AFTER,
     ) -> None:
         self.gateway_id = gateway_id
         self.outbox = outbox
@@ -64,17 +111,24 @@ class Uplink:
         self._batch_records = batch_records
         self._batch_bytes = batch_bytes
         self._max_inflight = max_inflight
-        self._ack_timeout = ack_timeout
         self._max_rate = max_rate
+        self._stall_after = stall_after
+        self._behind_after = behind_after
         self._tokens = float(batch_records)
         self._tokens_at = time.monotonic()
         self._cursor = dict.fromkeys(KINDS, 0)
-        self._inflight: list[_Batch] = []
-        self._heard_cloud = False
+        self._batches: dict[str, deque[_Batch]] = {k: deque() for k in KINDS}
+        self._by_mid: dict[int, _Batch] = {}
+        self.timer = AckTimer(initial=ack_timeout)
+        self.rate = LinkRate()
+        self.last_ack_at: float | None = None  # monotonic
+        self._waiting_since: float | None = None  # monotonic: records waiting, no ack since
+        self._pinged_at = 0.0
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.link: MqttLink | None = None
         self.ack_topic = downlink_topic(gateway_id, "ack")
+        self.counts = metrics.uplink
         metrics.gauges["outbox_records"] = lambda: {(): outbox.depth}
         metrics.gauges["outbox_bytes"] = lambda: {(): outbox.bytes}
         metrics.gauges["outbox_evicted"] = lambda: {
@@ -84,8 +138,20 @@ class Uplink:
             (("kind", k),): n for k, n in outbox.expired.items()
         }
         metrics.gauges["uplink_inflight_batches"] = lambda: {
-            (("kind", k),): sum(b.kind == k for b in self._inflight) for k in KINDS
+            (("kind", k),): len(q) for k, q in self._batches.items()
         }
+        metrics.gauges["uplink_connected"] = lambda: {(): int(self._connected())}
+        metrics.gauges["uplink_degraded"] = lambda: {(): int(bool(self.problems()))}
+        metrics.gauges["uplink_last_ack_age_seconds"] = lambda: (
+            {} if self.last_ack_at is None else {(): round(time.monotonic() - self.last_ack_at, 3)}
+        )
+        metrics.gauges["uplink_backlog_records"] = lambda: {(): outbox.pending}
+        metrics.gauges["uplink_backlog_bytes"] = lambda: {(): outbox.bytes}
+        metrics.gauges["uplink_backlog_oldest_age_seconds"] = lambda: {
+            (): round(outbox.oldest_age(self._clock.now()) or 0.0, 3)
+        }
+        metrics.gauges["uplink_budget_bytes"] = lambda: {(): self.rate.budget}
+        metrics.gauges["uplink_ack_timeout_seconds"] = lambda: {(): round(self.timer.rto, 3)}
 
     @property
     def pending(self) -> int:
@@ -107,27 +173,85 @@ class Uplink:
         try:
             ranges = decode_ack(payload)
         except ValueError as exc:
+            self.counts["bad_acks"] += 1
             self._metrics.rejects[("uplink", "bad_ack")] += 1
             log.warning("ignored a bad ack on %s: %s", topic, exc)
             return
-        self.outbox.ack(ranges)
-        for batch in self._inflight:
-            for lo, hi in ranges:
-                batch.unacked = {s for s in batch.unacked if not lo <= s <= hi}
-        self._inflight = [b for b in self._inflight if b.unacked]
-        self._metrics.outputs["acked"] += sum(hi - lo + 1 for lo, hi in ranges)
-        self._heard_cloud = True
+        self.on_ack(ranges)
+
+    def on_ack(self, ranges: list[tuple[int, int]]) -> None:
+        """Forget what the cloud stored; only seqs sent and not yet acknowledged count."""
+        now = time.monotonic()
+        acked: list[int] = []
+        for kind, queue in self._batches.items():
+            if not queue:
+                continue
+            for batch in queue:
+                for lo, hi in ranges:
+                    if lo <= batch.hi and hi >= batch.lo:
+                        hit = [s for s in batch.unacked if lo <= s <= hi]
+                        batch.unacked.difference_update(hit)
+                        acked += hit
+            done = [b for b in queue if not b.unacked]
+            if not done:
+                continue
+            for batch in done:
+                if batch.tries == 1 and batch.puback_at is not None and not batch.replayed:
+                    self.timer.sample(now - batch.puback_at)
+                if batch.mid is not None:
+                    self._by_mid.pop(batch.mid, None)
+            self._batches[kind] = deque(b for b in queue if b.unacked)
+        # Ranges, not seqs: a forged range may name 2**64 of them.
+        if len(acked) < sum(hi - lo + 1 for lo, hi in ranges):
+            self.counts["stale_acks"] += 1
+        if acked:
+            self.outbox.ack(to_ranges(acked))
+            self.counts["acked_records"] += len(acked)
+            self.last_ack_at = now
+            self._waiting_since = None
+            self._wake.set()
+
+    def on_puback(self, mid: int, sent_at: float, size: int) -> None:
+        """The broker has a batch: the link's rate is sampled, the cloud's timer starts."""
+        batch = self._by_mid.get(mid)
+        if batch is None:
+            return
+        now = time.monotonic()
+        if not batch.replayed:
+            self.rate.on_ack(
+                now,
+                size,
+                sent_at,
+                batch.delivered,
+                batch.delivered_at,
+                batch.app_limited,
+            )
+        batch.puback_at = now
+        batch.rto = max(batch.rto, self.timer.rto)
+        batch.deadline = now + batch.rto
         self._wake.set()
 
-    def on_reconnect(self) -> None:
-        """The broker may have lost what it acknowledged: send everything unacked again."""
-        self._restart("reconnected")
+    def on_reconnect(self, session_present: bool) -> None:
+        if session_present:
+            # The broker kept what it acknowledged; the MQTT client sends the rest again.
+            now = time.monotonic()
+            self.counts["replayed_bytes"] += self.link.inflight_bytes if self.link else 0
+            for queue in self._batches.values():
+                for batch in queue:
+                    if batch.puback_at is None:
+                        batch.replayed = True
+                    else:
+                        batch.deadline = now + batch.rto
+        else:
+            self._restart("the broker kept no session")
+        self._wake.set()
 
     def _restart(self, why: str) -> None:
-        self._heard_cloud = False
-        if self._inflight or any(self._cursor.values()):
-            log.info("uplink: resending unacknowledged records (%s)", why)
-        self._inflight.clear()
+        if any(self._batches.values()):
+            log.info("uplink: sending unacknowledged records again (%s)", why)
+        for queue in self._batches.values():
+            queue.clear()
+        self._by_mid.clear()
         self._cursor = dict.fromkeys(KINDS, 0)
         self._wake.set()
 
@@ -150,43 +274,117 @@ class Uplink:
         self.link = link
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.5)
+                await asyncio.wait_for(self._wake.wait(), self._next_deadline())
             self._wake.clear()
             if link.connected.is_set():
                 self.pump(link)
 
+    def _next_deadline(self) -> float:
+        now = time.monotonic()
+        ahead = [b.deadline for q in self._batches.values() for b in q if b.deadline > now]
+        return min(0.5, max(0.01, min(ahead, default=math.inf) - now))
+
     def pump(self, link: MqttLink) -> int:
-        """Send what fits in the window, alerts first. Returns records sent."""
-        # Until the cloud has acked once on this connection, wait less: after a broker
-        # restart we often reconnect before the cloud has resubscribed, and what we send
-        # then is dropped by the broker, not slow.
-        timeout = (
-            self._ack_timeout if self._heard_cloud else min(FIRST_ACK_TIMEOUT, self._ack_timeout)
-        )
-        if self._inflight and time.monotonic() - self._inflight[0].sent_at > timeout:
-            self._metrics.outputs["ack_timeouts"] += 1
-            self._restart(f"no ack within {timeout:.0f}s")
+        """Send again what timed out, then new batches within the windows. Returns records sent."""
+        self.link = link
+        now = time.monotonic()
+        if self.outbox.pending and self._waiting_since is None:
+            self._waiting_since = now
+        oldest = link.oldest_inflight()
+        if oldest is not None:
+            batch = self._by_mid.get(oldest[0])
+            self.rate.stalled(now, oldest[1], batch.delivered if batch else self.rate.delivered)
+        self._resend_overdue(link, now)
         sent = 0
-        for kind in KINDS:
-            # Each kind has its own window, so a digest backlog the cloud is slow to
-            # acknowledge never holds back an alert.
-            while sum(b.kind == kind for b in self._inflight) < self._max_inflight:
+        fresh: list[_Batch] = []
+        starved = True  # stopped because nothing was left to send
+        for kind in SEND_ORDER:
+            urgent = kind == "alert"
+            while len(self._batches[kind]) < self._max_inflight:
+                room = self.rate.budget - link.inflight_bytes
+                if not urgent and room <= 0:
+                    starved = False
+                    break
                 limit = self._rate_limit()
                 if limit == 0:  # over the rate cap: the next wake-up continues
                     return sent
-                rows = self.outbox.read(kind, self._cursor[kind], limit, self._batch_bytes)
+                max_bytes = max(MIN_BATCH_BYTES, min(self._batch_bytes, self.rate.budget // 4))
+                rows = self.outbox.read(kind, self._cursor[kind], limit, max_bytes)
                 if not rows:
                     break
                 payload = compress(encode_batch(self.gateway_id, kind, rows, self._clock.now()))
-                if not link.publish(uplink_topic(self.gateway_id, kind), payload, qos=1):
+                idle = link.inflight_count == 0
+                mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), payload)
+                if mid is None:
                     return sent
+                delivered, delivered_at = self.rate.on_send(now, idle)
+                seqs = {r[0] for r in rows}
+                batch = _Batch(
+                    kind, seqs, rows[0][0], rows[-1][0], payload, now, mid, delivered, delivered_at
+                )
+                self._batches[kind].append(batch)
+                self._by_mid[mid] = batch
+                fresh.append(batch)
                 self._cursor[kind] = rows[-1][0]
-                self._inflight.append(_Batch(kind, {r[0] for r in rows}))
                 self._spend(len(rows))
                 self._metrics.outputs[kind] += len(rows)
-                self._metrics.outputs["uplink_bytes"] += len(payload)
+                self.counts["records_sent"] += len(rows)
+                self.counts["payload_bytes"] += len(payload)
+                self.counts["wire_bytes"] += link.packet_size(mid)
                 sent += len(rows)
+            else:
+                starved = False
+        if starved:
+            for batch in fresh:
+                batch.app_limited = True
         return sent
+
+    def _resend_overdue(self, link: MqttLink, now: float) -> None:
+        """Send again, oldest first and within the budget, each batch whose ack is overdue.
+
+        Each such batch doubles its own timeout, so a cloud that is away costs a window per
+        minute at most. Nothing goes before the broker has said something since the
+        deadline: a link that is down (or flapping) delays the ack, it does not lose it, and
+        the connection's own watchdog deals with a dead one; a ping asks at once. Every
+        overdue batch goes, not one probe per kind: a shared
+        subscription gives an absent replica its share of messages (mosquitto 2), and a
+        probe that lands there again would hold the rest back for a whole timeout.
+        """
+        for kind in SEND_ORDER:
+            for batch in self._batches[kind]:
+                if batch.deadline > now:
+                    continue
+                if link.last_heard < batch.deadline:
+                    if now - self._pinged_at > 1.0:
+                        link.ping()
+                        self._pinged_at = now
+                    continue
+                if kind != "alert" and link.inflight_bytes >= self.rate.budget:
+                    return
+                mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), batch.payload)
+                if mid is None:
+                    return
+                self.counts["ack_timeouts"] += 1
+                self.counts["resent_batches"] += 1
+                self.counts["records_resent"] += len(batch.unacked)
+                self.counts["wire_bytes"] += link.packet_size(mid)
+                if batch.mid is not None:
+                    self._by_mid.pop(batch.mid, None)
+                batch.mid = mid
+                self._by_mid[mid] = batch
+                batch.tries += 1
+                batch.rto = self.timer.backoff(batch.rto or self.timer.rto)
+                batch.sent_at, batch.puback_at, batch.deadline = now, None, math.inf
+                batch.delivered, batch.delivered_at = self.rate.on_send(now, False)
+                batch.app_limited = True  # a resend says nothing about the link's rate
+                log.info(
+                    "uplink: no ack for %s seqs %d..%d; sent again (try %d, next wait %.1fs)",
+                    kind,
+                    batch.lo,
+                    batch.hi,
+                    batch.tries,
+                    batch.rto,
+                )
 
     def _rate_limit(self) -> int:
         if self._max_rate is None:
@@ -199,3 +397,51 @@ class Uplink:
     def _spend(self, n: int) -> None:
         if self._max_rate is not None:
             self._tokens -= n
+
+    # -- health -----------------------------------------------------------------------------
+
+    def _connected(self) -> bool:
+        return self.link is not None and self.link.connected.is_set()
+
+    def problems(self) -> list[str]:
+        """Why the uplink is degraded, in words; empty when it keeps up."""
+        now = time.monotonic()
+        reasons: list[str] = []
+        link = self.link
+        if link is not None and link.disconnected_at is not None:
+            down = now - link.disconnected_at
+            if down > DISCONNECTED_GRACE:
+                reasons.append(f"uplink broker {link.url} unreachable for {down:.0f}s")
+        pending = self.outbox.pending
+        if pending and self._waiting_since is not None:
+            quiet = now - self._waiting_since
+            if quiet > self._stall_after:
+                reasons.append(f"no ack from the cloud for {quiet:.0f}s, {pending} records waiting")
+        oldest = self.outbox.oldest_age()
+        if oldest is not None and oldest > self._behind_after:
+            reasons.append(f"falling behind: the oldest record has waited {oldest:.0f}s")
+        return reasons
+
+    def status(self) -> dict[str, Any]:
+        """The uplink's part of the health record and of `/healthz`."""
+        now = time.monotonic()
+        reasons = self.problems()
+        oldest = self.outbox.oldest_age()
+        last_ack = None if self.last_ack_at is None else round(now - self.last_ack_at, 3)
+        bandwidth = self.rate.bandwidth
+        return {
+            "status": "degraded" if reasons else "ok",
+            "reasons": reasons,
+            "connected": self._connected(),
+            "last_ack_age_s": last_ack,
+            "backlog_records": self.outbox.pending,
+            "backlog_bytes": self.outbox.bytes,
+            "oldest_age_s": None if oldest is None else round(oldest, 3),
+            "inflight_batches": sum(len(q) for q in self._batches.values()),
+            "ack_timeout_s": round(self.timer.rto, 3),
+            "ack_rtt_s": None if self.timer.srtt is None else round(self.timer.srtt, 4),
+            "link_rtt_s": None if self.rate.min_rtt is None else round(self.rate.min_rtt, 4),
+            "link_bytes_per_s": None if bandwidth is None else round(bandwidth),
+            "budget_bytes": self.rate.budget,
+            "counts": dict(self.counts),
+        }

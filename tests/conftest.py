@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support import MOSQUITTO, Broker, Collector
 
+from cloud.app import Cloud, CloudOptions
 from fogline.urls import parse_broker_url
 from gateway.app import GatewayOptions
 from gateway.spec import parse_pipeline
@@ -50,3 +52,17 @@ def gateway_options(broker: Broker, tmp_path: Path) -> Callable[..., GatewayOpti
         return GatewayOptions(pipeline, url, url, gid, tmp_path / gid, status=False, **kw)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture
+async def cloud(broker: Broker, tmp_path: Path) -> AsyncIterator[Cloud]:
+    """A real cloud in this process on the test broker, storing into SQLite: it acks."""
+    options = CloudOptions(
+        parse_broker_url(broker.url),
+        f"sqlite:///{tmp_path}/cloud.db",
+        http_port=0,
+        replica=f"r-{uuid.uuid4().hex[:6]}",
+        wait_broker=None,
+    )
+    async with Cloud(options) as c:
+        yield c

@@ -128,3 +128,92 @@ async def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class LinkProxy:
+    """A TCP proxy in the test's event loop standing in for a bad link to a broker.
+
+    `stall()` is a silent partition as the endpoints see it: nothing is forwarded either
+    way, no connection is closed or reset, and new connections hang unanswered until
+    `heal()`. `rate` (bytes/s, each direction) is a slow link whose queue is the sockets'
+    buffers, as in front of a real bottleneck. `up_bytes` counts what reached the broker.
+    The kernel's TCP retransmissions are not simulated: tests/e2e has the real thing.
+    """
+
+    def __init__(self, port: int, rate: float | None = None) -> None:
+        self.target = port
+        self.rate = rate
+        self.up_bytes = 0
+        self.down_bytes = 0
+        self.connections = 0
+        self._open = asyncio.Event()
+        self._open.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    def stall(self) -> None:
+        self._open.clear()
+
+    def heal(self) -> None:
+        self._open.set()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for writer in self._writers:
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        await self._open.wait()
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.append(up_writer)
+        self.connections += 1
+        for src, dst, up in ((reader, up_writer, True), (up_reader, writer, False)):
+            task = asyncio.get_running_loop().create_task(self._pump(src, dst, up))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+        chunk = 65536 if self.rate is None else max(1, int(self.rate / 20))
+        try:
+            while True:
+                await self._open.wait()
+                data = await src.read(chunk)
+                await self._open.wait()
+                if not data:
+                    break
+                if self.rate is not None:
+                    await asyncio.sleep(len(data) / self.rate)
+                    await self._open.wait()
+                dst.write(data)
+                if up:
+                    self.up_bytes += len(data)
+                else:
+                    self.down_bytes += len(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.transport.abort()

@@ -146,7 +146,8 @@ async def test_gateways_list_and_detail_with_gaps(cloud: Cloud, http: httpx.Asyn
     health = {
         "ts": NOW, "gateway": "gw1", "version": "0.1.0", "pipeline": "factory",
         "edge_connected": True, "uplink_pending": 0,
-        "outbox": {"depth": 3, "bytes": 900, "evicted": {"digest": 2}, "evicted_ranges": [[3, 4]]},
+        "outbox": {"depth": 3, "bytes": 900, "evicted": {"digest": 2}, "evicted_ranges": [[3, 4]],
+                   "pending_from": 11},
     }  # fmt: skip
     cloud.store.write([batch("gw1", "health", [(11, "", health)])])
     pages = await walk(http, "/api/gateways", limit=2)
@@ -160,7 +161,11 @@ async def test_gateways_list_and_detail_with_gaps(cloud: Cloud, http: httpx.Asyn
         {"from": 5, "to": 5, "explained": None},
         {"from": 8, "to": 9, "explained": None},
     ]
+    # The gateway held nothing below 11 any more: 5, 8 and 9 were lost on the way.
     assert (gw["missing"], gw["unexplained"], gw["gaps_truncated"]) == (5, 3, False)
+    assert (gw["in_flight"], gw["in_flight_from"], gw["pending_from"]) == (0, 11, 11)
+    assert (gw["status"], gw["silent_since"]) == ("online", None)
+    assert gw["last_known_backlog"]["records"] == 3  # outbox.depth: no uplink object
     assert (gw["version"], gw["pipeline"], gw["outbox_depth"]) == ("0.1.0", "factory", 3)
     assert gw["outbox_evicted"] == {"digest": 2}
     assert gw["health"]["uplink_pending"] == 0

@@ -95,7 +95,8 @@ async def test_roles_reads_for_viewers_actions_for_operators_models_for_admins(
         assert (await o.put("/api/gateways/gw1/models/s", content=b"x")).status_code == 403
 
         junk = await a.put("/api/gateways/gw1/models/s", content=b"not a model")
-        assert junk.status_code == 422  # past the role check, refused as a model
+        assert junk.status_code == 404  # past the role check, refused by the target check
+        assert junk.json()["detail"] == "gateway 'gw1' has no infer step 's' (none reported)"
     episode = (await _get(cloud, admin, "/api/alerts/1")).json()
     assert (episode["state"], episode["acknowledged_by"]) == ("acknowledged", "test-operator")
 

@@ -86,6 +86,8 @@ def test_cloud_command_stores_acks_and_stops_on_sigterm(broker: Broker, tmp_path
         (["--db", "sqlite://"], "expected a SQLite file URL"),
         (["--retention-days", "a month"], "--retention-days: expected a positive number of days"),
         (["--retention-days", "0"], "got '0'"),
+        (["--silent-after", "soon"], "--silent-after: expected a positive number of seconds"),
+        (["--silent-after", "-5"], "got '-5'"),
     ],
 )
 def test_cloud_command_rejects_bad_flags(

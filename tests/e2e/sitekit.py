@@ -186,7 +186,7 @@ class Site:
             raise AssertionError(
                 f"the gateway exited: {(self.tmp / 'gateway.log').read_text()[-2000:]}"
             )
-        return self._get(self.metrics_port, "/healthz") == 200
+        return self._get(self.metrics_port, "/readyz") == 200
 
     @staticmethod
     def _get(port: int, path: str) -> int:

@@ -172,11 +172,20 @@ async def test_metrics_and_healthz(broker: Broker, collector_factory, gateway_op
 
         status, body = await __import__("asyncio").to_thread(get, "/healthz")
         assert status == 200
-        assert body == "ok\n"
+        health = orjson.loads(body)
+        assert health["status"] == "ok", health
+        assert health["edge_connected"] is True
+        assert health["uplink"]["connected"] is True
+        assert health["uplink"]["reasons"] == []
+        assert await __import__("asyncio").to_thread(get, "/readyz") == (200, "ready\n")
+        assert await __import__("asyncio").to_thread(get, "/livez") == (200, "alive\n")
         status, body = await __import__("asyncio").to_thread(get, "/metrics")
         assert 'fogline_messages_in_total{source="mqtt"} 1' in body
         assert 'fogline_step_records_in_total{step="readings"} 1' in body
         assert "fogline_queue_depth" in body
+        assert "fogline_uplink_connected 1" in body
+        assert "fogline_uplink_degraded 0" in body
+        assert "fogline_uplink_wire_bytes_total" in body
         assert all(line.startswith(("# ", "fogline_")) for line in body.splitlines())
 
 

@@ -6,8 +6,9 @@ Episodes that a clear had resolved before this revision become `cleared`: the co
 ended at the source, and no operator had closed them (`resolved` is now the operator's
 word).
 
-Revision ID: c0003
-Revises: 0002
+Revision ID: c0003 (the id it was made with on the console branch; the file sorts after
+0003, the gateway silence, which it follows)
+Revises: 0003
 Create Date: 2026-12-02
 """
 
@@ -18,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "c0003"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
