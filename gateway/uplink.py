@@ -2,11 +2,11 @@
 
 `UplinkSink` is the one interface outputs see: `send(kind, records)` numbers the records
 into the outbox and never blocks. `Uplink` drains the outbox: batches per kind in
-`SEND_ORDER` (a new alert overtakes a digest backlog), at most `max_inflight` batches per
-kind waiting for the cloud, QoS 1, an optional records/s cap. A record leaves the outbox
-only when the cloud's ack on `fogline/<gateway-id>/down/ack` names it, and an ack counts
-only for records that were sent and not yet acknowledged (a forged or stale range cannot
-empty the outbox).
+`SEND_ORDER` (a new alert overtakes a digest backlog), at most `max_inflight` full
+batches' worth per kind waiting for the cloud, QoS 1, an optional records/s cap. A record
+leaves the outbox only when the cloud's ack on `fogline/<gateway-id>/down/ack` names it,
+and an ack counts only for records that were sent and not yet acknowledged (a forged or
+stale range cannot empty the outbox).
 
 Flow control, because one TCP connection carries every kind (`gateway/flow.py`):
 
@@ -57,6 +57,7 @@ CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the event loop)
 SEND_ORDER = ("alert", "health", "escalation", "event", "digest")
 """Alerts first; health second, because it is the heartbeat the cloud watches for silence."""
 MIN_BATCH_BYTES = 1024
+MAX_INFLIGHT_BATCHES = 64  # per kind, waiting for the cloud's ack
 DISCONNECTED_GRACE = 5.0  # seconds without the broker before the uplink reports degraded
 STALL_AFTER = 20.0  # seconds with records waiting and no ack before it reports degraded
 BEHIND_AFTER = 600.0  # seconds the oldest record may wait before it reports degraded
@@ -300,7 +301,7 @@ class Uplink:
         starved = True  # stopped because nothing was left to send
         for kind in SEND_ORDER:
             urgent = kind == "alert"
-            while len(self._batches[kind]) < self._max_inflight:
+            while self._window_open(kind):
                 room = self.rate.budget - link.inflight_bytes
                 if not urgent and room <= 0:
                     starved = False
@@ -338,6 +339,17 @@ class Uplink:
             for batch in fresh:
                 batch.app_limited = True
         return sent
+
+    def _window_open(self, kind: str) -> bool:
+        """Room for another batch of `kind` waiting for the cloud: `max_inflight` full-size
+        batches' worth of bytes, in at most `MAX_INFLIGHT_BATCHES` batches. Counting bytes,
+        not batches, keeps a long link busy when the budget cuts batches small (measured:
+        8 batches of 1 KB per 1.4 s ack round trip could not carry a 300 ms link's load)."""
+        queue = self._batches[kind]
+        if len(queue) >= MAX_INFLIGHT_BATCHES:
+            return False
+        waiting = sum(len(b.payload) for b in queue)
+        return waiting < self._max_inflight * self._batch_bytes
 
     def _resend_overdue(self, link: MqttLink, now: float) -> None:
         """Send again, oldest first and within the budget, each batch whose ack is overdue.
