@@ -194,7 +194,7 @@ def _ttl(spec: str) -> dict[str, float]:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from gateway.app import GatewayOptions, run_gateway  # noqa: PLC0415
+    from gateway.app import GatewayOptions, check_data_dir, run_gateway  # noqa: PLC0415
     from gateway.spec import PipelineError, load_pipeline  # noqa: PLC0415
 
     if not args.pipeline:
@@ -213,6 +213,7 @@ def _gateway(args: argparse.Namespace) -> int:
         ttl = _ttl(args.outbox_ttl or "")
         max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
         keepalive = _seconds(args.uplink_keepalive, "--uplink-keepalive")
+        check_data_dir(Path(args.data_dir))
     except PipelineError as exc:
         print(exc, file=sys.stderr)
         print(
