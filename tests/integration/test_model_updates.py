@@ -194,7 +194,7 @@ async def test_crashing_slow_and_junk_models_are_refused_and_the_gateway_lives_o
             lambda: gw.metrics.rejects[("model_update", "bad_chunk")] == 400, what="400 counted"
         )
         watch.client.publish("plant/m-1/features", reading(edge, 0), qos=1)
-        out = await eventually(lambda: records(watch.on("fogline/gw1/up/digest")), what="a result")
+        out = await eventually(lambda: classified(watch), what="a result")
         assert out[-1]["model_version"] == edge.info.version  # the shipped model still decides
     # A kept file that crashes is refused at start too (no crash loop), and removed.
     kept = options.data_dir / "models" / "diagnosis.tflite"
