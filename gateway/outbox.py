@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import orjson
 
+from fogline import chain
 from fogline.envelope import KINDS, Entry, to_ranges
 
 # Lower number = higher priority: sent first, evicted last.
@@ -75,7 +76,16 @@ class Outbox:
         # Checkpoints (the WAL's fsync-heavy part) run in a worker thread: see checkpoint().
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "prev" not in columns:  # an outbox from before the chain: its rows stay unlinked
+            self._db.execute("ALTER TABLE outbox ADD COLUMN prev BLOB")
+            self._db.execute("ALTER TABLE outbox ADD COLUMN hash BLOB")
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        # The head of each kind's hash chain (fogline.chain), moved with every group commit.
+        self.heads: dict[int, tuple[int, bytes]] = {
+            int(cls): (int(seq), bytes.fromhex(digest))
+            for cls, (seq, digest) in orjson.loads(meta.get("chain", "{}")).items()
+        }
         top = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
         self.next_seq: int = max(int(meta.get("next_seq", "1")), top + 1)
         self.evicted: defaultdict[str, int] = defaultdict(
@@ -131,12 +141,14 @@ class Outbox:
         self.urgent = False
         now = time.time() if now is None else now
         db = self._db
+        heads = dict(self.heads)
         db.execute("BEGIN IMMEDIATE")
         try:
             if appends:
                 db.executemany(
-                    "INSERT INTO outbox (seq, class, device, data, created) VALUES (?, ?, ?, ?, ?)",
-                    [(p.seq, p.cls, p.device, p.data, p.created) for p in appends],
+                    "INSERT INTO outbox (seq, class, device, data, created, prev, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(p.seq, p.cls, p.device, p.data, p.created, *self._link(p)) for p in appends],
                 )
                 self.bytes += sum(len(p.data) for p in appends)
                 self.depth += len(appends)
@@ -145,6 +157,9 @@ class Outbox:
             dropped_now = self._expire(now) if self._ttl else False
             dropped_now = self._evict() or dropped_now
             meta = [("next_seq", str(self.next_seq))]
+            if appends:
+                chained = {c: (seq, digest.hex()) for c, (seq, digest) in self.heads.items()}
+                meta.append(("chain", orjson.dumps(chained).decode()))
             if dropped_now:
                 self.dropped_ranges = to_ranges_merged(self.dropped_ranges)[-MAX_REPORTED_RANGES:]
                 meta += [
@@ -156,12 +171,31 @@ class Outbox:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self.heads = heads
             self._appends = appends + self._appends
             self._acks = acks + self._acks
             raise
         self.commits += 1
         self._note_oldest()
         return len(appends)
+
+    def _link(self, p: Pending) -> tuple[bytes, bytes]:
+        """Chain `p` to the head of its kind: (its link to the predecessor, its hash)."""
+        seq, digest = self.heads.get(p.cls, (0, chain.GENESIS))
+        own = chain.record_hash(digest, KINDS[p.cls], p.seq, p.device, p.data)
+        self.heads[p.cls] = (p.seq, own)
+        return chain.pack(seq, digest), own
+
+    def links(self, lo: int, hi: int) -> dict[int, tuple[int, bytes, bytes]]:
+        """seq -> (predecessor's seq, predecessor's hash, own hash) in its kind's chain, for
+        the committed records in `lo..hi` that have one (rows from before the chain do not)."""
+        return {
+            seq: (*chain.unpack(prev), own)
+            for seq, prev, own in self._db.execute(
+                "SELECT seq, prev, hash FROM outbox WHERE seq BETWEEN ? AND ? AND prev IS NOT NULL",
+                (lo, hi),
+            )
+        }
 
     def _delete(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, int, int]]:
         # `where` is one of a few literals in this module, never input.

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from fogline.envelope import (
     KINDS,
+    Entry,
     compress,
     decode_ack,
     downlink_topic,
@@ -47,6 +48,7 @@ from fogline.envelope import (
     uplink_topic,
 )
 from fogline.mqtt import MqttLink
+from fogline.signing import Signer
 from gateway.clock import Clock
 from gateway.flow import AckTimer, LinkRate
 from gateway.metrics import Metrics
@@ -127,6 +129,8 @@ class Uplink:
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.link: MqttLink | None = None
+        # Signs every batch (fogline.signing); None only in the explicit unsigned dev mode.
+        self.signer: Signer | None = None
         self.ack_topic = downlink_topic(gateway_id, "ack")
         self.counts = metrics.uplink
         metrics.gauges["outbox_records"] = lambda: {(): outbox.depth}
@@ -314,7 +318,7 @@ class Uplink:
                 rows = self.outbox.read(kind, self._cursor[kind], limit, max_bytes)
                 if not rows:
                     break
-                payload = compress(encode_batch(self.gateway_id, kind, rows, self._clock.now()))
+                payload = compress(self._encode(kind, rows))
                 idle = link.inflight_count == 0
                 mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), payload)
                 if mid is None:
@@ -340,6 +344,35 @@ class Uplink:
             for batch in fresh:
                 batch.app_limited = True
         return sent
+
+    def _encode(self, kind: str, rows: list[Entry]) -> bytes:
+        """One batch, signed, linked to the record its first one follows (fogline.chain).
+
+        A batch is one unbroken run of its kind's chain: `rows` is cut (in place) where a
+        record does not follow the one before it (one evicted in between), so that `prev`
+        and `head` (the last record's hash) say all there is to link. A resend sends these
+        same bytes again.
+        """
+        if self.signer is None:
+            return encode_batch(self.gateway_id, kind, rows, self._clock.now())
+        links = self.outbox.links(rows[0][0], rows[-1][0])
+        for i in range(1, len(rows)):
+            link = links.get(rows[i][0])
+            if link is None or link[0] != rows[i - 1][0]:
+                del rows[i:]
+                break
+        first, last = links.get(rows[0][0]), links.get(rows[-1][0])
+        body = encode_batch(
+            self.gateway_id,
+            kind,
+            rows,
+            self._clock.now(),
+            (first[0], first[1], rows[-1][0], last[2])
+            if first is not None and last is not None
+            else None,
+            self.signer.kid,
+        )
+        return self.signer.sign(body)
 
     def _resend_expired(self, link: MqttLink, now: float) -> None:
         """Per kind, send the oldest batch whose ack is overdue again; hold the others."""
