@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, select, update
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, insert, select, update
 
 from cloud.db import writing
 from cloud.models import GatewayKey
@@ -149,7 +150,7 @@ def write_acl(path: Path) -> None:
 def add_gateway(
     engine: Engine,
     gateway: str,
-    cloud_key: signing.Ed25519PrivateKey,
+    cloud_key: Ed25519PrivateKey,
     *,
     public_key: str | None = None,
     broker: BrokerFiles | None = None,
@@ -160,7 +161,7 @@ def add_gateway(
     check_gateway_id(gateway)
     private = None
     if public_key is None:
-        made = signing.Ed25519PrivateKey.generate()
+        made = Ed25519PrivateKey.generate()
         private, public_key = signing.private_text(made), signing.public_text(made)
     try:
         key = signing.load_public(public_key)
@@ -178,7 +179,7 @@ def add_gateway(
         ).first()
         if held is None:
             conn.execute(
-                GatewayKey.__table__.insert().values(
+                insert(GatewayKey).values(
                     gateway_id=gateway,
                     key_id=kid,
                     public_key=signing.public_text(key),
@@ -235,9 +236,7 @@ def list_gateways(engine: Engine) -> list[dict[str, object]]:
                 GatewayKey.revoked_at,
             ).order_by(GatewayKey.gateway_id, GatewayKey.added_at)
         ).all()
-    return [
-        {"gateway": g, "key_id": k, "added_at": a, "revoked_at": r} for g, k, a, r in rows
-    ]
+    return [{"gateway": g, "key_id": k, "added_at": a, "revoked_at": r} for g, k, a, r in rows]
 
 
 def cloud_user(broker: BrokerFiles, password: str | None = None) -> str:

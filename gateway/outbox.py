@@ -158,7 +158,7 @@ class Outbox:
             dropped_now = self._evict() or dropped_now
             meta = [("next_seq", str(self.next_seq))]
             if appends:
-                chained = {c: (seq, digest.hex()) for c, (seq, digest) in self.heads.items()}
+                chained = {str(c): (seq, digest.hex()) for c, (seq, digest) in self.heads.items()}
                 meta.append(("chain", orjson.dumps(chained).decode()))
             if dropped_now:
                 self.dropped_ranges = to_ranges_merged(self.dropped_ranges)[-MAX_REPORTED_RANGES:]

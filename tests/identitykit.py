@@ -103,7 +103,7 @@ class Pki:
                 serialization.NoEncryption(),
             )
         )
-        os.chmod(key_path, 0o600)
+        key_path.chmod(0o600)
         return cert_path, key_path
 
 
@@ -210,7 +210,9 @@ class Client:
         self.client.loop_start()
         self._ready.wait(5)
 
-    def _on_connect(self, client: paho.Client, _u: object, _f: object, rc: object, *_: object) -> None:
+    def _on_connect(
+        self, client: paho.Client, _u: object, _f: object, rc: object, *_: object
+    ) -> None:
         self.connack = rc  # type: ignore[assignment]
         if getattr(rc, "is_failure", False):
             self._ready.set()

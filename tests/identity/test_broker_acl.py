@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from identitykit import Client, SecureBroker
 
 from cloud.db import make_engine, migrate
 from cloud.provision import add_gateway, revoke_gateway
 from fogline.identity import Identity
-from fogline.signing import Ed25519PrivateKey
 
 
 @pytest.fixture
