@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fogline import __version__
 from fogline.identity import IDENTITY_FILE, Identity, IdentityError, read_identity
-from fogline.tls import tls_files
+from fogline.tls import tls_files, with_password_file
 from fogline.units import parse_duration, parse_size
 from fogline.urls import parse_broker_url
 
@@ -66,6 +66,7 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
     )
     _add(gw, "edge-cert", "client certificate for the edge broker (mutual TLS)")
     _add(gw, "edge-key", "its private key")
+    _add(gw, "broker-password-file", "file holding the edge broker password (not on `ps`)")
     _add(
         gw,
         "identity",
@@ -112,6 +113,7 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
         "the cloud's Ed25519 key for acks and model chunks (made on first use, 0600)",
         gateways_cli.DEFAULT_SIGNING_KEY,
     )
+    _add(cloud, "broker-password-file", "file holding the broker password (not on `ps`)")
     _add(cloud, "tls-cert", "serve HTTPS with this certificate (PEM)")
     _add(cloud, "tls-key", "and this private key")
     cloud.add_argument(
@@ -253,7 +255,7 @@ def _gateway(args: argparse.Namespace) -> int:
         return 2
     try:
         pipeline = load_pipeline(args.pipeline)
-        broker = parse_broker_url(args.broker)
+        broker = with_password_file(parse_broker_url(args.broker), args.broker_password_file)
         uplink = parse_broker_url(args.uplink) if args.uplink else broker
         metrics_port = int(args.metrics_port) if args.metrics_port else None
         _check_durability(args.durability)
@@ -345,7 +347,7 @@ def _cloud(args: argparse.Namespace) -> int:
     from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
 
     try:
-        broker = parse_broker_url(args.broker)
+        broker = with_password_file(parse_broker_url(args.broker), args.broker_password_file)
         host, port = parse_http(args.http)
         check_url(args.db)
         retention_days = parse_days(args.retention_days, "--retention-days")

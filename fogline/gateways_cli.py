@@ -72,6 +72,18 @@ def add_parsers(cloud: argparse.ArgumentParser) -> None:
     revoke.add_argument("--key-id", help="revoke only this key (after a key rotation)")
     broker(revoke)
     leaf("list", "gateways and their keys")
+    init = gateways.add_parser(
+        "init", help="once per deployment: the broker's ACL, the cloud's broker user and key"
+    )
+    init.add_argument(
+        "--password-out", required=True, help="write the cloud's broker password here (0600)"
+    )
+    init.add_argument(
+        "--signing-key",
+        default=argparse.SUPPRESS,
+        help=f"the cloud's signing key (default: {DEFAULT_SIGNING_KEY}, made if missing)",
+    )
+    broker(init)
 
 
 def add_key_parser(gateway: argparse.ArgumentParser) -> None:
@@ -116,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from fogline.identity import write_identity  # noqa: PLC0415
 
     where = f"fogline cloud gateway {args.gateway_command}"
+    if args.gateway_command == "init":
+        return _init(args, where)
     try:
         check_url(args.db)
         files = _broker_files(args)
@@ -163,6 +177,30 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.dispose()
+
+
+def _init(args: argparse.Namespace, where: str) -> int:
+    """The cloud's side of a deployment, kept if it exists: run it on every start."""
+    from cloud.provision import cloud_user, write_acl  # noqa: PLC0415
+    from fogline import signing  # noqa: PLC0415
+
+    if not getattr(args, "broker_dir", None):
+        print(f"{where}: --broker-dir is required", file=sys.stderr)
+        return 2
+    try:
+        files = _broker_files(args)
+        if not files.acl.exists():
+            write_acl(files.acl)
+        out = Path(args.password_out)
+        if not out.exists() or "fogline-cloud" not in files.users():
+            out.unlink(missing_ok=True)
+            signing.write_secret(out, cloud_user(files))
+            print(f"made the cloud's broker user fogline-cloud; its password is in {out}")
+        signing.load_or_create_key(Path(args.signing_key))
+    except (ValueError, OSError) as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _when(ts: Any) -> str:

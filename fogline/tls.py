@@ -8,9 +8,12 @@ another host is refused, whatever CA signed it.
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+
+from fogline.urls import BrokerUrl
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +47,17 @@ def tls_files(ca: str | None, cert: str | None, key: str | None) -> TlsFiles | N
     return TlsFiles(
         Path(ca) if ca else None, Path(cert) if cert else None, Path(key) if key else None
     )
+
+
+def with_password_file(url: BrokerUrl, path: str | None) -> BrokerUrl:
+    """The URL with its password read from a file (`--broker-password-file`): a password
+    on the command line shows in `ps`, and compose can share a file, not an environment."""
+    if not path:
+        return url
+    try:
+        password = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"--broker-password-file: {exc}") from None
+    if not url.username:
+        raise ValueError("--broker-password-file: the broker URL names no user (mqtt://USER@...)")
+    return dataclasses.replace(url, password=password)
