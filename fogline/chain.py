@@ -37,12 +37,3 @@ def record_hash(prev: bytes, kind: str, seq: int, device: str, data: bytes) -> b
     h.update(orjson.dumps([kind, seq, device]))
     h.update(data)
     return h.digest()
-
-
-def pack(seq: int, digest: bytes) -> bytes:
-    """A link as the outbox stores it: 8 bytes of seq, then the 32-byte hash."""
-    return seq.to_bytes(8, "big") + digest
-
-
-def unpack(link: bytes) -> tuple[int, bytes]:
-    return int.from_bytes(link[:8], "big"), link[8:]

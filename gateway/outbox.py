@@ -78,8 +78,8 @@ class Outbox:
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
         if "prev" not in columns:  # an outbox from before the chain: its rows stay unlinked
-            self._db.execute("ALTER TABLE outbox ADD COLUMN prev BLOB")
-            self._db.execute("ALTER TABLE outbox ADD COLUMN hash BLOB")
+            for column in ("prev_seq INTEGER", "prev BLOB", "hash BLOB"):
+                self._db.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         # The head of each kind's hash chain (fogline.chain), moved with every group commit.
         self.heads: dict[int, tuple[int, bytes]] = {
@@ -146,8 +146,8 @@ class Outbox:
         try:
             if appends:
                 db.executemany(
-                    "INSERT INTO outbox (seq, class, device, data, created, prev, hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox (seq, class, device, data, created, prev_seq, prev, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(p.seq, p.cls, p.device, p.data, p.created, *self._link(p)) for p in appends],
                 )
                 self.bytes += sum(len(p.data) for p in appends)
@@ -179,23 +179,39 @@ class Outbox:
         self._note_oldest()
         return len(appends)
 
-    def _link(self, p: Pending) -> tuple[bytes, bytes]:
-        """Chain `p` to the head of its kind: (its link to the predecessor, its hash)."""
+    def _link(self, p: Pending) -> tuple[int, bytes, bytes]:
+        """Chain `p` to the head of its kind: (predecessor's seq and hash, its own hash)."""
         seq, digest = self.heads.get(p.cls, (0, chain.GENESIS))
         own = chain.record_hash(digest, KINDS[p.cls], p.seq, p.device, p.data)
         self.heads[p.cls] = (p.seq, own)
-        return chain.pack(seq, digest), own
+        return seq, digest, own
 
-    def links(self, lo: int, hi: int) -> dict[int, tuple[int, bytes, bytes]]:
-        """seq -> (predecessor's seq, predecessor's hash, own hash) in its kind's chain, for
-        the committed records in `lo..hi` that have one (rows from before the chain do not)."""
-        return {
-            seq: (*chain.unpack(prev), own)
-            for seq, prev, own in self._db.execute(
-                "SELECT seq, prev, hash FROM outbox WHERE seq BETWEEN ? AND ? AND prev IS NOT NULL",
-                (lo, hi),
-            )
-        }
+    def read_linked(
+        self, kind: str, after: int, limit: int, max_bytes: int
+    ) -> tuple[list[Entry], tuple[int, bytes, bytes] | None]:
+        """`read`, cut to one unbroken run of the kind's chain (`fogline.chain`), with the
+        run's link: (seq and hash of the record it follows, hash of its last record).
+
+        The run ends where a record does not follow the one before it: one evicted,
+        expired or acknowledged alone lay between. Rows from before the chain: no link.
+        """
+        out: list[Entry] = []
+        size = 0
+        for seq, device, data, prev_seq in self._db.execute(
+            "SELECT seq, device, data, prev_seq FROM outbox "
+            "WHERE class = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (CLASS[kind], after, limit),
+        ):
+            size += len(data)
+            if out and (size > max_bytes or prev_seq != out[-1][0]):
+                break
+            out.append((seq, device, orjson.loads(data)))
+        if not out:
+            return out, None
+        first = self._db.execute("SELECT prev_seq, prev FROM outbox WHERE seq = ?", (out[0][0],))
+        last = self._db.execute("SELECT hash FROM outbox WHERE seq = ?", (out[-1][0],))
+        (before, digest), (own,) = first.fetchone(), last.fetchone()
+        return out, None if digest is None or own is None else (before, digest, own)
 
     def _delete(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, int, int]]:
         # `where` is one of a few literals in this module, never input.

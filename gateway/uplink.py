@@ -315,10 +315,14 @@ class Uplink:
                 if limit == 0:  # over the rate cap: the next wake-up continues
                     return sent
                 max_bytes = max(MIN_BATCH_BYTES, min(self._batch_bytes, self.rate.budget // 4))
-                rows = self.outbox.read(kind, self._cursor[kind], limit, max_bytes)
+                run: tuple[int, bytes, bytes] | None = None
+                if self.signer is None:
+                    rows = self.outbox.read(kind, self._cursor[kind], limit, max_bytes)
+                else:  # one unbroken run of the kind's hash chain
+                    rows, run = self.outbox.read_linked(kind, self._cursor[kind], limit, max_bytes)
                 if not rows:
                     break
-                payload = compress(self._encode(kind, rows))
+                payload = compress(self._encode(kind, rows, run))
                 idle = link.inflight_count == 0
                 mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), payload)
                 if mid is None:
@@ -345,32 +349,17 @@ class Uplink:
                 batch.app_limited = True
         return sent
 
-    def _encode(self, kind: str, rows: list[Entry]) -> bytes:
-        """One batch, signed, linked to the record its first one follows (fogline.chain).
-
-        A batch is one unbroken run of its kind's chain: `rows` is cut (in place) where a
-        record does not follow the one before it (one evicted in between), so that `prev`
-        and `head` (the last record's hash) say all there is to link. A resend sends these
-        same bytes again.
+    def _encode(self, kind: str, rows: list[Entry], link: tuple[int, bytes, bytes] | None) -> bytes:
+        """One batch, signed, with its place in its kind's hash chain (`fogline.chain`):
+        the record its first one follows (`prev`) and the hash of its last (`head`). The
+        rows are one unbroken run of the chain (`Outbox.read_linked`); a resend sends
+        these same bytes again.
         """
         if self.signer is None:
             return encode_batch(self.gateway_id, kind, rows, self._clock.now())
-        links = self.outbox.links(rows[0][0], rows[-1][0])
-        for i in range(1, len(rows)):
-            link = links.get(rows[i][0])
-            if link is None or link[0] != rows[i - 1][0]:
-                del rows[i:]
-                break
-        first, last = links.get(rows[0][0]), links.get(rows[-1][0])
+        chained = None if link is None else (link[0], link[1], rows[-1][0], link[2])
         body = encode_batch(
-            self.gateway_id,
-            kind,
-            rows,
-            self._clock.now(),
-            (first[0], first[1], rows[-1][0], last[2])
-            if first is not None and last is not None
-            else None,
-            self.signer.kid,
+            self.gateway_id, kind, rows, self._clock.now(), chained, self.signer.kid
         )
         return self.signer.sign(body)
 
