@@ -14,7 +14,7 @@ $(BIN)/fogline: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $@
 
-SYSTEM_PACKAGES := mosquitto mosquitto-clients libcoap3-bin
+SYSTEM_PACKAGES := mosquitto mosquitto-clients libcoap3-bin chromium
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -1,9 +1,11 @@
-"""The cloud process: ingest, the HTTP API, retention and the silence watch in one event loop.
+"""The cloud process: ingest, the HTTP API and console, retention, the silence watch, the
+live feed and webhooks in one event loop.
 
 `async with Cloud(options) as cloud:` returns once the database is migrated, the HTTP
-socket listens and ingest has started connecting (a broker that is away does not keep
-the API down; `/healthz` says so). Leaving it stops intake, stores and acknowledges what
-was already received, then stops the HTTP server.
+socket listens (the API, the console and its live stream) and ingest has started
+connecting (a broker that is away does not keep the API down; `/healthz` says so).
+Leaving it stops intake, stores and acknowledges what was already received, ends the live
+streams, then stops the HTTP server.
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ from pathlib import Path
 from typing import Any, Self
 
 import uvicorn
+from fastapi import FastAPI
 
-from cloud.api import create_app
+from cloud.auth import FIRST_ADMIN
 from cloud.db import make_engine, migrate
 from cloud.escalations import DEFAULT_MODELS, CloudModels
 from cloud.gaps import DEFAULT_GRACE
 from cloud.ingest import Ingest, IngestOptions
+from cloud.live import Feed
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
+from cloud.notify import Notifier, NotifyOptions
+from cloud.people import count_users
 from cloud.retention import run_retention
 from cloud.silence import DEFAULT_EVERY, SilenceWatch, run_silence_watch
 from cloud.store import Store
 from cloud.trust import CloudTrust
+from cloud.web import create_app
 from fogline import __version__, ota
 from fogline.signing import Signer, load_or_create_key
 from fogline.tls import TlsFiles
@@ -56,6 +63,9 @@ class CloudOptions:
     models_dir: Path = DEFAULT_MODELS  # cloud models that decide escalations
     model_chunk_size: int = ota.CHUNK_SIZE  # bytes per retained chunk of a model sent down
     max_model_bytes: int = MAX_MODEL_BYTES
+    live_interval: float = 0.25  # seconds between polls of the activity log (live console)
+    notify: NotifyOptions = field(default_factory=NotifyOptions)  # webhooks
+    warn_no_users: bool = True  # `fogline demo` makes its user just after the start
     silent_after: float | None = None  # seconds; None: 3 health periods of each gateway
     silence_every: float = DEFAULT_EVERY  # seconds between checks for silent gateways
     gap_grace: float = DEFAULT_GRACE  # seconds; gaps of gateways without `pending_from`
@@ -153,6 +163,8 @@ class Cloud:
             options.max_model_bytes,
         )
         self.model_updates.trust = self.trust
+        self.feed = Feed(self.engine, options.live_interval)
+        self.notifier = Notifier(self.engine, options.notify, options.clock)
         self.silence = SilenceWatch(
             self.engine,
             options.clock,
@@ -162,6 +174,7 @@ class Cloud:
         )
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
+        self.app: FastAPI | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []  # run until cancelled
 
@@ -181,10 +194,12 @@ class Cloud:
                 self.metrics,
                 self.ingest.connected,
                 self.model_updates,
+                self.feed,
                 clock=options.clock,
                 gap_grace=options.gap_grace,
             )
             https = options.https
+            self.app = app
             config = uvicorn.Config(
                 app,
                 log_config=None,
@@ -218,6 +233,10 @@ class Cloud:
                     name=f"{name}.silence",
                 )
             )
+            self._loops.append(self._tasks.create_task(self.feed.run(), name=f"{name}.live"))
+            self._loops.append(
+                self._tasks.create_task(self.notifier.run(), name=f"{name}.webhooks")
+            )
             await self.ingest.__aenter__()
         except BaseException:
             await self._close()
@@ -232,6 +251,14 @@ class Cloud:
             options.broker,
             self.engine.url.render_as_string(hide_password=True),
         )
+        if options.warn_no_users and await asyncio.to_thread(count_users, self.engine) == 0:
+            log.warning(
+                "no users yet: nobody can sign in to the console or call the API. "
+                "Create the first admin with: %s",
+                FIRST_ADMIN.replace(
+                    "<the cloud's --db URL>", self.engine.url.render_as_string(hide_password=True)
+                ),
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -241,6 +268,7 @@ class Cloud:
             await self._close()
 
     async def _close(self) -> None:
+        self.feed.close()  # open event streams end, so the server can stop
         if self._server is not None:
             self._server.should_exit = True  # uvicorn finishes open requests, then returns
         for task in self._loops:

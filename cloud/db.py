@@ -22,6 +22,8 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, 
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from fogline.redact import redact
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 30.0
 _IMMEDIATE = "fogline_immediate"
@@ -42,7 +44,7 @@ def check_url(url: str) -> URL:
     if parsed is None or parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ValueError(
             "expected a database URL like sqlite:///./fogline.db or "
-            f"postgresql+psycopg://user@host/db, got {url!r}"
+            f"postgresql+psycopg://user@host/db, got {redact(url)!r}"
         )
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         # Each pooled connection would get its own empty in-memory database.

@@ -305,9 +305,19 @@ class Ingest:
                 self._reject(message[0], exc)
         outcome = DrainOutcome()
         try:
+            # Signatures were checked before parsing; a batch whose chain link disagrees
+            # with what is stored is refused whole here, before any of it (or a dead
+            # letter of it) is written.
             if self.trust is not None:
                 parsed = self._linked(parsed, links)
-            stored = self._write([batch for _, batch in parsed], outcome.report)
+            batches: list[Batch] = []
+            for (topic, _), batch in parsed:
+                if batch.dead or batch.dropped:
+                    self._refused_records(topic, batch)
+                batches.append(batch)
+                if (letters := batch.dead_letters()) is not None:
+                    batches.append(letters)  # stored and acked beside the good records
+            stored = self._write(batches, outcome.report)
         except SQLAlchemyError as exc:
             outcome.error = exc
             outcome.retry = [message for message, _ in parsed]
@@ -345,6 +355,15 @@ class Ingest:
             else:
                 self._reject(item[0][0], RejectError("chain", problem))
         return kept
+
+    def _refused_records(self, topic: str, batch: Batch) -> None:
+        """Count (and log, at a bounded rate) the records refused from one message."""
+        for reason, n in (("dead_letter", len(batch.dead)), ("bad_seq", batch.dropped)):
+            if n:
+                self.metrics.rejects[reason] += n
+        first = batch.dead[0][2]["reason"] if batch.dead else "a seq outside 1..2^63-1"
+        detail = f"{len(batch.dead)} dead letter(s), {batch.dropped} bad seq(s); first: {first}"
+        self._reject_log(topic, RejectError("record", detail))
 
     def _reject(self, topic: str, exc: RejectError) -> None:
         self.metrics.rejects[exc.reason] += 1

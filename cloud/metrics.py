@@ -97,7 +97,7 @@ class CloudMetrics:
         family(
             "silences_resolved_total",
             "counter",
-            "gateway_silent episodes this replica resolved (the gateway was heard again).",
+            "gateway_silent episodes this replica cleared (the gateway was heard again).",
             {(): self.silences_resolved},
         )
         out.append("# HELP fogline_cloud_drain_seconds Decode and store time per drain.")

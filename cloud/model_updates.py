@@ -1,7 +1,10 @@
 """Models over the air, the cloud's half: store an upload, publish it, follow what the gateway says.
 
-`PUT /api/gateways/<gateway>/models/<step>` hands the bytes here. They must load and pass a
-test invoke (`fogline.model`) before anything is kept or sent. Then the chunks of
+`PUT /api/gateways/<gateway>/models/<step>` hands the bytes here. The gateway must exist and
+its latest health must name an `infer` step of that id, before the bytes are even looked
+at; then they are loaded, self-tested and timed in a limited child process
+(`fogline.sandbox`: one damaged upload used to segfault the cloud), and only then loaded
+here for their metadata. Nothing is kept or sent before all of that passed. Then the chunks of
 `fogline.ota` are published retained, QoS 1, on the cloud's own downlink connection (the
 one acks leave on), so that a gateway that is away gets the model when it comes back;
 chunk topics beyond the new count, left by a longer earlier upload, are cleared with
@@ -33,7 +36,7 @@ from cloud.models import MAX_GATEWAY, MAX_MODEL, MAX_STEP, MAX_VERSION, Gateway,
 from cloud.parse import is_number
 from cloud.queries import inference_steps, upload_out
 from cloud.schemas import InferenceStep, ModelUploadOut
-from fogline import ota
+from fogline import ota, sandbox
 from fogline.model import Model, ModelError
 from fogline.mqtt import MqttLink
 
@@ -100,6 +103,7 @@ class ModelUpdates:
         self._clock = clock
         self._turn = asyncio.Lock()
         self.trust: CloudTrust | None = None  # signs each chunk's header (cloud.trust)
+        self.limits = sandbox.Limits()
 
     async def upload(
         self, gateway: str, step: str, data: bytes, version: str | None
@@ -108,6 +112,11 @@ class ModelUpdates:
         check_segment("gateway id", gateway, MAX_GATEWAY)
         check_segment("step", step, MAX_STEP)
         check_size(len(data), self.max_bytes)
+        await asyncio.to_thread(self._target, gateway, step)
+        try:
+            await sandbox.check_async(data, self.limits)
+        except ModelError as exc:
+            raise UploadError(422, f"not a loadable Fogline model: {exc}") from exc
         model = await asyncio.to_thread(load, data)
         version = model.info.version if version is None else version
         if not 0 < len(version) <= MAX_VERSION:
@@ -141,6 +150,17 @@ class ModelUpdates:
             step,
         )
         return upload_out(row, running)
+
+    def _target(self, gateway: str, step: str) -> None:
+        """404 unless the gateway exists and its latest health names the infer step."""
+        with self.engine.connect() as conn:
+            health = conn.execute(select(Gateway.health).where(Gateway.id == gateway)).first()
+        if health is None:
+            raise UploadError(404, f"unknown gateway {gateway!r}")
+        steps = [s.step for s in inference_steps(health[0])]
+        if step not in steps:
+            known = ", ".join(steps) or "none reported"
+            raise UploadError(404, f"gateway {gateway!r} has no infer step {step!r} ({known})")
 
     def _before(self, gateway: str, step: str) -> tuple[int, list[InferenceStep]]:
         """The most chunk topics earlier uploads to this step may have left retained, and

@@ -39,7 +39,9 @@ MAX_MODEL, MAX_VERSION, MAX_LABEL, MAX_STEP = 128, 64, 128, 128
 GatewayId = String(MAX_GATEWAY)
 Device = String(MAX_DEVICE)
 
-STATES = ("open", "acknowledged", "resolved")
+STATES = ("open", "acknowledged", "cleared", "resolved")
+ROLES = ("viewer", "operator", "admin")  # each can do what the ones before it can
+MAX_USER = 64
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -89,7 +91,7 @@ class Gateway(Base):
     health_every: Mapped[float | None]
     pending_from: Mapped[int | None] = mapped_column(Seq)
     # Set by `cloud.silence` to `last_seen` when the gateway falls silent; cleared once it
-    # is heard again (`last_seen > silent_since`) and the alert episode is resolved.
+    # is heard again (`last_seen > silent_since`) and the alert episode is cleared.
     silent_since: Mapped[float | None]
 
 
@@ -164,6 +166,7 @@ class Alert(Base):
         UniqueConstraint("gateway_id", "alert_id"),
         Index(None, "raised_at", "id"),
         Index(None, "gateway_id", "state"),
+        Index(None, "state", "severity"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -181,6 +184,15 @@ class Alert(Base):
     message: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]]
     updated_at: Mapped[float]
+    # Operators' words (cloud.alerts.act); ingest carries them over unchanged.
+    acknowledged_by: Mapped[str | None] = mapped_column(String(MAX_USER))
+    resolved_at: Mapped[float | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(MAX_USER))
+    assignee: Mapped[str | None] = mapped_column(String(MAX_USER))
+    false_alarm: Mapped[str | None] = mapped_column(Text)  # the reason; a label for retraining
+    silence_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("silences.id", ondelete="SET NULL")
+    )
 
 
 class _FreeForm:
@@ -288,3 +300,116 @@ class ChainHead(Base):
     gateway_id: Mapped[str] = mapped_column(GatewayId, primary_key=True)
     seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class Silence(Base):
+    """A rule muted on a gateway (or one of its devices) until a time.
+
+    A silenced episode is stored, listed and counted like any other, marked with the
+    silence that covered it when it was raised; only notifications skip it.
+    """
+
+    __tablename__ = "silences"
+    __table_args__ = (Index(None, "until"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(GatewayId)
+    device: Mapped[str | None] = mapped_column(Device)  # null: every device of the gateway
+    rule: Mapped[str] = mapped_column(String(MAX_RULE))
+    until: Mapped[float]
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(MAX_USER))
+    created_at: Mapped[float]
+    ended_at: Mapped[float | None]  # ended early by an operator
+
+
+class Activity(Base):
+    """What happened to alerts, in order: arrivals from gateways and every operator action.
+
+    One table for three readers: an alert's timeline, the audit (`actor` is a user name,
+    `gateway <id>` or `cloud`), and the live feed, which follows `id`.
+    """
+
+    __tablename__ = "activity"
+    __table_args__ = (Index(None, "alert", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[float]
+    actor: Mapped[str] = mapped_column(String(MAX_USER + 8))
+    action: Mapped[str] = mapped_column(String(32))
+    alert: Mapped[int | None] = mapped_column(Id, ForeignKey("alerts.id", ondelete="CASCADE"))
+    detail: Mapped[dict[str, Any]]
+
+
+class User(Base):
+    """A person (or a service) who reads or acts, through the console or the API."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(MAX_USER), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(256))  # argon2id; null: tokens only
+    created_at: Mapped[float]
+
+
+class ApiToken(Base):
+    """A bearer token of a user: `fgl_<lookup>_<secret>`, only sha256(secret) kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    lookup: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float]
+    last_used_at: Mapped[float | None]
+    revoked_at: Mapped[float | None]
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie's sha256 is the key, so a copy of the table signs
+    nobody in."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float]
+    expires_at: Mapped[float] = mapped_column(index=True)
+
+
+class Webhook(Base):
+    """Where to tell about alerts: a URL, a body shape and the actions that trigger it."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    shape: Mapped[str] = mapped_column(String(16))  # "generic" JSON or "slack" ({"text"})
+    actions: Mapped[dict[str, Any]]  # {"on": ["raised", "cleared", "acknowledge"]}
+    created_by: Mapped[str] = mapped_column(String(MAX_USER))
+    created_at: Mapped[float]
+    removed_at: Mapped[float | None]
+
+
+class Delivery(Base):
+    """One activity row to one webhook: retried with backoff until sent or given up."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "activity_id"),
+        Index(None, "status", "next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(Id, ForeignKey("webhooks.id", ondelete="CASCADE"))
+    activity_id: Mapped[int] = mapped_column(Id, ForeignKey("activity.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
+    attempts: Mapped[int]
+    next_at: Mapped[float]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[float | None]
+    created_at: Mapped[float]

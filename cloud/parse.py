@@ -4,11 +4,18 @@
 needs of each kind (a digest's window bounds, an alert's episode id and state, column
 lengths), so that one bad record is refused here, with its index in the message, and
 never fails a whole drain's transaction later.
+
+A bad record is refused alone: it becomes a dead letter (`Batch.dead`: an `event` record
+`{"event": "dead_letter", "kind", "reason", "data"}` under its own seq, so it is stored,
+acknowledged and visible), and the rest of its batch is stored. Rejecting the whole batch
+made the gateway resend it every 2 s forever, and the alerts batched with one reading on a
+300-character topic segment never arrived. A record whose seq cannot be a ledger key is
+dropped (counted): it can be neither stored nor acknowledged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from cloud.models import MAX_ALERT_ID, MAX_DEVICE, MAX_GATEWAY, MAX_RULE, SEVERITIES
@@ -37,10 +44,33 @@ class Batch:
     gateway: str
     kind: str
     entries: list[Entry]
+    dead: list[Entry] = field(default_factory=list)
+    """Refused records as `dead_letter` events, to be stored under their own seqs."""
+    dropped: int = 0
+    """Records whose seq is not a valid ledger key: counted, neither stored nor acked."""
 
     @property
     def seqs(self) -> list[int]:
         return [seq for seq, _, _ in self.entries]
+
+    def dead_letters(self) -> Batch | None:
+        """The dead letters as an `event` batch of the same gateway, or None."""
+        return Batch(self.gateway, "event", self.dead) if self.dead else None
+
+
+def dead_letter(kind: str, index: int, device: str, data: Any, problem: str) -> dict[str, Any]:
+    """The event stored in place of a refused record: what it was, and why not."""
+    letter: dict[str, Any] = {
+        "event": "dead_letter",
+        "kind": kind,
+        "reason": f"records[{index}]: {problem}",
+        "device": device[:MAX_DEVICE],
+        "data": data,
+    }
+    ts = data.get("ts") if isinstance(data, dict) else None
+    if is_number(ts):
+        letter["ts"] = ts
+    return letter
 
 
 def parse_message(topic: str, payload: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> Batch:
@@ -66,13 +96,19 @@ def parse_message(topic: str, payload: bytes, max_bytes: int = DEFAULT_MAX_PAYLO
         )
     check = _CHECKS.get(kind)
     entries: list[Entry] = []
+    dead: list[Entry] = []
+    dropped = 0
     for i, rec in enumerate(batch["records"]):
         seq, device, data = rec["seq"], rec["device"], rec["data"]
-        problem = _common(seq, device) or (check(data) if check else None)
+        if not 1 <= seq <= MAX_SEQ:
+            dropped += 1
+            continue
+        problem = _device(device) or (check(data) if check else None)
         if problem:
-            raise RejectError("schema", f"records[{i}] (seq {seq}): {problem}")
+            dead.append((seq, device[:MAX_DEVICE], dead_letter(kind, i, device, data, problem)))
+            continue
         entries.append((seq, device, data))
-    return Batch(gateway, kind, entries)
+    return Batch(gateway, kind, entries, dead, dropped)
 
 
 def _reason(message: str) -> str:
@@ -86,9 +122,7 @@ def _reason(message: str) -> str:
     return "schema"
 
 
-def _common(seq: int, device: str) -> str | None:
-    if not 1 <= seq <= MAX_SEQ:
-        return f"seq must be from 1 to {MAX_SEQ}"
+def _device(device: str) -> str | None:
     if len(device) > MAX_DEVICE:
         return f"device longer than {MAX_DEVICE} characters"
     return None

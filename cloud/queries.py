@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Select, case, func, select, tuple_
@@ -10,10 +10,23 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cloud.gaps import in_flight_from, loss_report
 from cloud.health import backlog
-from cloud.models import Alert, Digest, Escalation, Gateway, ModelUpload
+from cloud.models import (
+    SEVERITIES,
+    STATES,
+    Activity,
+    Alert,
+    Digest,
+    Escalation,
+    Gateway,
+    ModelUpload,
+    Silence,
+)
 from cloud.pagination import decode_cursor, encode_cursor
 from cloud.parse import MAX_SEQ, is_number
 from cloud.schemas import (
+    ActivityOut,
+    AlertCounts,
+    AlertDetail,
     AlertOut,
     AlertPage,
     CloudDecision,
@@ -32,6 +45,8 @@ from cloud.schemas import (
     InferenceStep,
     LastKnownBacklog,
     ModelUploadOut,
+    SilenceList,
+    SilenceOut,
 )
 
 
@@ -129,7 +144,7 @@ def gateway(
 
 
 def _newest_first(
-    model: type[Digest | Alert | Escalation],
+    model: type[Digest | Escalation],
     at: InstrumentedAttribute[float],
     filters: Filters,
     limit: int,
@@ -172,43 +187,157 @@ def digests(session: Session, filters: Filters, limit: int, cursor: str | None) 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AlertFilters:
+    """What narrows the alert list, beyond `Filters`; `silenced` None shows both."""
+
+    state: str | None = None
+    severity: str | None = None
+    rule: str | None = None
+    silenced: bool | None = None
+
+
+def _alert_where(query: Any, filters: Filters, more: AlertFilters) -> Any:
+    """`query` (a Select of any columns) narrowed by the filters."""
+    if filters.gateway is not None:
+        query = query.where(Alert.gateway_id == filters.gateway)
+    if filters.device is not None:
+        query = query.where(Alert.device == filters.device)
+    if filters.since is not None:
+        query = query.where(Alert.raised_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(Alert.raised_at < filters.until)
+    if more.state == "active":  # the console's default: everything not yet resolved
+        query = query.where(Alert.state != "resolved")
+    elif more.state is not None:
+        query = query.where(Alert.state == more.state)
+    if more.severity is not None:
+        query = query.where(Alert.severity == more.severity)
+    if more.rule is not None:
+        query = query.where(Alert.rule == more.rule)
+    if more.silenced is not None:
+        query = query.where(
+            Alert.silence_id.is_not(None) if more.silenced else Alert.silence_id.is_(None)
+        )
+    return query
+
+
+def alert_out(r: Alert) -> AlertOut:
+    return AlertOut(
+        id=r.id,
+        gateway=r.gateway_id,
+        # Every episode has at least one of the two.
+        seq=r.raised_seq if r.raised_seq is not None else (r.cleared_seq or 0),
+        alert_id=r.alert_id,
+        device=r.device,
+        rule=r.rule,
+        severity=r.severity,  # checked at ingest
+        state=r.state,  # written by cloud.alerts only
+        raised_at=r.raised_at,
+        cleared_at=r.cleared_at,
+        acknowledged_at=r.acknowledged_at,
+        message=r.message,
+        raised_seq=r.raised_seq,
+        cleared_seq=r.cleared_seq,
+        payload=r.payload,
+        acknowledged_by=r.acknowledged_by,
+        resolved_at=r.resolved_at,
+        resolved_by=r.resolved_by,
+        assignee=r.assignee,
+        false_alarm=r.false_alarm,
+        silence=r.silence_id,
+    )
+
+
 def alerts(
     session: Session,
     filters: Filters,
-    state: str | None,
-    severity: str | None,
+    more: AlertFilters,
     limit: int,
     cursor: str | None,
 ) -> AlertPage:
-    query = _newest_first(Alert, Alert.raised_at, filters, limit, cursor)
-    if state is not None:
-        query = query.where(Alert.state == state)
-    if severity is not None:
-        query = query.where(Alert.severity == severity)
+    query = select(Alert).order_by(Alert.raised_at.desc(), Alert.id.desc()).limit(limit + 1)
+    query = _alert_where(query, filters, more)
+    if cursor is not None:
+        key = decode_cursor(cursor, float, int)
+        query = query.where(tuple_(Alert.raised_at, Alert.id) < tuple_(*key))
     rows = list(session.scalars(query))
     page = rows[:limit]
     return AlertPage(
-        items=[
-            AlertOut(
-                gateway=r.gateway_id,
-                # Every episode has at least one of the two.
-                seq=r.raised_seq if r.raised_seq is not None else (r.cleared_seq or 0),
-                alert_id=r.alert_id,
-                device=r.device,
-                rule=r.rule,
-                severity=r.severity,  # checked at ingest
-                state=r.state,  # written by cloud.alerts only
-                raised_at=r.raised_at,
-                cleared_at=r.cleared_at,
-                acknowledged_at=r.acknowledged_at,
-                message=r.message,
-                raised_seq=r.raised_seq,
-                cleared_seq=r.cleared_seq,
-                payload=r.payload,
-            )
-            for r in page
-        ],
+        items=[alert_out(r) for r in page],
         next=encode_cursor(page[-1].raised_at, page[-1].id) if len(rows) > limit else None,
+    )
+
+
+def alert_counts(session: Session, filters: Filters, more: AlertFilters) -> AlertCounts:
+    """Per state (every other filter applied), per severity of what is not resolved, and
+    how many are silenced: what the list's header shows."""
+    per_state = _alert_where(
+        select(Alert.state, func.count()).group_by(Alert.state),
+        filters,
+        replace(more, state=None),
+    )
+    per_severity = _alert_where(
+        select(Alert.severity, func.count())
+        .where(Alert.state != "resolved")
+        .group_by(Alert.severity),
+        filters,
+        replace(more, state=None, severity=None),
+    )
+    silenced = _alert_where(
+        select(func.count()).select_from(Alert).where(Alert.silence_id.is_not(None)),
+        filters,
+        replace(more, silenced=None),
+    )
+    return AlertCounts(
+        state=dict.fromkeys(STATES, 0) | {s: int(n) for s, n in session.execute(per_state)},
+        severity=dict.fromkeys(SEVERITIES, 0)
+        | {s: int(n) for s, n in session.execute(per_severity)},
+        silenced=int(session.execute(silenced).scalar_one()),
+    )
+
+
+def activity_out(r: Activity) -> ActivityOut:
+    return ActivityOut(
+        id=r.id, at=r.at, actor=r.actor, action=r.action, alert=r.alert, detail=r.detail
+    )
+
+
+def alert_detail(session: Session, alert_id: int) -> AlertDetail | None:
+    row = session.get(Alert, alert_id)
+    if row is None:
+        return None
+    log = session.scalars(select(Activity).where(Activity.alert == alert_id).order_by(Activity.id))
+    return AlertDetail(**alert_out(row).model_dump(), activity=[activity_out(a) for a in log])
+
+
+def silences(session: Session, now: float, active_only: bool = False) -> SilenceList:
+    covered = (
+        select(func.count())
+        .select_from(Alert)
+        .where(Alert.silence_id == Silence.id)
+        .scalar_subquery()
+    )
+    query = select(Silence, covered).order_by(Silence.id.desc()).limit(500)
+    if active_only:
+        query = query.where(Silence.until > now, Silence.ended_at.is_(None))
+    return SilenceList(
+        items=[
+            SilenceOut(
+                id=s.id,
+                gateway=s.gateway_id,
+                device=s.device,
+                rule=s.rule,
+                until=s.until,
+                reason=s.reason,
+                created_by=s.created_by,
+                created_at=s.created_at,
+                ended_at=s.ended_at,
+                active=s.ended_at is None and s.until > now,
+                covered=int(n),
+            )
+            for s, n in session.execute(query)
+        ]
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-State = Literal["open", "acknowledged", "resolved"]
+State = Literal["open", "acknowledged", "cleared", "resolved"]
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -116,6 +116,7 @@ class DigestOut(_Out):
 
 
 class AlertOut(_Out):
+    id: int = Field(description="The episode's id in this cloud (actions and pages use it).")
     gateway: str
     seq: int = Field(description="Seq of the raise (of the clear while the raise is missing).")
     alert_id: str
@@ -130,6 +131,80 @@ class AlertOut(_Out):
     raised_seq: int | None
     cleared_seq: int | None
     payload: dict[str, Any] = Field(description="The raise and clear events' data.")
+    acknowledged_by: str | None
+    resolved_at: float | None
+    resolved_by: str | None
+    assignee: str | None
+    false_alarm: str | None = Field(description="Why an operator called it a false alarm.")
+    silence: int | None = Field(description="The silence that covered it when it arrived.")
+
+
+class ActivityOut(_Out):
+    id: int
+    at: float = Field(description="When the cloud stored it.")
+    actor: str = Field(description="A user name, `gateway <id>` or `cloud`.")
+    action: str = Field(
+        description="raised, cleared (from the source); acknowledge, resolve, assign, "
+        "comment, false_alarm, silence, unsilence (from people)."
+    )
+    alert: int | None
+    detail: dict[str, Any]
+
+
+class AlertDetail(AlertOut):
+    activity: list[ActivityOut] = Field(description="Its timeline and audit, oldest first.")
+
+
+class AlertCounts(_Out):
+    state: dict[str, int] = Field(description="Episodes per state, under the filters.")
+    severity: dict[str, int] = Field(
+        description="Episodes not yet resolved per severity, under the filters except state."
+    )
+    silenced: int = Field(description="Of the episodes matching the filters, silenced ones.")
+
+
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[int] = Field(min_length=1, max_length=1000, description="Episode ids.")
+    action: Literal["acknowledge", "resolve", "assign", "comment", "false_alarm"]
+    text: str | None = Field(
+        None, max_length=2000, description="Comment, false-alarm reason or assignee."
+    )
+
+
+class ActionOut(_Out):
+    changed: list[int]
+    unchanged: list[int] = Field(description="Ids the action did not apply to.")
+    missing: list[int] = Field(description="Ids of no episode.")
+
+
+class SilenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: str = Field(min_length=1, max_length=128)
+    device: str | None = Field(None, max_length=256, description="Null: every device.")
+    rule: str = Field(min_length=1, max_length=128)
+    until: float = Field(description="Epoch seconds when it ends.")
+    reason: str | None = Field(None, max_length=2000)
+
+
+class SilenceOut(_Out):
+    id: int
+    gateway: str
+    device: str | None
+    rule: str
+    until: float
+    reason: str | None
+    created_by: str
+    created_at: float
+    ended_at: float | None
+    active: bool
+    covered: int = Field(description="Episodes it covered.")
+
+
+class SilenceList(_Out):
+    items: list[SilenceOut]
 
 
 class GatewayPage(_Out):
@@ -251,3 +326,33 @@ class GatewayModels(_Out):
     gateway: str
     running: list[InferenceStep] = Field(description="Its infer steps, from the latest health.")
     uploads: list[ModelUploadOut] = Field(description="Uploads, newest first.")
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2048, description="http(s) URL to POST to.")
+    shape: Literal["generic", "slack"] = Field(
+        "generic", description='`generic` JSON, or `slack` ({"text"}: Slack, Teams, ...).'
+    )
+    on: list[Literal["raised", "cleared", "acknowledge"]] = Field(
+        ["raised", "cleared", "acknowledge"], min_length=1, description="What triggers it."
+    )
+
+
+class WebhookOut(_Out):
+    id: int
+    url: str = Field(description="Shown shortened: incoming-webhook paths are secrets.")
+    shape: str
+    on: list[str]
+    created_by: str
+    created_at: float
+    sent: int
+    pending: int = Field(description="Waiting for their first try or a retry.")
+    failed: int = Field(description="Given up after every retry.")
+    last_error: str | None
+    last_error_status: str | None
+
+
+class WebhookList(_Out):
+    items: list[WebhookOut]

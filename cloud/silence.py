@@ -9,10 +9,17 @@ So every `every` seconds each replica checks the gateways:
   default, when it never said), or the cloud's `--silent-after`. The gateway row gets
   `silent_since = last_seen` and an episode `cloud:gateway_silent/<silent_since>` is
   opened (rule `gateway_silent`, severity critical, device ""), whose message says
-  since when and the last known backlog;
-* **heard again** once `last_seen > silent_since`: the episode is resolved
-  (`cleared_at` = `last_seen`, the first time it was seen since, to within one check)
-  and `silent_since` cleared.
+  since when and the last known backlog; an active silence on the rule marks it, as
+  ingest marks a gateway's own episodes;
+* **heard again** once `last_seen > silent_since`: the condition is gone at the source, so
+  the episode is `cleared` (`cleared_at` = `last_seen`, the first time it was seen since,
+  to within one check) as a gateway's clear would leave it: from `open` or
+  `acknowledged`; one an operator already resolved stays `resolved`. Resolving stays an
+  operator's word (`cloud.alerts`). `silent_since` is cleared.
+
+Both transitions are written to `activity` (actor `cloud`, actions `raised` and `cleared`,
+in the same transaction), so the alert's timeline, the live list and the webhooks see them
+as they see a gateway's alerts.
 
 Several replicas may run this on one PostgreSQL at once. Each transition is one short
 transaction per gateway that first updates the gateway's row with the transition's own
@@ -40,13 +47,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Float, cast, func, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Float,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud.alerts import mark_silenced
 from cloud.db import writing
 from cloud.health import backlog
 from cloud.metrics import CloudMetrics
-from cloud.models import Alert, Gateway
+from cloud.models import Activity, Alert, Gateway
 
 log = logging.getLogger("fogline.cloud.silence")
 
@@ -55,6 +74,7 @@ SEVERITY = "critical"
 PERIODS = 3  # health periods without a word before a gateway is silent
 DEFAULT_HEALTH_EVERY = 30.0  # the gateway's own default period
 DEFAULT_EVERY = 2.0  # seconds between checks
+ACTOR = "cloud"  # who raised and cleared, in the activity log
 
 
 def alert_id(since: float) -> str:
@@ -153,16 +173,19 @@ class SilenceWatch:
                 return False
             since, health, health_ts, silent_after = row
             episode = _episode(gateway, since, float(silent_after), health, health_ts, now)
+            mark_silenced(conn, [episode], now)
             dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
             inserted = conn.execute(
                 dialect.insert(Alert).on_conflict_do_nothing().returning(Alert.id), [episode]
             ).all()
+            if inserted:
+                _log(conn, inserted[0].id, "raised", now, {"silent_since": since})
         if inserted:
             log.warning("%s", episode["message"])
         return bool(inserted)
 
     def _resolve(self, gateway: str, since: float, now: float) -> bool:
-        """Clear one gateway's silence and resolve its episode."""
+        """Clear one gateway's silence and its episode (see the module docstring)."""
         with writing(self.engine) as conn:
             heard = conn.execute(
                 update(Gateway)
@@ -177,26 +200,29 @@ class SilenceWatch:
             if heard is None:
                 return False
             episode = conn.execute(
-                select(Alert.id, Alert.payload).where(
+                select(Alert.id, Alert.state, Alert.payload).where(
                     Alert.gateway_id == gateway,
                     Alert.alert_id == alert_id(since),
-                    Alert.state != "resolved",
+                    Alert.rule == RULE,
+                    Alert.cleared_at.is_(None),
                 )
             ).one_or_none()
             if episode is None:
-                return True  # no open episode: a gateway alert of its own took the id
-            row_id, payload = episode
+                return True  # no episode to clear: a gateway alert of its own took the id
+            row_id, state, payload = episode
             cleared = {"heard_again_at": heard, "silent_for_s": round(heard - since, 3)}
+            after = "cleared" if state in ("open", "acknowledged") else state
             conn.execute(
                 update(Alert)
                 .where(Alert.id == row_id)
                 .values(
-                    state="resolved",
+                    state=after,
                     cleared_at=heard,
                     payload={**payload, "cleared": cleared},
                     updated_at=now,
                 )
             )
+            _log(conn, row_id, "cleared", now, {"from": state, "to": after, **cleared})
         log.info(
             "gateway %s heard again at %s after %.0f s of silence",
             gateway,
@@ -204,6 +230,14 @@ class SilenceWatch:
             heard - since,
         )
         return True
+
+
+def _log(conn: Connection, alert: int, action: str, now: float, detail: dict[str, Any]) -> None:
+    """One row of the activity log, which the timeline, the live list and webhooks follow."""
+    conn.execute(
+        insert(Activity),
+        [{"at": now, "actor": ACTOR, "action": action, "alert": alert, "detail": detail}],
+    )
 
 
 def _episode(

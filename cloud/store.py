@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, case, delete, func, select, tuple_, u
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase
 
-from cloud.alerts import apply_event
+from cloud.alerts import apply_event, mark_silenced
 from cloud.db import writing
 from cloud.escalations import CloudModels, model_name
 from cloud.health import health_every, pending_from
@@ -39,6 +39,7 @@ from cloud.model_updates import apply_model_events
 from cloud.models import (
     MAX_ALERT_ID,
     MAX_RULE,
+    Activity,
     Alert,
     AlertEvent,
     Digest,
@@ -273,7 +274,8 @@ class Store:
         return raises
 
     def _episodes(self, conn: Connection, rows: list[Row], now: float) -> None:
-        """Fold new alert events into their episodes (under the gateway locks)."""
+        """Fold new alert events into their episodes (under the gateway locks), and log
+        each arrival in `activity` (the timeline, the audit and the live feed read it)."""
         keys = sorted({(g, x["alert_id"]) for g, _, _, x in rows})
         columns = [c for c in Alert.__table__.columns if c.key != "id"]
         existing: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
@@ -286,10 +288,30 @@ class Store:
         for g, s, d, x in rows:  # in seq order
             key = (g, x["alert_id"])
             episodes[key] = apply_event(episodes.get(key), g, s, d, x, now)
+        ids = {key: row_id for key, (row_id, _) in existing.items()}
         if inserts := [episodes[k] for k in keys if k not in existing]:
-            conn.execute(_insert(conn, Alert), inserts)
+            mark_silenced(conn, inserts, now)
+            stmt = _insert(conn, Alert).returning(Alert.id, Alert.gateway_id, Alert.alert_id)
+            for row_id, g, alert_id in conn.execute(stmt, inserts):
+                ids[g, alert_id] = row_id
         for key, (row_id, _) in sorted(existing.items()):
             conn.execute(update(Alert).where(Alert.id == row_id).values(**episodes[key]))
+        conn.execute(
+            _insert(conn, Activity),
+            [
+                {
+                    "at": now,
+                    "actor": "cloud" if "escalation" in x else f"gateway {g}",
+                    "action": x["state"],
+                    "alert": ids[g, x["alert_id"]],
+                    "detail": {
+                        "seq": s,
+                        "edge_at": x.get("raised_at" if x["state"] == "raised" else "cleared_at"),
+                    },
+                }
+                for g, s, _, x in rows
+            ],
+        )
 
     def _apply_health(self, conn: Connection, rows: list[Row]) -> None:
         """The latest health record onto the gateway's row; evicted ranges merged in."""

@@ -326,7 +326,14 @@ async def _simulate(options: Options, stop: asyncio.Event) -> int:
     fleet = build_fleet(options, SimClock(wall.time(), options.speed, options.sim_start))
     transport = options.transport(fleet.command)
     async with contextlib.AsyncExitStack() as stack:
-        if not await _connect(stack, transport, stop):
+        connected = await _connect(stack, transport, stop, options.duration)
+        if connected is None:
+            sys.stderr.write(
+                f"fogline devices: could not reach {transport.name} within --duration "
+                f"{options.duration:g}s; nothing was sent. Is the broker running?\n"
+            )
+            return 1
+        if not connected:
             return 130
         fleet.start_at(wall.time())  # the first reading is due now, however long that took
         codec = Codec(options.format, fleet.UNITS, fleet.base_names())
@@ -353,12 +360,17 @@ async def _simulate(options: Options, stop: asyncio.Event) -> int:
 
 
 async def _connect(
-    stack: contextlib.AsyncExitStack, transport: Transport, stop: asyncio.Event
-) -> bool:
-    """Enter the transport unless a signal comes first (an absent broker is retried)."""
+    stack: contextlib.AsyncExitStack,
+    transport: Transport,
+    stop: asyncio.Event,
+    within: float | None = None,
+) -> bool | None:
+    """Enter the transport unless a signal comes first (True), or `within` seconds pass
+    first (None: `--duration` bounds the whole run, connecting included); an absent broker
+    is retried meanwhile. False: stopped by a signal."""
     entering = asyncio.create_task(stack.enter_async_context(transport), name="devices.connect")
     stopping = asyncio.create_task(stop.wait(), name="devices.stop-wait")
-    await asyncio.wait({entering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({entering, stopping}, return_when=asyncio.FIRST_COMPLETED, timeout=within)
     stopping.cancel()
     if entering.done():
         entering.result()
@@ -367,7 +379,7 @@ async def _connect(
     with contextlib.suppress(asyncio.CancelledError):
         await entering
     await transport.__aexit__(None, None, None)
-    return False
+    return False if stop.is_set() else None
 
 
 def _summary(fleet: Fleet, transport: Transport, stats: RunStats, options: Options) -> None:

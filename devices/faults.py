@@ -104,6 +104,7 @@ def parse_faults(
             problems.append(
                 f"{where}: unknown fault {kind!r}; expected one of: {', '.join(sorted(kinds))}"
             )
+        device = resolve_device(device, devices, known)
         if device not in known:
             problems.append(f"{where}: unknown device {device!r}; {_expected(device, devices)}")
         start = duration = None
@@ -136,6 +137,28 @@ def parse_faults(
     if problems:
         raise FaultSpecError(problems)
     return parsed
+
+
+_NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)$")
+
+
+def resolve_device(device: str, devices: Sequence[str], known: set[str] | None = None) -> str:
+    """The fleet's name for `device`, read by its number: `m-3`, `m-03` and `m-003` are the
+    same machine, whatever width the fleet's size gives its names (m-001 .. m-200)."""
+    if device in (known if known is not None else set(devices)):
+        return device
+    wanted = _NUMBERED.match(device)
+    if wanted is None:
+        return device
+    for name in devices:
+        have = _NUMBERED.match(name)
+        if (
+            have is not None
+            and have["prefix"] == wanted["prefix"]
+            and int(have["number"]) == int(wanted["number"])
+        ):
+            return name
+    return device
 
 
 def _expected(device: str, devices: Sequence[str]) -> str:

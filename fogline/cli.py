@@ -14,6 +14,8 @@ from pathlib import Path
 
 from fogline import __version__
 from fogline.identity import IDENTITY_FILE, Identity, IdentityError, read_identity
+from fogline.redact import install as install_redaction
+from fogline.redact import redact, remember_url
 from fogline.tls import tls_files, with_password_file
 from fogline.units import parse_duration, parse_size
 from fogline.urls import parse_broker_url
@@ -93,6 +95,7 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
     )
     _add(cloud, "http", "HOST:PORT for the API, /metrics and /healthz", "127.0.0.1:8080")
     _add(cloud, "replica", "replica name, unique per instance", socket.gethostname().split(".")[0])
+    _add(cloud, "public-url", "the console's address as people reach it (links in webhooks)")
     _add(cloud, "retention-days", "days digests are kept", "30")
     _add(
         cloud,
@@ -123,7 +126,10 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
         help="development only: store batches of gateways never provisioned, unchecked "
         "[env FOGLINE_ALLOW_UNREGISTERED=1]",
     )
-    gateways_cli.add_parsers(cloud)
+    from fogline import people_cli  # noqa: PLC0415
+
+    people_cli.add_parsers(cloud)
+    gateways_cli.add_parsers(cloud)  # after people_cli: the two share `cloud_command`
 
     pipe = sub.add_parser("pipeline", help="check pipelines, or print their schema and reference")
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
@@ -169,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for chatty in ("gmqtt", "alembic", "uvicorn.error"):  # their INFO lines are not for users
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    for value in vars(args).values():  # passwords in any URL flag are masked from here on
+        if isinstance(value, str) and "://" in value:
+            remember_url(value)
+    install_redaction()
     if args.command == "pipeline":
         return _pipeline(args)
     if args.command == "gateway" and getattr(args, "gateway_command", None) == "key":
@@ -181,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fogline import gateways_cli  # noqa: PLC0415
 
         return gateways_cli.run(args)
+    if args.command == "cloud" and getattr(args, "cloud_command", None):
+        from fogline import people_cli  # noqa: PLC0415
+
+        return people_cli.run(args)
     if args.command == "cloud":
         return _cloud(args)
     if args.command == "devices":
@@ -244,7 +258,7 @@ def _ttl(spec: str) -> dict[str, float]:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from gateway.app import GatewayOptions, run_gateway  # noqa: PLC0415
+    from gateway.app import GatewayOptions, check_data_dir, run_gateway  # noqa: PLC0415
     from gateway.spec import PipelineError, load_pipeline  # noqa: PLC0415
 
     if not args.pipeline:
@@ -263,6 +277,7 @@ def _gateway(args: argparse.Namespace) -> int:
         ttl = _ttl(args.outbox_ttl or "")
         max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
         keepalive = _seconds(args.uplink_keepalive, "--uplink-keepalive")
+        check_data_dir(Path(args.data_dir))
         uplink_tls = tls_files(args.ca, args.cert, args.key)
         shared = (broker.host, broker.port) == (uplink.host, uplink.port)
         broker_tls = tls_files(
@@ -279,7 +294,7 @@ def _gateway(args: argparse.Namespace) -> int:
         )
         return 1
     except ValueError as exc:
-        print(f"fogline gateway: {exc}", file=sys.stderr)
+        print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
         return 2
     options = GatewayOptions(
         pipeline=pipeline,
@@ -301,7 +316,7 @@ def _gateway(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_gateway(options))
     except (IdentityError, PermissionError) as exc:
-        print(f"fogline gateway: {exc}", file=sys.stderr)
+        print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
         return 1
 
 
@@ -358,10 +373,13 @@ def _cloud(args: argparse.Namespace) -> int:
         broker_tls = tls_files(args.ca, args.cert, args.key)
         https = _https(args.tls_cert, args.tls_key)
     except ValueError as exc:
-        print(f"fogline cloud: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: {exc}"), file=sys.stderr)
         return 2
+    from cloud.notify import NotifyOptions  # noqa: PLC0415
+
     options = CloudOptions(
         broker=broker,
+        notify=NotifyOptions(public_url=args.public_url or None),
         db_url=args.db,
         http_host=host,
         http_port=port,
@@ -377,9 +395,9 @@ def _cloud(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_cloud(options))
     except OSError as exc:
-        print(f"fogline cloud: cannot listen on {args.http}: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: cannot listen on {args.http}: {exc}"), file=sys.stderr)
     except SQLAlchemyError as exc:
-        print(f"fogline cloud: cannot use the database {args.db}: {exc}", file=sys.stderr)
+        print(redact(f"fogline cloud: cannot use the database {args.db}: {exc}"), file=sys.stderr)
     return 1
 
 

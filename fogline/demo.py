@@ -7,7 +7,8 @@ stops it within milliseconds; after 70 s m-06 develops a bearing fault: the diag
 model on the gateway names it within a window or two (windows it is unsure of go to the
 cloud's model as escalations), and the vibration-anomaly alert fires once the anomaly
 scores have warmed up. Every action, alert, escalation and digest is printed as it
-happens; the cloud's view is at the API URL.
+happens; the console (sign-in printed at start) shows it live,
+the API too (a token is printed).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cloud import people
 from cloud.app import Cloud, CloudOptions
 from fogline import demo_trust
 from fogline.envelope import decode_batch
@@ -33,6 +36,17 @@ from gateway.spec import load_pipeline
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "factory.yaml"
 FAULTS = "overheating:m-03@15s,bearing:m-06@70s"
+
+
+DEMO_USER = "demo"
+
+
+def _demo_user(cloud: Cloud) -> tuple[str, str]:
+    """An admin for this run only: a fresh random password and API token, printed once."""
+    password = secrets.token_urlsafe(9)
+    now = time.time()
+    people.add_user(cloud.engine, DEMO_USER, "admin", password, now)
+    return password, people.add_token(cloud.engine, DEMO_USER, "demo", now)[1]
 
 
 def _free_port() -> int:
@@ -110,6 +124,7 @@ async def run_demo(duration: float) -> int:
                     replica="demo",
                     signing_key=trust.cloud_key,
                     allow_unregistered=False,
+                    warn_no_users=False,
                 )
             )
             gateway = Gateway(
@@ -137,10 +152,12 @@ async def run_demo(duration: float) -> int:
             )
             async with cloud, gateway, viewer:
                 api = f"http://127.0.0.1:{cloud.http_port}"
+                password, token = await asyncio.to_thread(_demo_user, cloud)
                 print(f"fogline demo: broker mqtt://127.0.0.1:{port}, pipeline {PIPELINE.name}")
+                print(f"  the console: {api}/  sign in as {DEMO_USER} / {password}")
                 print(
-                    f"  the cloud's view: {api}/api/alerts, {api}/api/escalations, "
-                    f"{api}/api/inference, {api}/docs"
+                    f"  the API: curl -H 'Authorization: Bearer {token}' {api}/api/alerts "
+                    f"(also /api/escalations, /api/inference; reference at {api}/docs)"
                 )
                 topics = "-t 'fogline/#' -t 'factory/+/+/actions'"
                 viewer_login = f"-u demo-viewer -P {trust.passwords['demo-viewer']}"

@@ -34,6 +34,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> Any:
 def add_parsers(cloud: argparse.ArgumentParser) -> None:
     sub = _subcommands(cloud)
     gateway = sub.add_parser("gateway", help="provision gateways: add, revoke, list")
+    sub.metavar = "{" + ",".join(sub.choices) + "}"  # {user,token,gateway}: people's first
     gateways = gateway.add_subparsers(dest="gateway_command", required=True)
 
     def leaf(name: str, help_: str) -> argparse.ArgumentParser:

@@ -44,7 +44,9 @@ logging.getLogger("gmqtt").setLevel(logging.ERROR)
 OnMessage = Callable[[str, bytes], None]
 OnPuback = Callable[[int, float, int], None]  # mid, monotonic time sent, bytes
 MAX_WAITING = 10_000  # publishes held while the broker's in-flight window is full
-CONNECT_TIMEOUT = 10.0  # seconds for TCP, TLS and CONNACK together
+# Seconds for TCP, TLS and CONNACK together: on a 2 kbit/s link the handshake can wait
+# behind ~12 s of the old connection's packets in the bottleneck's queue (measured).
+CONNECT_TIMEOUT = 20.0
 SPARE_IDS = 2  # packet ids kept free of tracked publishes, for SUBSCRIBE
 
 
@@ -353,9 +355,8 @@ class MqttLink:
         while not self._lost.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), 1.0)
-            connection = getattr(self._client, "_connection", None)
-            heard = getattr(connection, "_last_data_in", None)
-            if isinstance(heard, float) and time.monotonic() - heard > self.dead_after:
+            heard = self.last_heard
+            if heard and time.monotonic() - heard > self.dead_after:
                 log.warning(
                     "%s: nothing from %s for %.0fs; dropping the connection",
                     self.name,
@@ -466,6 +467,27 @@ class MqttLink:
         if not self.connected.is_set():
             return 0
         return max(0, self.receive_maximum - 1 - SPARE_IDS - self.inflight_count)
+
+    def oldest_inflight(self) -> tuple[int, float] | None:
+        """(mid, monotonic time sent) of the oldest publish the broker has not acknowledged."""
+        for mid, (sent_at, _) in self._inflight.sent.items():
+            return mid, sent_at
+        return None
+
+    @property
+    def last_heard(self) -> float:
+        """Monotonic time the broker last sent anything on this connection (0: never)."""
+        connection = getattr(self._client, "_connection", None)
+        heard = getattr(connection, "_last_data_in", 0.0)
+        return float(heard) if isinstance(heard, float) else 0.0
+
+    def ping(self) -> None:
+        """Ask the broker for a PINGRESP now (best effort), to learn whether it still hears us."""
+        connection = getattr(self._client, "_connection", None)
+        send = getattr(connection, "_send_ping_request", None)
+        if self.connected.is_set() and send is not None:
+            with contextlib.suppress(Exception):
+                send()
 
     def packet_size(self, mid: int) -> int:
         """Bytes on the wire of a tracked publish not yet acknowledged (0 once it is)."""

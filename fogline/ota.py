@@ -11,11 +11,20 @@ The gateway assembles chunks per step (a chunk of another sha256 starts over: a 
 upload replaced the one in progress), and checks size and sha256 before it even tries to
 load the model. An empty retained payload clears a chunk topic (the cloud clears chunks
 beyond a new, shorter count).
+
+Chunks come from a broker, not only from our cloud, so the assembler is bounded
+(`AssemblyLimits`): a header announcing more than `max_bytes` or `max_chunks`, a chunk for a
+step the gateway does not run, or chunks holding more bytes than announced are refused at
+once and never held; at most `max_open` transfers are held (a new one drops the oldest) and
+one still incomplete after `ttl` seconds is dropped. 400 junk chunks used to take a gateway
+to 471 MB. Drops are reported through `on_expired`, so they are counted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +37,12 @@ CHUNK_SIZE = 64 * 1024
 class ChunkError(ValueError):
     """A chunk that cannot be part of a model (the message says why)."""
 
-    def __init__(self, message: str, manifest: Manifest | None = None) -> None:
+    def __init__(
+        self, message: str, manifest: Manifest | None = None, *, damaged: bool = True
+    ) -> None:
         super().__init__(message)
         self.manifest = manifest  # which upload it was, once the header could be read
+        self.damaged = damaged  # False: intact, but not for us (or beyond the limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,23 +111,116 @@ def parse_chunk(payload: bytes) -> tuple[Manifest, int, bytes]:
     return manifest, index, body
 
 
-@dataclass
-class Assembler:
-    """Chunks in, whole verified models out, per step."""
+@dataclass(frozen=True, slots=True)
+class AssemblyLimits:
+    """What chunks in progress may hold."""
 
-    _parts: dict[str, tuple[Manifest, dict[int, bytes]]] = field(default_factory=dict)
+    max_bytes: int = 16 * 1024 * 1024  # one model; the cloud refuses larger uploads too
+    max_chunks: int = 4096  # 16 MiB in 4 KiB chunks
+    max_open: int = 4  # transfers held at once
+    ttl: float = 600.0  # seconds an incomplete transfer is kept
+
+
+@dataclass
+class _Transfer:
+    manifest: Manifest
+    started: float
+    parts: dict[int, bytes] = field(default_factory=dict)
+    held: int = 0  # bytes in parts
+
+
+Dropped = Callable[[Manifest, str], None]
+
+
+def _ignore(manifest: Manifest, reason: str) -> None:
+    """The default: nobody counts dropped transfers."""
+
+
+class Assembler:
+    """Chunks in, whole verified models out, per step; bounded (see the module docstring)."""
+
+    def __init__(
+        self,
+        limits: AssemblyLimits | None = None,
+        *,
+        steps: Collection[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_expired: Dropped = _ignore,
+    ) -> None:
+        self.limits = limits or AssemblyLimits()
+        self._steps = steps
+        self._clock = clock
+        self._on_expired = on_expired
+        self._parts: dict[str, _Transfer] = {}
+
+    @property
+    def open_transfers(self) -> int:
+        return len(self._parts)
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(t.held for t in self._parts.values())
+
+    def expire(self) -> None:
+        """Drop the transfers incomplete for longer than `ttl`."""
+        now = self._clock()
+        for step, transfer in list(self._parts.items()):
+            if now - transfer.started > self.limits.ttl:
+                del self._parts[step]
+                self._on_expired(
+                    transfer.manifest,
+                    f"{len(transfer.parts)} of {transfer.manifest.count} chunks after "
+                    f"{self.limits.ttl:g} s",
+                )
+
+    def _check(self, manifest: Manifest, body: bytes) -> None:
+        limits = self.limits
+        if self._steps is not None and manifest.step not in self._steps:
+            known = ", ".join(sorted(self._steps)) or "none"
+            raise ChunkError(
+                f"no infer step '{manifest.step}' (infer steps: {known})", manifest, damaged=False
+            )
+        if not 0 < manifest.size <= limits.max_bytes:
+            raise ChunkError(
+                f"announces {manifest.size} bytes; a model may have 1 to {limits.max_bytes}",
+                manifest,
+                damaged=False,
+            )
+        if manifest.count > limits.max_chunks:
+            raise ChunkError(
+                f"announces {manifest.count} chunks, more than {limits.max_chunks}",
+                manifest,
+                damaged=False,
+            )
+        if len(body) > manifest.size:
+            raise ChunkError(
+                f"a chunk of {len(body)} bytes > the model's {manifest.size}", manifest
+            )
 
     def add(self, payload: bytes) -> tuple[Manifest, bytes] | None:
         """The whole model once its last chunk arrives; ChunkError if it is not intact."""
         manifest, index, body = parse_chunk(payload)
+        self.expire()
+        self._check(manifest, body)
         held = self._parts.get(manifest.step)
-        if held is None or held[0] != manifest:
-            held = self._parts[manifest.step] = (manifest, {})
-        held[1][index] = body
-        if len(held[1]) < manifest.count:
+        if held is None or held.manifest != manifest:
+            self._parts.pop(manifest.step, None)  # a newer upload replaces the one in progress
+            if len(self._parts) >= self.limits.max_open:
+                oldest = min(self._parts, key=lambda step: self._parts[step].started)
+                dropped = self._parts.pop(oldest)
+                self._on_expired(
+                    dropped.manifest, f"more than {self.limits.max_open} transfers at once"
+                )
+            held = self._parts[manifest.step] = _Transfer(manifest, self._clock())
+        held.held += len(body) - len(held.parts.get(index, b""))
+        held.parts[index] = body
+        if held.held > manifest.size:
+            del self._parts[manifest.step]
+            raise ChunkError(f"chunks hold more than the announced {manifest.size} bytes", manifest)
+        if len(held.parts) < manifest.count:
             return None
         del self._parts[manifest.step]
-        data = b"".join(held[1][i] for i in range(manifest.count))
+        data = b"".join(held.parts[i] for i in range(manifest.count))
         if len(data) != manifest.size:
             raise ChunkError(f"expected {manifest.size} bytes, got {len(data)}", manifest)
         digest = hashlib.sha256(data).hexdigest()

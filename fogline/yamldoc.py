@@ -2,6 +2,11 @@
 
 Every problem we report names `file:line:col path`, so loading keeps the position of each
 mapping key and sequence item, keyed by its path (`("steps", 2, "window", "size")`).
+
+A pipeline file may come from anywhere, so the loader is bounded: aliases (`*name`) are
+refused at their position (502 bytes of nested aliases expanded to 4 GB in `pipeline
+check`), and so are a text over `MAX_BYTES` and nesting deeper than `MAX_DEPTH` (the
+composer recurses). Without aliases the number of nodes is at most the size of the text.
 """
 
 from __future__ import annotations
@@ -12,6 +17,37 @@ from typing import Any
 import yaml
 
 Path = tuple[str | int, ...]
+
+MAX_BYTES = 1024 * 1024
+"""Largest document read, in bytes (the demo pipelines are about 6 KB)."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and sequences."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases and deep nesting, each at its position."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases are not allowed (*{event.anchor}); write the value out",
+                event.start_mark,
+            )
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +106,14 @@ def format_path(path: Path) -> str:
 
 
 def load(text: str, file: str = "<string>") -> Document:
-    loader = yaml.SafeLoader(text)
+    """Parse `text` into a located document; YamlDocumentError names each problem."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        message = f"expected at most {MAX_BYTES} bytes of YAML, got {size}"
+        raise YamlDocumentError([Problem(file, 1, 1, "", message)])
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # the reader checks the characters here already
         node = loader.get_single_node()
         marks: dict[Path, tuple[int, int]] = {}
         problems: list[Problem] = []
@@ -81,8 +123,15 @@ def load(text: str, file: str = "<string>") -> Document:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = exc.problem or exc.context or "invalid YAML"
         raise YamlDocumentError([Problem(file, line, col, "", f"invalid YAML: {reason}")]) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (found by fuzzing)
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        reason = f"character {char!r} is not allowed"
+        raise YamlDocumentError([Problem(file, line, col, "", f"invalid YAML: {reason}")]) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise YamlDocumentError(problems)
     return Document(file, data, marks)

@@ -375,6 +375,23 @@ def _with_credentials(url: BrokerUrl, identity: Identity | None) -> BrokerUrl:
     return dataclasses.replace(url, username=identity.username, password=identity.password)
 
 
+def check_data_dir(path: Path) -> None:
+    """The gateway keeps its outbox and models here: refuse, in one line, a place it cannot
+    write (a file, /proc, a read-only mount or directory) before anything starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".fogline-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise ValueError(f"--data-dir {path}: exists and is not a directory") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(
+            f"--data-dir {path}: cannot write there ({reason}); choose a writable directory"
+        ) from None
+
+
 async def run_gateway(options: GatewayOptions) -> int:
     """Run until SIGINT/SIGTERM; the CLI's entry point."""
     options.data_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,13 @@
 Per message this is one `orjson.loads`, one cached topic lookup and a few dict operations.
 Every way a payload can be wrong ends in `reject(topic, payload, reason, detail)`; the
 decoder never raises.
+
+Lengths are bounded here, at the source: a topic longer than `max_topic_length`
+(`topic_too_long`) never reaches the topic cache, and a key value (a topic segment or a
+payload field) longer than `max_key_length` (`key_too_long`) never becomes per-key state
+downstream, nor a device name the cloud cannot store. CBOR is decoded by `cbor2`, which
+turns tags into Python objects: `cbor_problem` refuses everything but plain JSON-like data
+(a bignum timestamp used to escape as an OverflowError).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ SENML_KEYS = frozenset(
 SENML_RELATIVE_LIMIT = 2**28  # RFC 8428 4.5.3: smaller times are relative to now
 MS_THRESHOLD = 1e11  # epoch seconds stay below this until the year 5138; ms are above it
 TOPIC_CACHE_MAX = 100_000
+CBOR_INT_MIN, CBOR_INT_MAX = -(2**64), 2**64 - 1  # CBOR's own integers; beyond is a bignum
 
 
 class TopicPatterns:
@@ -76,6 +84,8 @@ class Decoder:
         timestamp: str | None = "ts",
         max_payload: int = 65536,
         max_clock_skew: float | None = 3600.0,
+        max_topic_length: int = 256,
+        max_key_length: int = 64,
     ) -> None:
         self._patterns = patterns
         self._key = itemgetter(*key)
@@ -85,10 +95,26 @@ class Decoder:
         self._ts_field = timestamp
         self._max_payload = max_payload
         self._skew = max_clock_skew
+        self.max_topic_length = max_topic_length
+        self._max_key = max_key_length
+
+    def topic_too_long(self, topic: str, payload: bytes) -> bool:
+        """Reject (and say so) a topic or path longer than `max_topic_length`."""
+        if len(topic) <= self.max_topic_length:
+            return False
+        self._reject(
+            topic[: self.max_topic_length] + "...",
+            payload,
+            "topic_too_long",
+            f"{len(topic)} characters > max_topic_length {self.max_topic_length}",
+        )
+        return True
 
     def decode(self, topic: str, payload: bytes, now: float, out: list[Record]) -> None:
         """Append the records in one message to `out`."""
         reject = self._reject
+        if len(topic) > self.max_topic_length and self.topic_too_long(topic, payload):
+            return
         segments = self._patterns.match(topic)
         if segments is None:
             reject(topic, payload, "unknown_topic", "no source pattern matches this topic")
@@ -189,6 +215,16 @@ class Decoder:
             self._reject(topic, payload, "missing_key", f"key field {exc} is missing")
             return
         key = (str(raw),) if self._single_key else tuple(map(str, raw))
+        for value in key:
+            if len(value) > self._max_key:
+                self._reject(
+                    topic,
+                    payload,
+                    "key_too_long",
+                    f"key value of {len(value)} characters > max_key_length {self._max_key}: "
+                    f"{value[:32]!r}...",
+                )
+                return
         out.append(Record(key, float(ts), fields))
 
 
@@ -207,6 +243,40 @@ def senml_from_cbor(pack: Any) -> Any:
         {SENML_CBOR_LABELS.get(k, k): v for k, v in rec.items()} if isinstance(rec, dict) else rec
         for rec in pack
     ]
+
+
+_CBOR_PLAIN = (str, float, bool, bytes, type(None))
+
+
+def cbor_problem(data: Any, limit: int = 100_000) -> str | None:
+    """What in decoded CBOR is more than JSON-like data (a bignum, a tag, a set...), or None.
+
+    Iterative, so nesting cannot exhaust the stack; `limit` items at most (a 64 KiB payload
+    holds fewer).
+    """
+    stack: list[tuple[Any, str]] = [(data, "$")]
+    seen = 0
+    while stack:
+        value, where = stack.pop()
+        seen += 1
+        if seen > limit:
+            return f"more than {limit} items"
+        cls = value.__class__
+        if cls is int:
+            if not CBOR_INT_MIN <= value <= CBOR_INT_MAX:
+                return f"{where}: a bignum ({value.bit_length()} bits) is not supported"
+        elif cls is dict:
+            for key, item in value.items():
+                if key.__class__ is not str and key.__class__ is not int:
+                    return f"{where}: a map key of type {type(key).__name__} is not supported"
+                stack.append((item, f"{where}.{key}"))
+        elif cls is list:
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+        elif cls not in _CBOR_PLAIN:
+            tag = getattr(value, "tag", None)
+            what = f"tag {tag}" if tag is not None else type(value).__name__
+            return f"{where}: {what} is not supported"
+    return None
 
 
 def _looks_senml(data: list[Any]) -> bool:

@@ -68,6 +68,8 @@ class Engine:
         self._dead_letter = dead_letter
         self._log = RateLimitedLog(log)
         self._pass: defaultdict[str, list[Record]] = defaultdict(list)
+        # Per-key state dropped by (step, reason): `max_keys` or `idle` (gateway/keyed.py).
+        self.evicted = metrics.state_evicted
         self.steps: list[tuple[str, str, str, Operator]] = []  # (id, from, path, operator)
         for spec in pipeline.steps:
             ctx = StepContext(
@@ -77,6 +79,7 @@ class Engine:
                 clock=clock,
                 reject=self._rejecter(spec.id, spec.path),
                 side=self._sider(spec.id),
+                evicted=self._evicter(spec.id, spec.path),
             )
             self.steps.append((spec.id, spec.from_, spec.path, REGISTRY[spec.op](spec.config, ctx)))
         metrics.gauges["open_state"] = lambda: {
@@ -161,6 +164,17 @@ class Engine:
                 )
 
         return reject
+
+    def _evicter(self, step_id: str, path: str) -> Callable[[str, int], None]:
+        def evicted(reason: str, n: int) -> None:
+            self.evicted[(step_id, reason)] += n
+            if reason == "max_keys":  # idle expiry is housekeeping; a full step is news
+                self._log.warning(
+                    f"evicted:{step_id}",
+                    f"{path}: max_keys reached: dropped the state of the least recently seen key",
+                )
+
+        return evicted
 
     def _sider(self, step_id: str) -> Callable[[str, Record], None]:
         def side(stream: str, record: Record) -> None:

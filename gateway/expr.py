@@ -11,7 +11,7 @@ Grammar (Python syntax and semantics):
 
 * literals: int, float, str, ``True``/``False``/``None`` and ``true``/``false``/``null``
 * field references: any other bare name, looked up in the record
-* arithmetic: ``+ - * / // % **`` and unary ``+ -`` (a constant exponent is <= 1000)
+* arithmetic: ``+ - * / // % **`` and unary ``+ -``
 * comparisons: ``== != < <= > >=``, chainable (``0 < x < 10``), and ``x in (1, 2)`` /
   ``x not in [...]`` against a literal tuple or list of constants only
 * logic: ``and``, ``or``, ``not`` (short-circuiting) and ``a if cond else b``
@@ -19,6 +19,17 @@ Grammar (Python syntax and semantics):
 
 Anything else (attributes, indexing, lambdas, comprehensions, keywords, f-strings,
 ``:=``, ...) raises :class:`ExprError` at compile time.
+
+Bounds. Records come from devices, so an expression must not be able to build a value
+whose cost is unbounded: ``10 ** 10 ** 10`` would freeze the gateway (SIGTERM included)
+and ``'a' * 10 ** 9`` allocates a gigabyte per record. ``**``, ``*`` and ``%`` therefore
+run through small guards (:func:`_pow`, :func:`_mul`, :func:`_mod`) that raise
+:class:`ExprLimitError` before an integer grows past :data:`MAX_INT_BITS` bits or a string
+or sequence past :data:`MAX_SEQUENCE` items; the step counts the record as an
+``expression_limit`` reject and goes on. Literal-only parts are evaluated through the same
+guards at compile time, so ``pipeline check`` reports them with their column. A
+multiplication by a float literal (``x * 1.8``) skips the guard: it cannot repeat a
+sequence. The source itself is at most :data:`MAX_SOURCE` characters.
 """
 
 from __future__ import annotations
@@ -26,21 +37,116 @@ from __future__ import annotations
 import ast
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
-__all__ = ["FUNCTIONS", "Expr", "ExprError", "compile_expr"]
+__all__ = [
+    "FUNCTIONS",
+    "MAX_INT_BITS",
+    "MAX_SEQUENCE",
+    "MAX_SOURCE",
+    "Expr",
+    "ExprError",
+    "ExprLimitError",
+    "compile_expr",
+    "reject_reason",
+]
 
-_MAX_EXPONENT = 1000
+MAX_INT_BITS = 4096
+"""Largest integer a power may produce, in bits (a 64-bit reading to the 64th power)."""
+MAX_SEQUENCE = 65536
+"""Longest string or sequence a repetition or ``%`` formatting may produce (max_payload)."""
+MAX_SOURCE = 4096
+"""Longest expression source, in characters."""
+_MAX_EXPONENT = 1000  # a literal exponent; computed ones meet MAX_INT_BITS at run time
+
+
+class ExprLimitError(ArithmeticError):
+    """An operation refused at run time because its result would exceed a bound."""
+
+
+def reject_reason(exc: BaseException) -> str:
+    """The reject reason a step counts for an exception its expression raised."""
+    return "expression_limit" if isinstance(exc, ExprLimitError) else "expression_error"
+
+
+def _pow(base: Any, exponent: Any) -> Any:
+    """``base ** exponent``, refusing integer results of more than MAX_INT_BITS bits."""
+    if exponent.__class__ is float or base.__class__ is float:
+        return base**exponent  # floats overflow (OverflowError) instead of growing
+    if isinstance(exponent, int) and isinstance(base, int) and exponent > 1:
+        bits = abs(base).bit_length()
+        if bits > 1 and (bits - 1) * exponent > MAX_INT_BITS:
+            msg = f"{base} ** {exponent} would have more than {MAX_INT_BITS} bits"
+            raise ExprLimitError(_short(msg))
+    return base**exponent
+
+
+def _mul(a: Any, b: Any) -> Any:
+    """``a * b``, refusing a repeated string or sequence longer than MAX_SEQUENCE."""
+    ta, tb = a.__class__, b.__class__
+    if (ta is float or ta is int) and (tb is float or tb is int):
+        return a * b  # the common case first: two numbers (bool takes the long way)
+    if isinstance(a, str | bytes | list | tuple) and isinstance(b, int):
+        _check_repeat(len(a), b)
+    elif isinstance(b, str | bytes | list | tuple) and isinstance(a, int):
+        _check_repeat(len(b), a)
+    return a * b
+
+
+def _check_repeat(length: int, times: int) -> None:
+    if length * times > MAX_SEQUENCE:
+        msg = f"repeating {length} items {times} times exceeds {MAX_SEQUENCE}"
+        raise ExprLimitError(_short(msg))
+
+
+_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _mod(a: Any, b: Any) -> Any:
+    """``a % b``; a string on the left is printf formatting, whose widths are bounded."""
+    if isinstance(a, str | bytes):
+        text = a if isinstance(a, str) else a.decode("latin-1")
+        for match in _WIDTH.finditer(text):
+            for width in match.groups():
+                if width == "*" or (width is not None and int(width) > MAX_SEQUENCE):
+                    msg = f"format width {width} exceeds {MAX_SEQUENCE}"
+                    raise ExprLimitError(msg)
+    return a % b
+
+
+def _short(text: str) -> str:
+    """Messages may quote huge operands: keep them readable."""
+    return text if len(text) <= 160 else text[:100] + "..." + text[-40:]
+
+
+_GUARDS: dict[type[ast.operator], str] = {ast.Pow: "_pow", ast.Mult: "_mul", ast.Mod: "_mod"}
+_GUARD_FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
+    "_pow": _pow,
+    "_mul": _mul,
+    "_mod": _mod,
+}
 
 
 def _clamp(x: float, lo: float, hi: float) -> float:
     """Return ``x`` limited to the closed range ``[lo, hi]``."""
     return min(max(x, lo), hi)
+
+
+def _round(x: Any, ndigits: Any = None) -> Any:
+    """``round``, with digits bounded: ``round(5, -10**7)`` builds 10**(10**7) first."""
+    if ndigits is not None and isinstance(ndigits, int) and abs(ndigits) > _MAX_DIGITS:
+        msg = f"round() to {_short(str(ndigits))} digits (at most {_MAX_DIGITS})"
+        raise ExprLimitError(msg)
+    return round(x, ndigits)
+
+
+_MAX_DIGITS = 400  # beyond float's range either way
 
 
 # name -> (function, min and max positional arguments; max None = unbounded)
@@ -56,7 +162,7 @@ _SPECS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
     "max": (max, 2, None),
     "min": (min, 2, None),
     "pow": (math.pow, 2, 2),
-    "round": (round, 1, 2),
+    "round": (_round, 1, 2),
     "sqrt": (math.sqrt, 1, 1),
 }
 FUNCTIONS: Mapping[str, Callable[..., Any]] = MappingProxyType(
@@ -131,6 +237,37 @@ def _literal(node: ast.expr) -> Any:
     return _NOT_LITERAL
 
 
+def _constant_only(node: ast.expr) -> bool:
+    """True for a tree of literals and arithmetic only (no fields, no calls)."""
+    match node:
+        case ast.BinOp(left=left, right=right):
+            return _constant_only(left) and _constant_only(right)
+        case ast.UnaryOp(op=ast.USub() | ast.UAdd(), operand=operand):
+            return _constant_only(operand)
+    return _literal(node) is not _NOT_LITERAL
+
+
+_FOLD: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Div: lambda a, b: a / b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Pow: _pow,
+    ast.Mult: _mul,
+    ast.Mod: _mod,
+}
+
+
+def _fold(node: ast.expr) -> Any:
+    """The value of a literal-only tree, computed through the guards."""
+    if isinstance(node, ast.BinOp):
+        return _FOLD[type(node.op)](_fold(node.left), _fold(node.right))
+    if isinstance(node, ast.UnaryOp):
+        value = _fold(node.operand)
+        return -value if isinstance(node.op, ast.USub) else +value
+    return _literal(node)
+
+
 class _Checker:
     """Validates a parsed expression and rewrites field names to record lookups."""
 
@@ -174,7 +311,9 @@ class _Checker:
                 node.operand = self.visit(node.operand)
             case ast.BinOp():
                 self.check_operator(node)
+                self.check_constant(node)
                 node.left, node.right = self.visit(node.left), self.visit(node.right)
+                return self.guard(node)
             case ast.Compare():
                 node.comparators = [self.compared(node, i) for i in range(len(node.ops))]
                 node.left = self.visit(node.left)
@@ -204,7 +343,7 @@ class _Checker:
         return self.error(msg, node)
 
     def check_operator(self, node: ast.BinOp) -> None:
-        """Reject bitwise operators and huge constant exponents."""
+        """Reject bitwise operators and huge literal exponents."""
         if symbol := _BAD_OPS.get(type(node.op)):
             where = self.find(symbol, node.left, node.right)
             raise self.error(f"operator '{symbol}' is not allowed", where)
@@ -212,6 +351,33 @@ class _Checker:
         if isinstance(power, int | float) and abs(power) > _MAX_EXPONENT:
             msg = f"exponent {power} is too large (at most {_MAX_EXPONENT})"
             raise self.error(msg, node.right)
+
+    def check_constant(self, node: ast.BinOp) -> None:
+        """Evaluate a literal-only operation through the guards: a bound it breaks is a
+        compile-time error at its column, not a surprise on the first record."""
+        if type(node.op) not in _GUARDS or not _constant_only(node):
+            return
+        try:
+            _fold(node)
+        except ExprLimitError as exc:
+            symbol = {ast.Pow: "**", ast.Mult: "*", ast.Mod: "%"}[type(node.op)]
+            where = self.find(symbol, node.left, node.right)
+            raise self.error(f"operator '{symbol}': {exc}", where) from None
+        except (ArithmeticError, TypeError, ValueError):
+            pass  # e.g. 1 % 0: an evaluation error like any other, at run time
+
+    def guard(self, node: ast.BinOp) -> ast.expr:
+        """Route ``**``, ``*`` and ``%`` through their bounded twins."""
+        name = _GUARDS.get(type(node.op))
+        if name is None:
+            return node
+        if isinstance(node.op, ast.Mult) and any(
+            isinstance(side, ast.Constant) and type(side.value) is float
+            for side in (node.left, node.right)
+        ):
+            return node  # a float factor cannot repeat a sequence
+        call = ast.Call(ast.Name(name, ast.Load()), [node.left, node.right], [])
+        return ast.copy_location(call, node)
 
     def compared(self, node: ast.Compare, i: int) -> ast.expr:
         """Check and rewrite the right operand of the ``i``-th comparison."""
@@ -264,6 +430,8 @@ def compile_expr(source: str) -> Expr:
     lead = len(source) - len(source.lstrip())
     if not text:
         raise ExprError("expected an expression, got an empty string", 0)
+    if len(text) > MAX_SOURCE:
+        raise ExprError(f"expression is {len(text)} characters long (at most {MAX_SOURCE})", lead)
     checker = _Checker(text)
     try:
         # The newline makes an unexpected end of input point at the end, not at column 0.
@@ -281,6 +449,6 @@ def compile_expr(source: str) -> Expr:
         raise ExprError(exc.message, lead + exc.column) from None
     except (RecursionError, MemoryError):
         raise ExprError("expression is too deeply nested", lead) from None
-    namespace: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS}
+    namespace: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS, **_GUARD_FUNCTIONS}
     fn = eval(code, namespace)  # noqa: S307 - only whitelisted, rewritten ast is compiled
     return Expr(source, frozenset(checker.fields), fn)

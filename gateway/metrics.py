@@ -31,7 +31,7 @@ UPLINK_COUNTERS = {
     "resent_batches": "Batches sent again because the cloud's ack was overdue.",
     "ack_timeouts": "Cloud acks that did not come within the timeout.",
     "acked_records": "Records the cloud acknowledged as stored.",
-    "stale_acks": "Acknowledged seqs that were not waiting (repeated, stale or forged).",
+    "stale_acks": "Acks naming seqs that were not waiting (repeated, stale or forged).",
     "bad_acks": "Acks that could not be read.",
 }
 
@@ -52,6 +52,9 @@ class Metrics:
     late: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     reconnects: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     uplink: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    state_evicted: defaultdict[tuple[str, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
     gauges: dict[str, Callable[[], dict[Labels, float]]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -74,6 +77,7 @@ class Metrics:
             "late": dict(self.late),
             "queue_dropped": dict(self.queue_dropped),
             "reconnects": dict(self.reconnects),
+            "state_evicted": {f"{step}:{why}": n for (step, why), n in self.state_evicted.items()},
         }
 
     def render(self) -> str:
@@ -145,6 +149,12 @@ class Metrics:
             "counter",
             "Broker reconnections, per client.",
             {(("client", k),): v for k, v in self.reconnects.items()},
+        )
+        family(
+            "state_evicted_total",
+            "counter",
+            "Per-key operator state dropped, per step and reason (max_keys, idle).",
+            {(("step", s), ("reason", r)): v for (s, r), v in self.state_evicted.items()},
         )
         for name, help_text in UPLINK_COUNTERS.items():
             family(f"uplink_{name}_total", "counter", help_text, {(): self.uplink.get(name, 0)})

@@ -1,10 +1,13 @@
 """Model updates over the air: chunks in on `fogline/<id>/down/model/#`, a new model running.
 
 The cloud publishes a model for one `infer` step as retained chunks (`fogline.ota`). Here
-they are assembled and checked (size, sha256), loaded and test-invoked off the event loop,
+they are assembled and checked (size, sha256), loaded, self-tested and timed first in a
+limited child process (`fogline.sandbox`: damaged bytes used to segfault the gateway, and
+a crafted model blocked the loop 17.7 s per window), then loaded off the event loop,
 checked against the step (same labels, inputs the step receives), and swapped in between
 two micro-batches: no reading waits for a model to load and none is dropped. The model is
-kept in the data directory, so a restart runs it again before the broker says anything.
+kept in the data directory, so a restart runs it again before the broker says anything;
+a kept model goes through the child again at start, so bad bytes cannot crash-loop us.
 
 Whatever happens is reported to the cloud as an `event` record (`model_update`, with the
 status `running` or `refused` and the reason), and the running versions are in every
@@ -16,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fogline import ota
+from fogline import ota, sandbox
 from fogline.model import Model, ModelError
 from gateway.metrics import Metrics
 from gateway.operators.infer import Infer
@@ -28,6 +33,9 @@ from gateway.operators.infer import Infer
 log = logging.getLogger("fogline.gateway.models")
 
 Report = Callable[[dict[str, Any]], None]
+INBOX_MAX = 1024  # chunks waiting to be assembled (a 16 MiB model in 16 KiB chunks)
+REPORTS_PER_MINUTE = 10
+MAX_CHUNK_PAYLOAD = 4 * ota.CHUNK_SIZE  # a header line and one chunk fit well within
 
 
 class ModelUpdates:
@@ -45,16 +53,28 @@ class ModelUpdates:
         self._dir = directory
         self._report = report
         self._metrics = metrics
-        self._assembler = ota.Assembler()
+        self._assembler = ota.Assembler(steps=frozenset(steps), on_expired=self._expired)
+        # Refused chunks are each counted, but reported (an outbox event) once per upload and
+        # at most REPORTS_PER_MINUTE times a minute: junk must not fill the outbox.
+        self._reported: set[tuple[str, str]] = set()
+        self._report_times: deque[float] = deque()
         self._refused_shas: set[str] = set()  # retained copies come back on every reconnect
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        # Bounded: chunks wait here while a model is checked (a quarter second or more).
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(INBOX_MAX)
 
     def wants(self, topic: str) -> bool:
         return topic.startswith(self._prefix)
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        if payload:  # an empty retained payload only clears a chunk topic
+        if not payload:  # an empty retained payload only clears a chunk topic
+            return
+        if len(payload) > MAX_CHUNK_PAYLOAD:
+            self._metrics.rejects[("model_update", "chunk_too_large")] += 1
+            return
+        try:
             self._inbox.put_nowait(payload)
+        except asyncio.QueueFull:
+            self._metrics.rejects[("model_update", "inbox_full")] += 1
 
     def restore(self) -> None:
         """Run the models kept from earlier updates (at start, before any reading)."""
@@ -63,8 +83,9 @@ class ModelUpdates:
             if not path.exists():
                 continue
             try:
+                sandbox.check(path.read_bytes(), self._limits(op))
                 op.swap(Model.from_file(path))
-            except ModelError as exc:
+            except (ModelError, OSError) as exc:
                 log.warning("%s: not running the kept model %s: %s", step_id, path, exc)
                 path.unlink(missing_ok=True)
                 continue
@@ -77,12 +98,16 @@ class ModelUpdates:
                 whole = self._assembler.add(payload)
             except ota.ChunkError as exc:
                 manifest = exc.manifest
+                self._metrics.rejects[("model_update", "bad_chunk")] += 1
+                reason = str(exc)
+                if not self._may_report(manifest, reason):
+                    continue  # junk: counted, not reported again
                 self._refused(
                     manifest.step if manifest else "?",
                     manifest.version if manifest else "?",
                     manifest.sha256 if manifest else "",
-                    f"damaged in transit: {exc}",
-                    again=True,
+                    f"damaged in transit: {exc}" if exc.damaged else reason,
+                    again=exc.damaged,
                 )
                 continue
             if whole is not None:
@@ -98,6 +123,14 @@ class ModelUpdates:
         if op.model.info.sha256 == digest or digest in self._refused_shas:
             return  # already running, or already refused (a retained copy after a reconnect)
         try:
+            verdict = await sandbox.check_async(data, self._limits(op))
+            log.info(
+                "%s: model v%s passed its check: %.2f ms a batch, %.0f MiB",
+                step,
+                version,
+                verdict.batch_seconds * 1000,
+                verdict.peak_rss_bytes / 2**20,
+            )
             model = await asyncio.to_thread(_load, data, f"{step} v{version}")
             op.swap(model)
         except ModelError as exc:
@@ -141,6 +174,33 @@ class ModelUpdates:
                 "status": "refused",
                 "reason": reason,
             }
+        )
+
+    def _may_report(self, manifest: ota.Manifest | None, reason: str) -> bool:
+        seen = (manifest.sha256, reason) if manifest else ("", reason)
+        if seen in self._reported:
+            return False
+        now = time.monotonic()
+        times = self._report_times
+        while times and now - times[0] > 60:
+            times.popleft()
+        if len(times) >= REPORTS_PER_MINUTE:
+            return False
+        times.append(now)
+        if len(self._reported) >= 1000:
+            self._reported.clear()
+        self._reported.add(seen)
+        return True
+
+    @staticmethod
+    def _limits(op: Infer) -> sandbox.Limits:
+        return sandbox.Limits(budget_seconds=op.config.model_budget)
+
+    def _expired(self, manifest: ota.Manifest, reason: str) -> None:
+        """An incomplete transfer the assembler gave up on (counted, reported)."""
+        self._metrics.rejects[("model_update", "chunks_dropped")] += 1
+        log.warning(
+            "%s: dropped an incomplete model v%s: %s", manifest.step, manifest.version, reason
         )
 
     def _path(self, step: str) -> Path:

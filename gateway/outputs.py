@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.expr import compile_expr
+from gateway.expr import ExprLimitError, compile_expr
 from gateway.metrics import Metrics
 from gateway.record import Record
 from gateway.spec import ActionOutputConfig, UplinkOutputConfig
@@ -59,6 +59,9 @@ class ActionOutput:
                     if self._payload is not None
                     else record_body(record)
                 )
+            except ExprLimitError:
+                self._metrics.rejects[(self._label, "expression_limit")] += 1
+                continue
             except Exception:
                 # A record lacking a templated field: counted, the rest goes on.
                 self._metrics.rejects[(self._label, "action_error")] += 1

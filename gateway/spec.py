@@ -92,6 +92,21 @@ class MqttSourceConfig(_Model):
         description="Reject readings whose timestamp is further than this from the gateway "
         "clock (a bad clock would otherwise close every window); null to accept any.",
     )
+    max_topic_length: int = Field(
+        256,
+        ge=1,
+        le=65535,
+        description="Longest topic (or path) accepted, in characters; longer ones are "
+        "rejected (`topic_too_long`) before any lookup.",
+    )
+    max_key_length: int = Field(
+        64,
+        ge=1,
+        le=256,
+        description="Longest key value (a topic segment or payload field) accepted, in "
+        "characters; longer readings are rejected (`key_too_long`): keys become per-key "
+        "state here and device names in the cloud.",
+    )
 
     _check_topics = field_validator("topics")(_check_patterns)
 
@@ -122,6 +137,8 @@ class CoapSourceConfig(_Model):
     timestamp: FieldName | None = Field("ts", description="As for `mqtt`.")
     max_payload: ByteSize = Field(65536, description="Larger payloads get 4.13.")
     max_clock_skew: Duration | None = Field(3600.0, description="As for `mqtt`.")
+    max_topic_length: int = Field(256, ge=1, le=65535, description="As for `mqtt` (the path).")
+    max_key_length: int = Field(64, ge=1, le=256, description="As for `mqtt`.")
 
     _check_paths = field_validator("paths")(_check_patterns)
 

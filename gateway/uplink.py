@@ -2,22 +2,21 @@
 
 `UplinkSink` is the one interface outputs see: `send(kind, records)` numbers the records
 into the outbox and never blocks. `Uplink` drains the outbox: batches per kind in
-`SEND_ORDER` (a new alert overtakes a digest backlog), at most `max_inflight` batches per
-kind waiting for the cloud, QoS 1, an optional records/s cap. A record leaves the outbox
-only when the cloud's ack on `fogline/<gateway-id>/down/ack` names it, and an ack counts
-only for records that were sent and not yet acknowledged (a forged or stale range cannot
-empty the outbox).
+`SEND_ORDER` (a new alert overtakes a digest backlog), at most `max_inflight` full
+batches' worth per kind waiting for the cloud, QoS 1, an optional records/s cap. A record
+leaves the outbox only when the cloud's ack on `fogline/<gateway-id>/down/ack` names it,
+and an ack counts only for records that were sent and not yet acknowledged (a forged or
+stale range cannot empty the outbox).
 
 Flow control, because one TCP connection carries every kind (`gateway/flow.py`):
 
 * the bytes the broker has not acknowledged yet are held to a budget measured from the
-  link (about a second of what it carries), and batches are cut to a quarter of it, so
-  on a slow link an alert is never queued behind more than a second of digests (alerts
-  may exceed the budget; nothing else may);
+  link (one to two seconds of what it carries, 1.5 KiB at least), and batches are
+  cut to a quarter of it, so on a slow link an alert waits behind a few seconds of digests
+  at most (alerts may exceed the budget; nothing else may);
 * the timer for the cloud's ack starts when the broker has the batch (its PUBACK), and
-  its length follows the measured round trip (RFC 6298). When it expires, only the
-  oldest waiting batch of that kind is sent again, with the timeout doubled and
-  jittered; the others wait for the answer to that one.
+  its length follows the measured round trip (RFC 6298). A batch whose ack is overdue is
+  sent again (within the budget), its own timeout doubled and jittered.
 
 After a reconnect the broker's CONNACK says whether it kept our session. If it did, it
 still holds what it acknowledged (and the acks the cloud sent meanwhile), and the MQTT
@@ -60,6 +59,7 @@ CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the event loop)
 SEND_ORDER = ("alert", "health", "escalation", "event", "digest")
 """Alerts first; health second, because it is the heartbeat the cloud watches for silence."""
 MIN_BATCH_BYTES = 1024
+MAX_INFLIGHT_BATCHES = 64  # per kind, waiting for the cloud's ack
 DISCONNECTED_GRACE = 5.0  # seconds without the broker before the uplink reports degraded
 STALL_AFTER = 20.0  # seconds with records waiting and no ack before it reports degraded
 BEHIND_AFTER = 600.0  # seconds the oldest record may wait before it reports degraded
@@ -126,6 +126,7 @@ class Uplink:
         self.rate = LinkRate()
         self.last_ack_at: float | None = None  # monotonic
         self._waiting_since: float | None = None  # monotonic: records waiting, no ack since
+        self._pinged_at = 0.0
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.link: MqttLink | None = None
@@ -190,7 +191,6 @@ class Uplink:
         for kind, queue in self._batches.items():
             if not queue:
                 continue
-            probe = queue[0]
             for batch in queue:
                 for lo, hi in ranges:
                     if lo <= batch.hi and hi >= batch.lo:
@@ -205,16 +205,10 @@ class Uplink:
                     self.timer.sample(now - batch.puback_at)
                 if batch.mid is not None:
                     self._by_mid.pop(batch.mid, None)
-            remaining = deque(b for b in queue if b.unacked)
-            self._batches[kind] = remaining
-            if probe.tries > 1 and not probe.unacked:
-                # The cloud answers again: give the batches held behind the probe a fresh timer.
-                for batch in remaining:
-                    if batch.puback_at is not None:
-                        batch.deadline = now + self.timer.rto
-        total = sum(hi - lo + 1 for lo, hi in ranges)
-        if len(acked) < total:
-            self.counts["stale_acks"] += total - len(acked)
+            self._batches[kind] = deque(b for b in queue if b.unacked)
+        # Ranges, not seqs: a forged range may name 2**64 of them.
+        if len(acked) < sum(hi - lo + 1 for lo, hi in ranges):
+            self.counts["stale_acks"] += 1
         if acked:
             self.outbox.ack(to_ranges(acked))
             self.counts["acked_records"] += len(acked)
@@ -291,8 +285,9 @@ class Uplink:
                 self.pump(link)
 
     def _next_deadline(self) -> float:
-        soonest = min((b.deadline for q in self._batches.values() for b in q), default=math.inf)
-        return min(0.5, max(0.01, soonest - time.monotonic()))
+        now = time.monotonic()
+        ahead = [b.deadline for q in self._batches.values() for b in q if b.deadline > now]
+        return min(0.5, max(0.01, min(ahead, default=math.inf) - now))
 
     def pump(self, link: MqttLink) -> int:
         """Send again what timed out, then new batches within the windows. Returns records sent."""
@@ -300,13 +295,17 @@ class Uplink:
         now = time.monotonic()
         if self.outbox.pending and self._waiting_since is None:
             self._waiting_since = now
-        self._resend_expired(link, now)
+        oldest = link.oldest_inflight()
+        if oldest is not None:
+            batch = self._by_mid.get(oldest[0])
+            self.rate.stalled(now, oldest[1], batch.delivered if batch else self.rate.delivered)
+        self._resend_overdue(link, now)
         sent = 0
         fresh: list[_Batch] = []
         starved = True  # stopped because nothing was left to send
         for kind in SEND_ORDER:
             urgent = kind == "alert"
-            while len(self._batches[kind]) < self._max_inflight:
+            while self._window_open(kind):
                 room = self.rate.budget - link.inflight_bytes
                 if not urgent and room <= 0:
                     starved = False
@@ -363,39 +362,63 @@ class Uplink:
         )
         return self.signer.sign(body)
 
-    def _resend_expired(self, link: MqttLink, now: float) -> None:
-        """Per kind, send the oldest batch whose ack is overdue again; hold the others."""
-        for kind, queue in self._batches.items():
-            overdue = next((b for b in queue if b.deadline <= now), None)
-            if overdue is None:
-                continue
-            mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), overdue.payload)
-            if mid is None:
-                return
-            self.counts["ack_timeouts"] += 1
-            self.counts["resent_batches"] += 1
-            self.counts["records_resent"] += len(overdue.unacked)
-            self.counts["wire_bytes"] += link.packet_size(mid)
-            if overdue.mid is not None:
-                self._by_mid.pop(overdue.mid, None)
-            overdue.mid = mid
-            self._by_mid[mid] = overdue
-            overdue.tries += 1
-            overdue.rto = self.timer.backoff(overdue.rto or self.timer.rto)
-            overdue.sent_at, overdue.puback_at, overdue.deadline = now, None, math.inf
-            overdue.delivered, overdue.delivered_at = self.rate.on_send(now, False)
-            overdue.app_limited = True  # a resend says nothing about the link's rate
-            for batch in queue:
-                if batch is not overdue and batch.deadline < now + overdue.rto:
-                    batch.deadline = now + overdue.rto
-            log.info(
-                "uplink: no ack for %s seqs %d..%d; sent again (try %d, next wait %.1fs)",
-                kind,
-                overdue.lo,
-                overdue.hi,
-                overdue.tries,
-                overdue.rto,
-            )
+    def _window_open(self, kind: str) -> bool:
+        """Room for another batch of `kind` waiting for the cloud: `max_inflight` full-size
+        batches' worth of bytes, in at most `MAX_INFLIGHT_BATCHES` batches. Counting bytes,
+        not batches, keeps a long link busy when the budget cuts batches small (measured:
+        8 batches of 1 KB per 1.4 s ack round trip could not carry a 300 ms link's load)."""
+        queue = self._batches[kind]
+        if len(queue) >= MAX_INFLIGHT_BATCHES:
+            return False
+        waiting = sum(len(b.payload) for b in queue)
+        return waiting < self._max_inflight * self._batch_bytes
+
+    def _resend_overdue(self, link: MqttLink, now: float) -> None:
+        """Send again, oldest first and within the budget, each batch whose ack is overdue.
+
+        Each such batch doubles its own timeout, so a cloud that is away costs a window per
+        minute at most. Nothing goes before the broker has said something since the
+        deadline: a link that is down (or flapping) delays the ack, it does not lose it, and
+        the connection's own watchdog deals with a dead one; a ping asks at once. Every
+        overdue batch goes, not one probe per kind: a shared
+        subscription gives an absent replica its share of messages (mosquitto 2), and a
+        probe that lands there again would hold the rest back for a whole timeout.
+        """
+        for kind in SEND_ORDER:
+            for batch in self._batches[kind]:
+                if batch.deadline > now:
+                    continue
+                if link.last_heard < batch.deadline:
+                    if now - self._pinged_at > 1.0:
+                        link.ping()
+                        self._pinged_at = now
+                    continue
+                if kind != "alert" and link.inflight_bytes >= self.rate.budget:
+                    return
+                mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), batch.payload)
+                if mid is None:
+                    return
+                self.counts["ack_timeouts"] += 1
+                self.counts["resent_batches"] += 1
+                self.counts["records_resent"] += len(batch.unacked)
+                self.counts["wire_bytes"] += link.packet_size(mid)
+                if batch.mid is not None:
+                    self._by_mid.pop(batch.mid, None)
+                batch.mid = mid
+                self._by_mid[mid] = batch
+                batch.tries += 1
+                batch.rto = self.timer.backoff(batch.rto or self.timer.rto)
+                batch.sent_at, batch.puback_at, batch.deadline = now, None, math.inf
+                batch.delivered, batch.delivered_at = self.rate.on_send(now, False)
+                batch.app_limited = True  # a resend says nothing about the link's rate
+                log.info(
+                    "uplink: no ack for %s seqs %d..%d; sent again (try %d, next wait %.1fs)",
+                    kind,
+                    batch.lo,
+                    batch.hi,
+                    batch.tries,
+                    batch.rto,
+                )
 
     def _rate_limit(self) -> int:
         if self._max_rate is None:

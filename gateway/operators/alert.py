@@ -25,12 +25,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fogline.units import Duration
-from gateway.expr import compile_expr
+from gateway.expr import compile_expr, reject_reason
+from gateway.keyed import Evicted, KeyedState
 from gateway.operators.base import (
     Expression,
     FieldName,
     Fields,
-    OpConfig,
+    KeyedConfig,
     Operator,
     RelPath,
     StepContext,
@@ -77,7 +78,7 @@ class Rule(BaseModel):
         return fields
 
 
-class AlertConfig(OpConfig):
+class AlertConfig(KeyedConfig):
     rules: list[Rule] = Field(
         description="Alert rules, each evaluated on every record.", min_length=1
     )
@@ -108,6 +109,10 @@ class _Episode:
         self.cooldown_until = float("-inf")
 
 
+def _is_raised(episode: _Episode) -> bool:
+    return episode.raised_at is not None
+
+
 class _CompiledRule:
     __slots__ = (
         "clear",
@@ -121,7 +126,7 @@ class _CompiledRule:
         "severity",
     )
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, config: AlertConfig, evicted: Evicted) -> None:
         self.name = rule.name
         self.severity = rule.severity
         self.raise_ = compile_expr(rule.raise_).fn
@@ -131,7 +136,10 @@ class _CompiledRule:
         self.cooldown = rule.cooldown
         self.message = compile_template(rule.message) if rule.message else None
         self.reads = sorted(rule.reads())
-        self.episodes: dict[tuple[str, ...], _Episode] = {}
+        # A raised episode outlives silence (its clear must still come); the cap still applies.
+        self.episodes: KeyedState[_Episode] = KeyedState(
+            config.max_keys, config.idle_expiry, evicted, keep=_is_raised
+        )
 
 
 class Alert(Operator):
@@ -140,28 +148,30 @@ class Alert(Operator):
 
     def __init__(self, config: AlertConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
-        self._rules = [_CompiledRule(rule) for rule in config.rules]
+        self._rules = [_CompiledRule(rule, config, ctx.evicted) for rule in config.rules]
         self.suppressed = 0  # raises swallowed by a cooldown
 
     def process(self, batch: list[Record]) -> list[Record]:
         out: list[Record] = []
+        now = self.ctx.clock.now()
         for record in batch:
             for rule in self._rules:
                 try:
-                    event = self._step(rule, record)
+                    event = self._step(rule, record, now)
                 except Exception as exc:
                     self.ctx.reject(
-                        record, "expression_error", f"rule {rule.name}: {type(exc).__name__}: {exc}"
+                        record, reject_reason(exc), f"rule {rule.name}: {type(exc).__name__}: {exc}"
                     )
                     continue
                 if event is not None:
                     out.append(event)
         return out
 
-    def _step(self, rule: _CompiledRule, record: Record) -> Record | None:
-        episode = rule.episodes.get(record.key)
+    def _step(self, rule: _CompiledRule, record: Record, now: float) -> Record | None:
+        episode = rule.episodes.get(record.key, now)
         if episode is None:
-            episode = rule.episodes[record.key] = _Episode()
+            episode = _Episode()
+            rule.episodes.put(record.key, episode, now)
         fields, ts = record.fields, record.ts
         if episode.raised_at is not None:
             cleared = rule.clear(fields) if rule.clear is not None else not rule.raise_(fields)
@@ -208,6 +218,11 @@ class Alert(Operator):
                 message = f"{rule.name} {state} (message template failed: {exc})"
         event["message"] = message or f"{rule.name} {state} for {'/'.join(record.key)}"
         return Record(record.key, record.ts, event)
+
+    def on_timer(self, now: float) -> list[Record]:
+        for rule in self._rules:
+            rule.episodes.expire(now)
+        return []
 
     def open_state(self) -> int:
         return sum(1 for r in self._rules for e in r.episodes.values() if e.raised_at is not None)

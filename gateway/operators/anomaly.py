@@ -13,11 +13,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from gateway.operators.base import FieldName, Fields, OpConfig, Operator, RelPath, StepContext
+from gateway.keyed import KeyedState
+from gateway.operators.base import FieldName, Fields, KeyedConfig, Operator, RelPath, StepContext
 from gateway.record import Record
 
 
-class DetectorConfig(OpConfig):
+class DetectorConfig(KeyedConfig):
     field: FieldName = Field(description="Numeric field to score.")
     out: FieldName | None = Field(None, description="Output field; defaults to `<field>_<suffix>`.")
     warmup: int = Field(10, ge=1, description="Samples per key before scores are given (0 before).")
@@ -50,7 +51,7 @@ class AnomalyScore(Operator):
 
     def __init__(self, config: DetectorConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
-        self._state: dict[tuple[str, ...], Any] = {}
+        self._state: KeyedState[Any] = KeyedState(config.max_keys, config.idle_expiry, ctx.evicted)
         self._field = config.field
         self._out = config.output_field()
         self._warmup = config.warmup
@@ -74,6 +75,7 @@ class AnomalyScore(Operator):
     def process(self, batch: list[Record]) -> list[Record]:
         out: list[Record] = []
         states = self._state
+        now = self.ctx.clock.now()
         for record in batch:
             x = record.fields.get(self._field)
             if type(x) is not float and type(x) is not int:
@@ -81,9 +83,10 @@ class AnomalyScore(Operator):
                     record, "wrong_type", f"field '{self._field}': expected a number, got {x!r}"
                 )
                 continue
-            state = states.get(record.key)
+            state = states.get(record.key, now)
             if state is None:
-                state = states[record.key] = self.new_state()
+                state = self.new_state()
+                states.put(record.key, state, now)
             warm = state[0] >= self._warmup
             score = self.score_one(state, x) if warm else 0.0
             if not warm or self._exclude is None or score <= self._exclude:
@@ -93,6 +96,10 @@ class AnomalyScore(Operator):
             self.annotate(state, fields)
             out.append(Record(record.key, record.ts, fields))
         return out
+
+    def on_timer(self, now: float) -> list[Record]:
+        self._state.expire(now)
+        return []
 
     def open_state(self) -> int:
         return len(self._state)

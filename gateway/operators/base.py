@@ -14,8 +14,10 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from fogline.units import Duration
 from gateway.clock import Clock
 from gateway.expr import ExprError, compile_expr
+from gateway.keyed import no_eviction_counter
 from gateway.record import Record
 
 
@@ -79,6 +81,27 @@ class OpConfig(BaseModel):
         return fields_in
 
 
+DEFAULT_MAX_KEYS = 10_000
+DEFAULT_IDLE_EXPIRY = 86_400.0
+
+
+class KeyedConfig(OpConfig):
+    """A step that keeps state per key: at most `max_keys` keys, dropped after `idle_expiry`."""
+
+    max_keys: int = Field(
+        DEFAULT_MAX_KEYS,
+        ge=1,
+        description="Most keys this step keeps state for; a new key beyond it evicts the "
+        'least recently seen one (counted: `fogline_state_evicted_total{reason="max_keys"}`).',
+    )
+    idle_expiry: Duration | None = Field(
+        DEFAULT_IDLE_EXPIRY,
+        gt=0,
+        description="State of a key not seen for this long is dropped (counted: "
+        '`reason="idle"`); null keeps it until `max_keys` pushes it out.',
+    )
+
+
 @dataclass(slots=True)
 class StepContext:
     """What the engine hands a step: where it is, the clock, and where rejects go."""
@@ -91,6 +114,8 @@ class StepContext:
     """reject(record, reason, detail): count, log at a bounded rate, dead-letter."""
     side: Callable[[str, Record], None]
     """side(stream, record): emit on the side stream `<step-id>.<stream>` (e.g. `late`)."""
+    evicted: Callable[[str, int], None] = no_eviction_counter
+    """evicted(reason, n): n keys' state dropped (`max_keys`, `idle`), for the step's count."""
 
 
 class Operator(ABC):

@@ -18,11 +18,12 @@ from typing import Literal
 from pydantic import Field, PositiveFloat
 
 from fogline.units import Duration
-from gateway.operators.base import FieldName, OpConfig, Operator, RelPath, StepContext
+from gateway.keyed import KeyedState
+from gateway.operators.base import FieldName, KeyedConfig, Operator, RelPath, StepContext
 from gateway.record import Record
 
 
-class DeadbandConfig(OpConfig):
+class DeadbandConfig(KeyedConfig):
     fields: dict[FieldName, PositiveFloat] = Field(
         description="Field -> smallest change that passes (absolute, or % of the last value).",
         min_length=1,
@@ -47,13 +48,16 @@ class Deadband(Operator):
         self._thresholds = list(config.fields.items())
         self._percent = config.mode == "percent"
         self._heartbeat = config.heartbeat
-        self._last: dict[tuple[str, ...], tuple[float, dict[str, float]]] = {}
+        self._last: KeyedState[tuple[float, dict[str, float]]] = KeyedState(
+            config.max_keys, config.idle_expiry, ctx.evicted
+        )
 
     def process(self, batch: list[Record]) -> list[Record]:
         out: list[Record] = []
         last = self._last
+        now = self.ctx.clock.now()
         for record in batch:
-            seen = last.get(record.key)
+            seen = last.get(record.key, now)
             fields = record.fields
             try:
                 passes = (
@@ -64,10 +68,11 @@ class Deadband(Operator):
                 continue
             if passes:
                 try:
-                    last[record.key] = (record.ts, {f: fields[f] for f, _ in self._thresholds})
+                    passed = (record.ts, {f: fields[f] for f, _ in self._thresholds})
                 except KeyError as exc:
                     self.ctx.reject(record, "missing_field", f"field {exc} is missing")
                     continue
+                last.put(record.key, passed, now)
                 out.append(record)
         return out
 
@@ -84,6 +89,10 @@ class Deadband(Operator):
 
     def _due(self, last_ts: float, ts: float) -> bool:
         return self._heartbeat is not None and ts - last_ts >= self._heartbeat
+
+    def on_timer(self, now: float) -> list[Record]:
+        self._last.expire(now)
+        return []
 
     def open_state(self) -> int:
         return len(self._last)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gateway.expr import compile_expr
+from gateway.expr import compile_expr, reject_reason
 from gateway.operators.base import (
     Expression,
     FieldName,
@@ -60,7 +60,7 @@ class Derive(Operator):
                 for name, fn in self._exprs:
                     fields[name] = fn(fields)
             except Exception as exc:
-                self.ctx.reject(record, "expression_error", f"{name}: {type(exc).__name__}: {exc}")
+                self.ctx.reject(record, reject_reason(exc), f"{name}: {type(exc).__name__}: {exc}")
                 continue
             out.append(Record(record.key, record.ts, fields))
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gateway.expr import compile_expr
+from gateway.expr import compile_expr, reject_reason
 from gateway.operators.base import Expression, OpConfig, Operator, RelPath, StepContext
 from gateway.record import Record
 
@@ -37,5 +37,5 @@ class Filter(Operator):
                 if when(record.fields):
                     out.append(record)
             except Exception as exc:
-                self.ctx.reject(record, "expression_error", f"when: {type(exc).__name__}: {exc}")
+                self.ctx.reject(record, reject_reason(exc), f"when: {type(exc).__name__}: {exc}")
         return out

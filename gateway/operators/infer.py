@@ -49,6 +49,7 @@ from fogline.model import (
     parse_meta,
     read_metadata,
 )
+from fogline.units import Duration
 from gateway.operators.base import Fields, OpConfig, Operator, RelPath, StepContext
 from gateway.record import Record
 
@@ -105,6 +106,12 @@ class InferConfig(OpConfig):
         ge=0,
         description="Escalations per minute at most; beyond it results are decided at the "
         "edge (`exit: budget`).",
+    )
+    model_budget: Duration = Field(
+        0.02,
+        gt=0,
+        description="Longest a batch of 64 records may take in a model sent over the air, "
+        "timed in a limited child process before it runs; a slower model is refused.",
     )
 
     def references(self) -> list[tuple[RelPath, frozenset[str]]]:

@@ -37,7 +37,15 @@ from pydantic import Field, model_validator
 
 from fogline.units import Duration
 from gateway.aggregates import AGGREGATES, TIME_ORDERED, segment_aggregates
-from gateway.operators.base import FieldName, Fields, OpConfig, Operator, RelPath, StepContext
+from gateway.operators.base import (
+    DEFAULT_MAX_KEYS,
+    FieldName,
+    Fields,
+    OpConfig,
+    Operator,
+    RelPath,
+    StepContext,
+)
 from gateway.record import Record
 
 Aggregate = Literal[
@@ -64,6 +72,12 @@ class WindowConfig(OpConfig):
         default_factory=dict,
         description="Field -> aggregates to compute over the window; none for a window that "
         "only counts readings and notes their first and last time (liveness).",
+    )
+    max_keys: int = Field(
+        DEFAULT_MAX_KEYS,
+        ge=1,
+        description="Most keys in one window; a reading of a new key beyond it is rejected "
+        "(`too_many_keys`). A window's state is freed when it closes, so no idle expiry.",
     )
 
     @model_validator(mode="after")
@@ -132,13 +146,14 @@ class Window(Operator):
 
     # -- per record: O(1) appends -------------------------------------------------------
 
-    def process(self, batch: list[Record]) -> list[Record]:
+    def process(self, batch: list[Record]) -> list[Record]:  # noqa: PLR0915 - one hot loop, inlined
         if not batch:
             return []
         now = self.ctx.clock.now()
         hop, size, fields = self._hop, self._size, self._fields
         n_fields = len(fields)
         keep_times = self._keep_times
+        max_keys = self.config.max_keys
         # A plain window reads nothing more: skip the call per record.
         admit, keep = (None if type(self).admit is Window.admit else self.admit), self.keep
         for record in batch:
@@ -161,16 +176,20 @@ class Window(Operator):
                 self._max_ts_wall = now
             last_start = math.floor(ts / hop) * hop
             start = last_start
-            accepted = False
+            accepted = full = False
             while start > ts - size:
                 if start >= self._frontier:
-                    accepted = True
                     by_key = self._open.get(start)
                     if by_key is None:
                         by_key = self._open[start] = {}
                     buf = by_key.get(record.key)
                     if buf is None:
+                        if len(by_key) >= max_keys:
+                            full = True
+                            start -= hop
+                            continue
                         buf = by_key[record.key] = WindowBuffer(n_fields)
+                    accepted = True
                     buf.count += 1
                     if ts > buf.last_ts:
                         buf.last_ts = ts
@@ -185,7 +204,11 @@ class Window(Operator):
                     if extra is not None:
                         keep(buf, extra)
                 start -= hop
-            if not accepted:
+            if full:
+                self.ctx.reject(
+                    record, "too_many_keys", f"a window holds max_keys {max_keys} keys already"
+                )
+            elif not accepted:
                 self.late += 1
                 self.ctx.side("late", record)
         return []

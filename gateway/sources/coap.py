@@ -20,7 +20,7 @@ import cbor2
 import orjson
 from aiocoap import Code, Context, Message, resource
 
-from gateway.decode import Decoder, RejectRaw, TopicPatterns, senml_from_cbor
+from gateway.decode import Decoder, RejectRaw, TopicPatterns, cbor_problem, senml_from_cbor
 from gateway.metrics import Metrics
 from gateway.record import Record
 from gateway.spec import CoapSourceConfig
@@ -84,6 +84,8 @@ class CoapSource:
                     timestamp=cfg.timestamp,
                     max_payload=cfg.max_payload,
                     max_clock_skew=cfg.max_clock_skew,
+                    max_topic_length=cfg.max_topic_length,
+                    max_key_length=cfg.max_key_length,
                 ),
             )
             for cfg in configs
@@ -137,6 +139,8 @@ class CoapSource:
             return _reply(
                 Code.UNSUPPORTED_CONTENT_FORMAT, "send application/json, senml+json or senml+cbor"
             )
+        if endpoint.decoder.topic_too_long(path, payload):
+            return _reply(Code.BAD_REQUEST, "topic_too_long: path over max_topic_length")
         segments = endpoint.patterns.match(path)
         if segments is None:
             self._reject(path, payload, "unknown_topic", "no source pattern matches this path")
@@ -154,6 +158,9 @@ class CoapSource:
             except Exception as exc:
                 self._on_reject(path, payload, "malformed_cbor", str(exc))
                 return _reply(Code.BAD_REQUEST, f"malformed_cbor: {exc}")
+            if problem := cbor_problem(data):
+                self._on_reject(path, payload, "unsupported_cbor", problem)
+                return _reply(Code.BAD_REQUEST, f"unsupported_cbor: {problem}")
             if fmt_number == SENML_CBOR:
                 data = senml_from_cbor(data)
             decoder.decode_data(

@@ -44,9 +44,13 @@ class MqttSource:
                 timestamp=cfg.timestamp,
                 max_payload=cfg.max_payload,
                 max_clock_skew=cfg.max_clock_skew,
+                max_topic_length=cfg.max_topic_length,
+                max_key_length=cfg.max_key_length,
             )
             self._routes.append((patterns, decoder))
             self.subscriptions += [(f, cfg.qos) for f in patterns.filters]
+        # Several routes: a topic is matched against each cache, so bound it before.
+        self._topic_limit = min((d.max_topic_length for _, d in self._routes), default=0)
         self._reject = reject
         self._metrics = metrics
         self._queue: deque[tuple[str, bytes, float]] = deque()
@@ -79,11 +83,15 @@ class MqttSource:
         n = min(len(queue), max_messages)
         nbytes = 0
         single = self._routes[0][1] if len(self._routes) == 1 else None
+        single_limit = self._topic_limit
         for _ in range(n):
             topic, payload, arrival = queue.popleft()
             nbytes += len(payload)
             if single is not None:
                 single.decode(topic, payload, arrival, out)
+                continue
+            if len(topic) > single_limit:
+                self._routes[0][1].topic_too_long(topic, payload)
                 continue
             for patterns, decoder in self._routes:
                 if patterns.match(topic) is not None:

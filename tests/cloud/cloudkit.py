@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import make_url
+from sqlalchemy import Engine, make_url
 
+from cloud import people
 from cloud.parse import Batch, parse_message
 from fogline.envelope import compress, encode_batch, uplink_topic
 
@@ -79,3 +80,16 @@ class Database:
     @property
     def kind(self) -> str:
         return make_url(self.url).get_backend_name()
+
+
+def api_token(engine: Engine, role: str = "admin", user: str | None = None) -> str:
+    """A bearer token of a user with `role` (made on first use), as `fogline cloud token add`
+    would print it."""
+    name = user or f"test-{role}"
+    if name not in {n for n, _, _ in people.list_users(engine)}:
+        people.add_user(engine, name, role, None, NOW)
+    return people.add_token(engine, name, "tests", NOW)[1]
+
+
+def bearer(engine: Engine, role: str = "admin") -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_token(engine, role)}"}

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cloudkit import NOW, Database, alert, batch, digest, digests
+from cloudkit import NOW, Database, alert, batch, bearer, digest, digests
 from support import Broker, eventually
 
 from cloud.app import Cloud, CloudOptions
@@ -32,7 +32,9 @@ async def cloud(broker: Broker, database: Database) -> AsyncIterator[Cloud]:
 
 @pytest.fixture
 async def http(cloud: Cloud) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.http_port}") as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{cloud.http_port}", headers=bearer(cloud.engine)
+    ) as client:
         yield client
 
 
@@ -121,9 +123,9 @@ async def test_alert_episodes_filters_and_pages(cloud: Cloud, http: httpx.AsyncC
     items = [i for p in await walk(http, "/api/alerts", limit=5) for i in p]
     assert len(items) == 13
     assert [i["alert_id"] for i in items[:3]] == ["b0", "a11", "a10"]
-    resolved = (await http.get("/api/alerts", params={"state": "resolved"})).json()["items"]
-    assert sorted(i["alert_id"] for i in resolved) == ["a0", "a4", "a8"]
-    episode = next(i for i in resolved if i["alert_id"] == "a4")
+    cleared = (await http.get("/api/alerts", params={"state": "cleared"})).json()["items"]
+    assert sorted(i["alert_id"] for i in cleared) == ["a0", "a4", "a8"]
+    episode = next(i for i in cleared if i["alert_id"] == "a4")
     assert (episode["raised_at"], episode["cleared_at"]) == (NOW + 4, NOW + 9)
     assert set(episode["payload"]) == {"raised", "cleared"}
     assert episode["seq"] == episode["raised_seq"]

@@ -13,19 +13,20 @@ from typing import Any
 import httpx
 import pytest
 from alembic import command
-from cloudkit import NOW, Database, alert, batch, digest
+from cloudkit import NOW, Database, alert, batch, bearer, digest
 from cloudkit import payload as batch_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 from support import Broker, Collector, eventually
 
+from cloud import alerts
 from cloud.app import Cloud, CloudOptions
 from cloud.db import alembic_config, make_engine, migrate, writing
 from cloud.gaps import DEFAULT_GRACE, Gap, LossReport, in_flight_from, loss_report
 from cloud.health import backlog, health_every, pending_from
 from cloud.metrics import CloudMetrics
-from cloud.models import Alert, Digest, Gateway, Received
+from cloud.models import Activity, Alert, Digest, Gateway, Received
 from cloud.silence import SilenceWatch, alert_id
 from cloud.store import Store
 from fogline.envelope import uplink_topic
@@ -298,6 +299,28 @@ def test_migration_0003_keeps_every_row_down_and_up(timed: Store) -> None:
     )  # fmt: skip
 
 
+def test_migrations_0003_and_c0003_keep_alerts_and_gateways_down_and_up(
+    timed: Store, clock: FakeClock
+) -> None:
+    """The console's migration follows 0003: down to 0003 and up again keeps the rows."""
+    watch = SilenceWatch(timed.engine, clock.now)
+    timed.write([batch("gw1", "health", [(1, "", silent_health())])])
+    clock.advance(31)
+    assert watch.check().raised == ["gw1"]
+    with writing(timed.engine) as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with timed.engine.connect() as conn:
+        assert conn.execute(text("SELECT rule, state FROM alerts")).all() == [
+            ("gateway_silent", "open")
+        ]
+        assert conn.execute(text("SELECT silent_since FROM gateways")).scalar_one() == NOW
+    migrate(timed.engine)
+    (episode,) = episodes(timed)
+    assert (episode.rule, episode.state) == ("gateway_silent", "open")
+
+
 # -- silent gateways ---------------------------------------------------------------------------------
 
 
@@ -315,7 +338,7 @@ def episodes(store: Store) -> list[Any]:
         return list(conn.execute(select(Alert).order_by(Alert.id)).all())
 
 
-def test_a_silent_gateway_raises_one_episode_and_resolves_it_when_heard(
+def test_a_silent_gateway_raises_one_episode_and_clears_it_when_heard(
     timed: Store, clock: FakeClock
 ) -> None:
     metrics = CloudMetrics()
@@ -352,18 +375,51 @@ def test_a_silent_gateway_raises_one_episode_and_resolves_it_when_heard(
     assert watch.check().resolved == ["gw1"]
     assert other.check().resolved == []
     (episode,) = episodes(timed)
-    assert (episode.state, episode.cleared_at) == ("resolved", heard)
+    assert (episode.state, episode.cleared_at) == ("cleared", heard)  # gone at the source
     assert episode.payload["cleared"]["silent_for_s"] == pytest.approx(130.1)
     with timed.engine.connect() as conn:
         assert conn.execute(select(Gateway.silent_since)).scalar_one() is None
     assert (metrics.silences_raised, metrics.silences_resolved) == (1, 1)
 
-    clock.advance(31)  # silent again: a new episode, the old one stays resolved
+    clock.advance(31)  # silent again: a new episode, the old one stays cleared
     assert watch.check().raised == ["gw1"]
     assert [(e.state, e.alert_id) for e in episodes(timed)] == [
-        ("resolved", alert_id(since)),
+        ("cleared", alert_id(since)),
         ("open", alert_id(heard)),
     ]
+    with timed.engine.connect() as conn:
+        log = conn.execute(select(Activity.actor, Activity.action).order_by(Activity.id)).all()
+    assert log == [("cloud", "raised"), ("cloud", "cleared"), ("cloud", "raised")]
+
+
+def test_an_episode_an_operator_resolved_stays_resolved_when_the_gateway_is_heard(
+    timed: Store, clock: FakeClock
+) -> None:
+    watch = SilenceWatch(timed.engine, clock.now)
+    timed.write([batch("gw1", "health", [(1, "", silent_health())])])
+    clock.advance(31)
+    assert watch.check().raised == ["gw1"]
+    (episode,) = episodes(timed)
+    assert alerts.act(timed.engine, [episode.id], "resolve", "ana", clock.now()).changed
+    clock.advance(5)
+    heard = clock.now()
+    timed.write([batch("gw1", "digest", digests_at([2]))])
+    assert watch.check().resolved == ["gw1"]
+    (episode,) = episodes(timed)
+    assert (episode.state, episode.resolved_by, episode.cleared_at) == ("resolved", "ana", heard)
+
+
+def test_a_silence_on_gateway_silent_marks_the_episode(timed: Store, clock: FakeClock) -> None:
+    """Stored and listed all the same; only notifications skip it."""
+    watch = SilenceWatch(timed.engine, clock.now)
+    timed.write([batch("gw1", "health", [(1, "", silent_health())])])
+    silence = alerts.add_silence(
+        timed.engine, "gw1", None, "gateway_silent", NOW + 3600, "site visit", "ana", NOW
+    )
+    clock.advance(31)
+    assert watch.check().raised == ["gw1"]
+    (episode,) = episodes(timed)
+    assert (episode.state, episode.silence_id) == ("open", silence)
 
 
 def test_silent_after_defaults_to_three_default_periods_and_can_be_set(
@@ -473,7 +529,9 @@ async def test_the_api_shows_silence_the_last_known_backlog_and_the_alert(
     record["ts"] = NOW - 5
     record["uplink"].update(connected=False, reasons=["no ack for 45 s"], last_ack_age_s=45.0)
     cloud.store.write([batch("gw1", "health", [(1, "", record)])])
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.http_port}") as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{cloud.http_port}", headers=bearer(cloud.engine, "viewer")
+    ) as http:
         (gw,) = (await http.get("/api/gateways")).json()["items"]
         assert (gw["status"], gw["silent_since"], gw["health_every"]) == ("online", None, 10.0)
         assert gw["last_known_backlog"] == {
@@ -504,6 +562,6 @@ async def test_the_api_shows_silence_the_last_known_backlog_and_the_alert(
         gw = (await http.get("/api/gateways/gw1")).json()
         assert (gw["status"], gw["silent_since"]) == ("online", None)
         (episode,) = (await http.get("/api/alerts")).json()["items"]
-        assert (episode["state"], episode["cleared_at"]) == ("resolved", NOW + 41)
+        assert (episode["state"], episode["cleared_at"]) == ("cleared", NOW + 41)
         metrics = (await http.get("/metrics")).text
         assert "fogline_cloud_silences_raised_total 1" in metrics

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cloudkit import NOW, Database, batch, payload
+from cloudkit import NOW, Database, batch, bearer, payload
 from inferkit import FACTORY_LABELS, Clock, escalation, inputs_for, running_cloud, tiny_model
 from support import Broker, eventually
 
@@ -36,7 +36,9 @@ async def cloud(
 
 @pytest.fixture
 async def http(cloud: Cloud) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.http_port}") as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{cloud.http_port}", headers=bearer(cloud.engine)
+    ) as client:
         yield client
 
 

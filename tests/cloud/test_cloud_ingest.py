@@ -260,3 +260,42 @@ async def test_a_locked_database_is_retried_without_losing_or_recounting(
     finally:
         blocker.close()
         engine.dispose()
+
+
+async def test_a_bad_record_is_stored_as_a_dead_letter_and_its_batch_is_acked(
+    running: Start, store: Store, collector_factory
+) -> None:
+    """Issue 9: one reading on a 300-character topic segment made the whole batch rejected,
+    resent every 2 s forever, and the alerts batched with it never arrived."""
+    from cloud.models import AlertEvent, Event  # noqa: PLC0415
+
+    watch = collector_factory(["fogline/+/down/ack"])
+    ingest = await running()
+    alert = {"rule": "hot", "severity": "critical", "state": "raised", "alert_id": "hot/m1/1",
+             "raised_at": NOW, "message": "m1 hot", "ts": NOW}  # fmt: skip
+    records = [(1, "m1", alert), (2, "m" * 300, alert), (3, "m1", {**alert, "state": "??"}),
+               (4, "m2", {**alert, "alert_id": "hot/m2/1"})]  # fmt: skip
+    watch.publish(uplink_topic("gw1", "alert"), payload("gw1", "alert", records))
+    await eventually(
+        lambda: (
+            sorted(s for a in acks(watch, "gw1") for lo, hi in a for s in range(lo, hi + 1))
+            == [1, 2, 3, 4]
+        ),
+        what="every seq acked, the dead letters too",
+    )
+    assert store.count(AlertEvent) == 2
+    assert store.count(Event) == 2
+    assert ingest.metrics.rejects == {"dead_letter": 2}
+    assert ingest.metrics.stored == {"alert": 2, "event": 2}
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(Event.seq, Event.data).order_by(Event.seq))
+        letters = {int(row[0]): row[1] for row in rows}
+        received = conn.execute(select(Received.seq).order_by(Received.seq)).scalars().all()
+    assert received == [1, 2, 3, 4]  # no gap: the cloud knows what it refused
+    assert letters[2]["reason"] == "records[1]: device longer than 256 characters"
+    assert letters[3]["kind"] == "alert"
+    assert letters[3]["reason"].startswith("records[2]: field 'state'")
+    # Sent again (the gateway had no ack yet), nothing changes.
+    watch.publish(uplink_topic("gw1", "alert"), payload("gw1", "alert", records))
+    await eventually(lambda: ingest.metrics.duplicates, what="the duplicates")
+    assert store.count(AlertEvent) + store.count(Event) == 4

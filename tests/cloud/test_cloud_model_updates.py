@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cloudkit import NOW, Database, batch, payload
+from cloudkit import NOW, Database, batch, bearer, payload
 from inferkit import FACTORY, Clock, running_cloud, tiny_model
 from support import Broker, Collector, eventually
 
@@ -23,7 +23,8 @@ from fogline.model import Model, ModelError
 
 CHUNK = 400  # the shipped edge model makes more chunks than one window
 LIMIT = 8000
-HEALTH = {"ts": NOW, "version": "0.1.0"}
+# The cloud sends a model only to an infer step the gateway's health names.
+HEALTH = {"ts": NOW, "version": "0.1.0", "inference": {"diagnosis": {}, "spare": {}}}
 
 
 @pytest.fixture
@@ -44,7 +45,9 @@ async def cloud(
 
 @pytest.fixture
 async def http(cloud: Cloud) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.http_port}") as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{cloud.http_port}", headers=bearer(cloud.engine)
+    ) as client:
         yield client
 
 
@@ -137,7 +140,7 @@ async def test_an_upload_is_published_retained_in_chunks_and_a_shorter_one_clear
 
     listed = (await http.get("/api/gateways/gw1/models")).json()
     assert listed["gateway"] == "gw1"
-    assert listed["running"] == []
+    assert [s["step"] for s in listed["running"]] == ["diagnosis", "spare"]  # from HEALTH
     assert [u["id"] for u in listed["uploads"]] == [second["id"], first["id"]]
     assert listed["uploads"][1] == first
     assert [
@@ -292,3 +295,30 @@ async def test_openapi_documents_the_new_endpoints(http: httpx.AsyncClient) -> N
     assert {"EscalationPage", "InferenceList", "GatewayModels", "ModelUploadOut"} <= set(
         spec["components"]["schemas"]
     )
+
+
+CRASHER = (Path(__file__).resolve().parents[1] / "corpus" / "models" / "segv-1.tflite").read_bytes()
+
+
+async def test_bytes_that_crash_the_runtime_are_refused_and_the_cloud_lives_on(
+    cloud: Cloud, http: httpx.AsyncClient
+) -> None:
+    """Issue 9: one anonymous PUT of such bytes killed the cloud (a segfault while loading,
+    before it even checked that the gateway exists)."""
+    response = await put(http, CRASHER, gateway="nope")
+    assert (response.status_code, response.json()) == (404, {"detail": "unknown gateway 'nope'"})
+    response = await put(http, CRASHER, step="elsewhere")
+    assert (response.status_code, response.json()) == (
+        404,
+        {"detail": "gateway 'gw1' has no infer step 'elsewhere' (diagnosis, spare)"},
+    )
+    response = await put(http, CRASHER)
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": "not a loadable Fogline model: the runtime crashed on the model "
+            "(SIGSEGV): damaged or needed more than 512 MiB"
+        },
+    )
+    assert (await http.get("/healthz")).status_code == 200
+    assert (await put(http, FACTORY.read_bytes())).status_code == 200

@@ -92,32 +92,39 @@ def test_topic_rejects(topic: str, text: str) -> None:
         ("alert", {**alert("a", "raised"), "raised_at": True}, "field 'raised_at'"),
     ],
 )
-def test_record_rejects_name_the_record_and_field(
+def test_a_bad_record_is_a_dead_letter_and_the_rest_of_its_batch_stands(
     kind: str, data: dict[str, object], text: str
 ) -> None:
-    body = payload(
-        "gw1",
-        kind,
-        [(1, "d", alert("ok", "raised") if kind == "alert" else digest()), (2, "d", data)],
-    )
-    exc = reject(f"fogline/gw1/up/{kind}", body, 1 << 20)
-    assert exc.reason == "schema"
-    assert exc.detail.startswith("records[1] (seq 2): ")
-    assert text in exc.detail
+    good = alert("ok", "raised") if kind == "alert" else digest()
+    body = payload("gw1", kind, [(1, "d", good), (2, "d", data), (3, "d", good)])
+    batch = parse_message(f"fogline/gw1/up/{kind}", body, 1 << 20)
+    assert batch.seqs == [1, 3]
+    [(seq, device, letter)] = batch.dead
+    assert (seq, device) == (2, "d")
+    assert letter["event"] == "dead_letter"
+    assert letter["kind"] == kind
+    assert letter["reason"].startswith("records[1]: ")
+    assert text in letter["reason"]
+    assert letter["data"] == data
+    letters = batch.dead_letters()
+    assert letters is not None
+    assert (letters.gateway, letters.kind, letters.seqs) == ("gw1", "event", [2])
 
 
-@pytest.mark.parametrize(
-    ("seq", "device", "text"),
-    [
-        (0, "d", "seq must be from 1 to 9223372036854775807"),
-        (2**63, "d", "seq must be from 1 to"),  # fits JSON and orjson, not a BIGINT
-        (1, "x" * 300, "device longer than 256 characters"),
-    ],
-)
-def test_seqs_and_devices_fit_their_columns(seq: int, device: str, text: str) -> None:
-    exc = reject(TOPIC, payload("gw1", "digest", [(seq, device, digest())]), 1 << 20)
-    assert exc.reason == "schema"
-    assert text in exc.detail
+def test_a_device_too_long_for_its_column_is_a_dead_letter_not_a_batch_reject() -> None:
+    """Issue 9: one reading on a 300-character topic segment blocked its whole batch."""
+    body = payload("gw1", "digest", [(1, "x" * 300, digest()), (2, "d", digest())])
+    batch = parse_message(TOPIC, body, 1 << 20)
+    assert batch.seqs == [2]
+    [(seq, device, letter)] = batch.dead
+    assert (seq, device) == (1, "x" * 256)
+    assert letter["reason"] == "records[0]: device longer than 256 characters"
+
+
+@pytest.mark.parametrize("seq", [0, 2**63])  # 2**63 fits JSON and orjson, not a BIGINT
+def test_a_seq_outside_the_ledger_is_dropped_and_counted(seq: int) -> None:
+    batch = parse_message(TOPIC, payload("gw1", "digest", [(seq, "d", digest())]), 1 << 20)
+    assert (batch.entries, batch.dead, batch.dropped) == ([], [], 1)
 
 
 def test_free_form_kinds_take_any_object() -> None:

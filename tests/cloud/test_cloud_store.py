@@ -68,7 +68,7 @@ def _episodes(store: Store) -> list[Alert]:
         return list(conn.execute(select(Alert)).all())  # type: ignore[arg-type]
 
 
-def test_raise_and_clear_make_one_resolved_episode(store: Store) -> None:
+def test_raise_and_clear_make_one_cleared_episode(store: Store) -> None:
     store.write([batch("gw1", "alert", [(1, "line-1/m-01", alert("hot/1", "raised"))])])
     (open_,) = _episodes(store)
     assert (open_.state, open_.raised_seq, open_.cleared_at) == ("open", 1, None)
@@ -76,7 +76,7 @@ def test_raise_and_clear_make_one_resolved_episode(store: Store) -> None:
     store.write([batch("gw1", "alert", [(2, "line-1/m-01", clear)])])
     store.write([batch("gw1", "alert", [(2, "line-1/m-01", clear)])])  # retransmitted
     (episode,) = _episodes(store)
-    assert episode.state == "resolved"
+    assert episode.state == "cleared"  # at the source; resolving is an operator's word
     assert (episode.raised_seq, episode.cleared_seq) == (1, 2)
     assert (episode.raised_at, episode.cleared_at) == (NOW, NOW + 30)
     assert episode.message == "hot raised"
@@ -88,10 +88,10 @@ def test_a_clear_before_its_raise_still_pairs(store: Store) -> None:
     clear = alert("hot/1", "cleared", cleared_at=NOW + 30)
     store.write([batch("gw1", "alert", [(2, "line-1/m-01", clear)])])
     (early,) = _episodes(store)
-    assert (early.state, early.raised_seq, early.cleared_seq) == ("resolved", None, 2)
+    assert (early.state, early.raised_seq, early.cleared_seq) == ("cleared", None, 2)
     store.write([batch("gw1", "alert", [(1, "line-1/m-01", alert("hot/1", "raised"))])])
     (episode,) = _episodes(store)
-    assert (episode.state, episode.raised_seq, episode.cleared_seq) == ("resolved", 1, 2)
+    assert (episode.state, episode.raised_seq, episode.cleared_seq) == ("cleared", 1, 2)
     assert episode.message == "hot raised"
 
 
@@ -103,7 +103,7 @@ def test_raise_and_clear_in_one_drain_and_separate_episodes(store: Store) -> Non
     ]
     store.write([batch("gw1", "alert", records)])
     states = {e.alert_id: e.state for e in _episodes(store)}
-    assert states == {"hot/1": "resolved", "hot/2": "open"}
+    assert states == {"hot/1": "cleared", "hot/2": "open"}
 
 
 async def test_retention_deletes_old_digests_only(store: Store) -> None:

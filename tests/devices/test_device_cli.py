@@ -70,9 +70,9 @@ def test_every_flag_from_the_environment() -> None:
 def test_bad_values_are_named_with_what_was_expected() -> None:
     cases = [
         (
-            ("factory", "--faults", "bearing:m-3@60s,bear:m-01@1s"),
+            ("factory", "--faults", "bearing:m-11@60s,bear:m-01@1s"),
             [
-                "fogline devices factory: --faults item 1 'bearing:m-3@60s': unknown device 'm-3'; expected m-01 .. m-10 (did you mean 'm-03'?)",
+                "fogline devices factory: --faults item 1 'bearing:m-11@60s': unknown device 'm-11'; expected m-01 .. m-10 (did you mean 'm-10'?)",
                 "fogline devices factory: --faults item 2 'bear:m-01@1s': unknown fault 'bear'; expected one of: bearing, dropout, imbalance, overheating, spikes, stuck",
             ],
         ),
@@ -177,4 +177,14 @@ def test_add_parser_plugs_into_another_cli() -> None:
         "5",
         True,
         "json",
+    )
+
+
+def test_duration_bounds_the_run_when_the_broker_is_unreachable() -> None:
+    started = time.monotonic()
+    done = run("factory", "--broker", "mqtt://127.0.0.1:1", "--count", "2", "--duration", "2s")
+    assert time.monotonic() - started < 15
+    assert done.returncode == 1
+    assert (
+        "could not reach mqtt://127.0.0.1:1 within --duration 2s; nothing was sent" in done.stderr
     )

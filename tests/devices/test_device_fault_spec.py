@@ -33,13 +33,13 @@ def test_good_specs() -> None:
 
 def test_every_bad_item_is_reported_with_what_was_expected() -> None:
     spec = (
-        "bearing:m-3@60s,bear:m-03@1m,overheating:m-07,imbalance:m-01@soon,"
+        "bearing:m-11@60s,bear:m-03@1m,overheating:m-07,imbalance:m-01@soon,"
         "stuck:m-02@10s+0s,dropout:m-02@10s+later,bearing:m-03@-5"
     )
     with pytest.raises(FaultSpecError) as caught:
         parse_faults(spec, FACTORY, MACHINES)
     assert caught.value.problems == [
-        "item 1 'bearing:m-3@60s': unknown device 'm-3'; expected m-01 .. m-10 (did you mean 'm-03'?)",
+        "item 1 'bearing:m-11@60s': unknown device 'm-11'; expected m-01 .. m-10 (did you mean 'm-10'?)",
         "item 2 'bear:m-03@1m': unknown fault 'bear'; expected one of: bearing, dropout, imbalance, overheating, spikes, stuck",
         "item 3 'overheating:m-07': expected FAULT:DEVICE@START[+DURATION][*STRENGTH], like bearing:m-03@60s+120s",
         "item 4 'imbalance:m-01@soon': start: expected a duration like 10s, 500ms or 5m, got 'soon'",
@@ -48,6 +48,18 @@ def test_every_bad_item_is_reported_with_what_was_expected() -> None:
         "item 7 'bearing:m-03@-5': start: expected a duration of zero or more, got -5.0",
     ]
     assert str(caught.value).count("\n") == 6
+
+
+def test_a_device_is_named_by_its_number_whatever_the_padding() -> None:
+    """The README's `m-03` names machine 3 of a 200-machine fleet (m-001 .. m-200)."""
+    big = machine_names(FactoryConfig(200))[0]
+    assert big[2] == "m-003"
+    spec = "bearing:m-03@60s+120s,overheating:m-7@30s,stuck:m-103@1s"
+    assert [f.device for f in parse_faults(spec, FACTORY, big)] == ["m-003", "m-007", "m-103"]
+    assert [f.device for f in parse_faults("leak:plot-07@1s", FARM, PLOTS)] == ["plot-7"]
+    with pytest.raises(FaultSpecError) as caught:
+        parse_faults("bearing:m-0201@1s", FACTORY, big)
+    assert "unknown device 'm-0201'; expected m-001 .. m-200" in caught.value.problems[0]
 
 
 def test_a_fault_of_the_other_fleet_is_named_as_unknown() -> None:

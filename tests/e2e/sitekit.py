@@ -70,6 +70,7 @@ class Site:
         self.device = Collector(self.edge.port, [])
         self.metrics_port = free_port()
         self._engine: Engine | None = None
+        self._token: str | None = None
 
     # -- processes ----------------------------------------------------------------------
 
@@ -134,10 +135,35 @@ class Site:
         self.wait(lambda: self._get(http, "/healthz") == 200, 30, f"cloud {replica} to start")
         self.http[replica] = http
 
+    @property
+    def token(self) -> str:
+        """An admin's API token, made once with the CLI as an operator would."""
+        if self._token is None:
+            db = ["--db", self.db_url]
+            subprocess.run(
+                [*FOGLINE, "cloud", "user", "add", "e2e", "--role", "admin", "--no-password", *db],
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+            )
+            made = subprocess.run(
+                [*FOGLINE, "cloud", "token", "add", "--user", "e2e", *db],
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
+            self._token = made.stdout.strip()
+        return self._token
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
     def api(self, path: str, replica: str = "r1") -> Any:
         """GET the cloud's API: the parsed JSON."""
         url = f"http://127.0.0.1:{self.http[replica]}{path}"
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=self.auth), timeout=5) as r:
             return json.loads(r.read())
 
     def stop_cloud(self, replica: str = "r1", sig: int = signal.SIGTERM) -> None:

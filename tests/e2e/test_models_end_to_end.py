@@ -117,7 +117,7 @@ def test_a_model_put_on_the_cloud_api_runs_on_the_gateway(site: Site) -> None:
             f"http://127.0.0.1:{site.http['r1']}/api/gateways/gw1/models/diagnosis",
             data=body,
             method="PUT",
-            headers={"Content-Type": "application/octet-stream"},
+            headers={"Content-Type": "application/octet-stream", **site.auth},
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - http://127.0.0.1

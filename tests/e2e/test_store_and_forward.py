@@ -93,7 +93,8 @@ def test_a_full_outbox_evicts_by_class_and_the_cloud_knows(site: Site) -> None:
 
     def detail() -> dict[str, object]:
         port = _cloud_port(site)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/gateways/gw1", timeout=5) as r:
+        url = f"http://127.0.0.1:{port}/api/gateways/gw1"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=site.auth), timeout=5) as r:
             return dict(json.loads(r.read()))
 
     site.wait(

@@ -229,6 +229,34 @@ async def test_revoked_and_unregistered_gateways_are_refused(
     assert set(stored_events(cloud, "gw9")) == {1}
 
 
+async def test_a_signed_batch_with_a_bad_record_stores_the_rest_and_a_forged_one_nothing(
+    broker: Broker, strict_cloud: Cloud, collector_factory: Callable
+) -> None:
+    """Trust first, then the bounds: a forged or forked batch is refused whole (no dead
+    letter of it either); a genuine one keeps its good records and a dead letter."""
+    cloud = strict_cloud
+    wire = collector_factory([])
+    key = Ed25519PrivateKey.generate()
+    add_gateway(cloud.engine, "gw9", cloud.trust.signer.key, public_key=signing.public_text(key))
+    records = [(1, "m1", {"n": 1}), (2, "m" * 300, {"n": 2}), (3, "m1", {"n": 3})]
+    rejects = cloud.metrics.rejects.copy()
+    topic = uplink_topic("gw9", "event")
+    wire.publish(topic, signed_batch(Ed25519PrivateKey.generate(), "gw9", records))
+    await eventually(lambda: (cloud.metrics.rejects - rejects)["forged"] == 1, 10, "forged")
+    wire.publish(topic, signed_batch(key, "gw9", records))
+    await eventually(lambda: len(stored_events(cloud, "gw9")) == 3, 10, "2 events, 1 letter")
+    events = stored_events(cloud, "gw9")
+    assert events[2]["event"] == "dead_letter"
+    assert (events[1], events[3]) == ({"n": 1}, {"n": 3})
+    # signed with gw9's own key, but not following record 3 as the cloud holds it
+    fork = [(4, "m1", {"n": 4}), (5, "m" * 300, {"n": 5})]
+    wire.publish(topic, signed_batch(key, "gw9", fork, (3, bytes(32))))
+    await eventually(lambda: (cloud.metrics.rejects - rejects)["chain"] == 1, 10, "the fork")
+    assert stored_events(cloud, "gw9") == events
+    assert {("gw9", 4), ("gw9", 5)}.isdisjoint(ledger(cloud))
+    assert (cloud.metrics.rejects - rejects)["dead_letter"] == 1  # the genuine batch's only
+
+
 async def test_the_gateway_refuses_forged_acks_and_model_chunks(
     broker: Broker, strict_cloud: Cloud, tmp_path: Path, collector_factory: Callable
 ) -> None:

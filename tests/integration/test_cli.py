@@ -152,3 +152,16 @@ def test_gateway_says_what_to_do_with_a_bad_url() -> None:
     result = run("gateway", "--pipeline", "pipelines/factory.yaml", "--broker", "http://x")
     assert result.returncode == 2
     assert "expected a broker URL like mqtt://host:1883" in result.stderr
+
+
+def test_gateway_refuses_a_data_dir_it_cannot_write_in_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for where, expected in (
+        (str(a_file), f"--data-dir {a_file}: exists and is not a directory"),
+        ("/proc/fogline", "--data-dir /proc/fogline: cannot write there"),
+    ):
+        result = run("gateway", "--pipeline", "pipelines/factory.yaml", "--data-dir", where)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr

@@ -177,3 +177,26 @@ async def test_get_is_not_allowed(coap_gateway, client) -> None:
     msg = Message(code=GET, uri=f"coap://127.0.0.1:{coap_gateway.coap_port}/plant/x/telemetry")
     reply = await asyncio.wait_for(client.request(msg).response, 10)
     assert str(reply.code) == "4.05 Method Not Allowed"
+
+
+async def test_a_bignum_timestamp_is_a_counted_4_00_not_a_5_00(coap_gateway, client) -> None:
+    """Issue 9: a CBOR bignum timestamp escaped the decoder as a 5.00 with a traceback."""
+    port = coap_gateway.coap_port
+    pack = cbor2.dumps([{0: "temperature", 2: 20.5, 6: 10**40}])
+    reply = await post(client, port, "plant/c5/telemetry", pack, fmt=112)
+    assert str(reply.code) == "4.00 Bad Request"
+    assert reply.payload.decode() == (
+        "unsupported_cbor: $[0].6: a bignum (133 bits) is not supported"
+    )
+    tagged = cbor2.dumps({"temperature": cbor2.CBORTag(4, [-2, 10**9])})
+    reply = await post(client, port, "plant/c5/telemetry", tagged, fmt=60)
+    assert str(reply.code) == "4.00 Bad Request"
+    assert reply.payload.decode() == "unsupported_cbor: $.temperature: Decimal is not supported"
+    long_id = "m" * 300
+    reply = await post(client, port, f"plant/{long_id}/telemetry", b'{"temperature": 20}')
+    assert str(reply.code) == "4.00 Bad Request"
+    assert reply.payload.decode().startswith("topic_too_long: ")
+    reply = await post(client, port, "plant/c5/telemetry", b'{"temperature": 21}')
+    assert str(reply.code) == "2.04 Changed"  # and the source keeps serving
+    assert coap_gateway.metrics.rejects[("source", "unsupported_cbor")] == 2
+    assert coap_gateway.metrics.rejects[("source", "topic_too_long")] == 1

@@ -156,3 +156,50 @@ async def test_corrupt_incompatible_and_misaddressed_models_are_refused_with_a_r
         assert out[-1]["model_version"] == edge.info.version
         assert gw.inference["diagnosis"].model.info.sha256 == edge.info.sha256
         assert gw.metrics.rejects[("model_update", "refused")] == 4
+
+
+CORPUS = sorted((ROOT / "tests" / "corpus" / "models").glob("*.tflite"))
+
+
+async def test_crashing_slow_and_junk_models_are_refused_and_the_gateway_lives_on(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    """Issue 9: such bytes, retained, segfaulted the gateway (a crash loop across restarts);
+    a TILE model blocked its loop 17.7 s a window; 400 junk chunks took it to 471 MB."""
+    from hostile import slow_model  # noqa: PLC0415 - tests/ helpers
+
+    watch = collector_factory(["fogline/gw1/up/#"])
+    edge = Model.from_file(FACTORY)
+    options = gateway_options(PIPELINE)
+    crasher = CORPUS[0].read_bytes()
+    async with Gateway(options) as gw:
+        publish_model(watch, "gw1", "diagnosis", "segv", crasher, 64 * 1024)
+        publish_model(watch, "gw1", "diagnosis", "slow", slow_model(100_000, 4), 64 * 1024)
+        for i in range(400):  # junk for steps that do not exist: refused, never held
+            header = {"v": 1, "step": f"s{i}", "version": "x", "sha256": "0" * 64,
+                      "size": 10**9, "index": 0, "count": 10**6}  # fmt: skip
+            watch.client.publish(
+                ota.topic("gw1", f"s{i}", 0), orjson.dumps(header) + b"\n" + b"x" * 1000, qos=1
+            )
+        events = await eventually(
+            lambda: len(e := model_events(watch)) >= 3 and e, what="the refusals", timeout=30
+        )
+        by_version = {e["version"]: e["reason"] for e in events}
+        assert by_version["segv"] == (
+            "the runtime crashed on the model (SIGSEGV): damaged or needed more than 512 MiB"
+        )
+        assert "a batch of 64 takes" in by_version["slow"]
+        assert by_version["x"].startswith("no infer step 's")  # reported once, counted 400 times
+        await eventually(
+            lambda: gw.metrics.rejects[("model_update", "bad_chunk")] == 400, what="400 counted"
+        )
+        watch.client.publish("plant/m-1/features", reading(edge, 0), qos=1)
+        out = await eventually(lambda: classified(watch), what="a result")
+        assert out[-1]["model_version"] == edge.info.version  # the shipped model still decides
+    # A kept file that crashes is refused at start too (no crash loop), and removed.
+    kept = options.data_dir / "models" / "diagnosis.tflite"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(crasher)
+    async with Gateway(gateway_options(PIPELINE)) as again:
+        assert again.inference["diagnosis"].model.info.sha256 == edge.info.sha256
+    assert not kept.exists()

@@ -44,15 +44,29 @@ tick: 50ms
 
 
 def stored(cloud: Cloud, gateway: str) -> tuple[int, int]:
-    """(distinct seqs stored, alerts stored) for a gateway."""
+    """(distinct seqs stored, alerts from the gateway stored) for a gateway."""
     with cloud.engine.connect() as conn:
         seqs = conn.execute(
             select(func.count()).select_from(Received).where(Received.gateway_id == gateway)
         ).scalar_one()
         alerts = conn.execute(
-            select(func.count()).select_from(Alert).where(Alert.gateway_id == gateway)
+            select(func.count())
+            .select_from(Alert)
+            .where(Alert.gateway_id == gateway, Alert.rule != "gateway_silent")
         ).scalar_one()
     return int(seqs), int(alerts)
+
+
+def silences(cloud: Cloud, gateway: str) -> list[str]:
+    """States of the cloud's `gateway_silent` episodes for a gateway."""
+    with cloud.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(Alert.state).where(
+                    Alert.gateway_id == gateway, Alert.rule == "gateway_silent"
+                )
+            ).scalars()
+        )
 
 
 def everything_stored(gw: Gateway, cloud: Cloud) -> bool:
@@ -100,12 +114,15 @@ async def test_the_uplink_recovers_from_a_silent_partition_and_says_so(
             assert health["uplink"]["connected"] is False
             assert health["uplink"]["backlog_records"] > 0
             assert any("unreachable" in r or "no ack" in r for r in health["reasons"]), health
+            gid = gw.options.gateway_id
+            await eventually(lambda: silences(cloud, gid) == ["open"], 20, "gateway_silent")
             await asyncio.sleep(max(0.0, 25 - (time.monotonic() - cut)))
 
             proxy.heal()
             await eventually(lambda: everything_stored(gw, cloud), 30, "the backlog in the cloud")
             await eventually(lambda: gw.health_status()["status"] == "ok", 10, "health ok again")
-            assert stored(cloud, gw.options.gateway_id)[1] == 3, "each alert stored once"
+            assert stored(cloud, gid)[1] == 3, "each alert stored once"
+            await eventually(lambda: silences(cloud, gid) == ["cleared"], 10, "silence cleared")
             assert "subscribe" not in gw.up.errors
     finally:
         await proxy.close()
@@ -139,3 +156,24 @@ async def test_an_alert_overtakes_a_backlog_on_a_2_kbit_link(
             assert gw.outbox.pending > 0, "events still queue behind the alert"
     finally:
         await proxy.close()
+
+
+async def test_a_forged_ack_cannot_drop_unsent_records_or_kill_the_gateway(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    # No cloud, and a records/s cap: every record waits, few of them sent.
+    async with Gateway(gateway_options(PIPELINE, "gw-forged", uplink_max_rate=5.0)) as gw:
+        await publish(collector_factory, 400, 0, hot=False)
+        await eventually(lambda: gw.outbox.depth >= 400, 10, "the readings in the outbox")
+        in_flight = {s for q in gw.uplink._batches.values() for b in q for s in b.unacked}
+        assert 0 < len(in_flight) < gw.outbox.depth
+        watch = collector_factory([])
+        for forged in ([[1, 2**63 - 1]], [[1, 2**64 - 1]], [[-(2**63), 2**63 - 1]]):
+            ack = {"v": 1, "gateway": "gw-forged", "acks": forged}
+            watch.publish("fogline/gw-forged/down/ack", orjson.dumps(ack))
+        await eventually(lambda: gw.uplink.counts["stale_acks"] == 3, 5, "the forged acks")
+        gw.outbox.flush()
+        # At most what was in flight is gone; what was never sent is still there.
+        assert gw.outbox.depth >= 400 - len(in_flight)
+        await publish(collector_factory, 10, 1000, hot=False)
+        await eventually(lambda: gw.metrics.step_in["readings"] == 410, 5, "the gateway alive")

@@ -30,6 +30,7 @@ class Run:
     out: list[Record] = field(default_factory=list)
     rejects: list[tuple[Record, str, str]] = field(default_factory=list)
     side: list[tuple[str, Record]] = field(default_factory=list)
+    evicted: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def reasons(self) -> list[str]:
@@ -58,6 +59,7 @@ def make_op(op_name: str, config_dict: dict[str, Any], clock: FakeClock | None =
     config = cls.Config.model_validate(config_dict)
     rejects: list[tuple[Record, str, str]] = []
     side: list[tuple[str, Record]] = []
+    evicted: list[tuple[str, int]] = []
     ctx = StepContext(
         path=f"steps[0].{op_name}",
         step_id=op_name,
@@ -65,8 +67,9 @@ def make_op(op_name: str, config_dict: dict[str, Any], clock: FakeClock | None =
         clock=clock if clock is not None else FakeClock(),
         reject=lambda record, reason, detail: rejects.append((record, reason, detail)),
         side=lambda stream, record: side.append((stream, record)),
+        evicted=lambda reason, n: evicted.append((reason, n)),
     )
-    return Run(cls(config, ctx), rejects=rejects, side=side)
+    return Run(cls(config, ctx), rejects=rejects, side=side, evicted=evicted)
 
 
 def run_op(

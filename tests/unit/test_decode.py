@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import cbor2
 import orjson
 import pytest
 
-from gateway.decode import Decoder, TopicPatterns
+from gateway.decode import Decoder, TopicPatterns, cbor_problem
 from gateway.record import Record
 
 NOW = 1_700_000_000.0
@@ -338,3 +339,62 @@ def test_decoding_does_not_corrupt_the_cached_topic_fields(decode):
     assert decode.patterns.match(TOPIC) == TOPIC_FIELDS
     [r] = decode({"v": 5})
     assert r.fields == {"v": 5, **TOPIC_FIELDS}
+
+
+# -- bounds: lengths and CBOR --------------------------------------------------------------
+
+
+def test_a_long_topic_is_rejected_before_the_topic_cache():
+    decode = Harness(max_topic_length=64)
+    topic = "factory/l1/" + "m" * 300 + "/telemetry"
+    assert decode({"ts": NOW}, topic=topic) == []
+    assert decode.reasons == ["topic_too_long"]
+    assert decode.details == ["321 characters > max_topic_length 64"]
+    assert decode.rejects[0][0] == topic[:64] + "..."
+    assert topic not in decode.patterns._cache
+
+
+def test_a_long_key_segment_is_rejected_and_named():
+    """The 300-character device id of issue 9 stops here, not at the cloud."""
+    decode = Harness()
+    topic = "factory/l1/" + "m" * 300 + "/telemetry"
+    assert decode({"ts": NOW}, topic=topic) == []
+    assert decode.reasons == ["topic_too_long"]
+    decode = Harness(max_topic_length=1024)
+    assert decode({"ts": NOW}, topic=topic) == []
+    assert decode.reasons == ["key_too_long"]
+    assert decode.details == [
+        "key value of 300 characters > max_key_length 64: 'mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm'..."
+    ]
+
+
+def test_a_long_key_from_the_payload_is_rejected_the_rest_of_the_array_goes_on():
+    decode = Harness(patterns=("factory/{line}/telemetry",), key=("device",))
+    out = decode([{"device": "d" * 65}, {"device": "d" * 64}], topic="factory/l1/telemetry")
+    assert [r.key for r in out] == [("d" * 64,)]
+    assert decode.reasons == ["key_too_long"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"ts": 10**40}, "$.ts: a bignum (133 bits) is not supported"),
+        ([{"t": -(10**30)}], "$[0].t: a bignum (100 bits) is not supported"),
+        ({"x": cbor2.CBORTag(99, 1)}, "$.x: tag 99 is not supported"),
+        ({"x": {1, 2}}, "$.x: set is not supported"),
+        ({(1, 2): 3}, "$: a map key of type tuple is not supported"),
+        ({"x": cbor2.CBORSimpleValue(16)}, "$.x: CBORSimpleValue is not supported"),
+    ],
+)
+def test_cbor_beyond_plain_data_is_named(value, problem):
+    assert cbor_problem(cbor2.loads(cbor2.dumps(value))) == problem
+
+
+def test_plain_cbor_passes_and_nesting_cannot_exhaust_the_stack():
+    plain = {"ts": 2**64 - 1, "v": -(2**64), "b": b"\x00", "s": "x", "f": 1.5, "n": None}
+    assert cbor_problem(cbor2.loads(cbor2.dumps([plain, {0: True}]))) is None
+    deep: list[object] = []
+    for _ in range(50_000):
+        deep = [deep]
+    assert cbor_problem(deep) is None
+    assert cbor_problem([0] * 200_001) == "more than 100000 items"

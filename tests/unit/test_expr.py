@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import operator
 import pickle
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.expr import FUNCTIONS, Expr, ExprError, compile_expr
+from gateway.expr import FUNCTIONS, Expr, ExprError, ExprLimitError, compile_expr, reject_reason
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -289,7 +290,12 @@ def test_forbidden_constructs(source: str, message: str, column: int) -> None:
 
 
 def test_too_deeply_nested() -> None:
-    assert err("-" * 100_000 + "1").message == "expression is too deeply nested"
+    assert err("-" * 4000 + "1").message == "expression is too deeply nested"
+
+
+def test_too_long() -> None:
+    error = err("-" * 100_000 + "1")
+    assert error.message == "expression is 100001 characters long (at most 4096)"
 
 
 def test_error_pickles() -> None:
@@ -319,3 +325,84 @@ def test_matches_python(a: float, b: float, op: str) -> None:
     expected = OPERATORS[op](a, b)
     assert compile_expr(f"a {op} b")({"a": a, "b": b}) == expected
     assert compile_expr(f"{a!r} {op} b")({"b": b}) == expected
+
+
+# --- bounds: nothing a record or a literal holds may build an unbounded value ---------
+
+
+@pytest.mark.parametrize(
+    ("source", "message", "column"),
+    [
+        (
+            "10**10**10 > temperature",
+            "operator '**': 10 ** 10000000000 would have more than 4096 bits",
+            2,
+        ),
+        ("'a' * 10**9", "operator '*': repeating 1 items 1000000000 times exceeds 65536", 4),
+        ("'%0999999d' % t", "", -1),  # a field on the right: checked at run time
+        ("'%099999999d' % 3", "operator '%': format width 99999999 exceeds 65536", 14),
+    ],
+)
+def test_literal_out_of_bounds_is_a_located_compile_error(
+    source: str, message: str, column: int
+) -> None:
+    if not message:
+        compile_expr(source)
+        return
+    error = err(source)
+    assert (error.message, error.column) == (message, column)
+
+
+@pytest.mark.parametrize(
+    ("source", "record", "detail"),
+    [
+        ("x ** y > 0", {"x": 10, "y": 10**10}, "10 ** 10000000000 would have more than 4096 bits"),
+        ("s * n", {"s": "a", "n": 10**9}, "repeating 1 items 1000000000 times exceeds 65536"),
+        ("n * s", {"s": [1, 2], "n": 10**6}, "repeating 2 items 1000000 times exceeds 65536"),
+        ("f % 1", {"f": "%0999999999d"}, "format width 999999999 exceeds 65536"),
+        ("f % 1", {"f": "%*d"}, "format width * exceeds 65536"),
+        ("round(x, n)", {"x": 5, "n": -(10**7)}, "round() to -10000000 digits (at most 400)"),
+    ],
+)
+def test_run_time_bounds_raise_expr_limit_error(
+    source: str, record: dict[str, Any], detail: str
+) -> None:
+    fn = compile_expr(source)
+    with pytest.raises(ExprLimitError) as info:
+        fn(record)
+    assert str(info.value) == detail
+    assert reject_reason(info.value) == "expression_limit"
+
+
+@pytest.mark.parametrize(
+    ("source", "record", "expected"),
+    [
+        ("x ** 64", {"x": 2**63}, 2 ** (63 * 64)),  # a 64-bit reading to the 64th: allowed
+        ("x ** y", {"x": 1, "y": 10**100}, 1),
+        ("x ** y", {"x": 2.0, "y": 3}, 8.0),
+        ("s * 3", {"s": "ab"}, "ababab"),
+        ("x * 1.8 + 32", {"x": 100}, 212.0),
+        ("'%5.1f' % x", {"x": 2.25}, "  2.2"),
+        ("round(x, 2)", {"x": 2.675}, round(2.675, 2)),
+    ],
+)
+def test_values_within_bounds_still_compute(
+    source: str, record: dict[str, Any], expected: Any
+) -> None:
+    assert compile_expr(source)(record) == expected
+
+
+def test_a_float_power_overflows_instead_of_growing() -> None:
+    with pytest.raises(OverflowError):
+        compile_expr("x ** y")({"x": 10.0, "y": 10**10})
+    assert reject_reason(OverflowError()) == "expression_error"
+
+
+def test_a_bounded_power_returns_quickly() -> None:
+    """The attack froze the gateway; the guard answers in well under a millisecond."""
+    fn = compile_expr("x ** y > t")
+    start = time.perf_counter()
+    for _ in range(100):
+        with pytest.raises(ExprLimitError):
+            fn({"x": 10, "y": 10**10, "t": 1})
+    assert time.perf_counter() - start < 0.1

@@ -1,10 +1,10 @@
 """Gateway identity: registered public keys, and the chain heads of signed batches.
 
-Numbered 0010 so that it does not clash with the revisions other branches add after 0003;
-whoever merges chains it after the highest (`down_revision`).
+Numbered 0010 so that it did not clash with the revisions other branches added after
+0003; merged after the console's `c0003`, so the chain stays one line.
 
 Revision ID: 0010
-Revises: 0003
+Revises: c0003
 Create Date: 2026-12-02
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0003"
+down_revision = "c0003"
 branch_labels = None
 depends_on = None
 

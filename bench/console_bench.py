@@ -1,0 +1,298 @@
+"""The console's two numbers: (1) from the cloud's commit of a raised alert to its row in a
+connected browser (Chromium, live list over SSE), p50/p99; (2) server-side render time of
+the alert list, an alert page and the gateway pages with a large store.
+
+    python bench/console_bench.py latency [--alerts 200]
+    python bench/console_bench.py streams [--browsers 100]
+    python bench/console_bench.py render --db sqlite:////tmp/big.db|postgresql+psycopg://... \
+        [--alerts 100000 --gateways 1000 --digests 1000000]
+
+Both run the real `Cloud` (uvicorn, ingest's store, the live feed) in this process; the
+broker URL points nowhere (nothing here needs one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.async_api import async_playwright
+from sqlalchemy import insert, text
+
+from cloud import people
+from cloud.app import Cloud, CloudOptions
+from cloud.models import Alert, Digest, Gateway
+from cloud.parse import parse_message
+from fogline.envelope import encode_batch, uplink_topic
+from fogline.urls import parse_broker_url
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]  # fmt: skip
+PASSWORD = "bench password"  # noqa: S105 - a throwaway user of a throwaway store
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def options(db: str, **kw: Any) -> CloudOptions:
+    return CloudOptions(
+        parse_broker_url("mqtt://127.0.0.1:9"), db, http_port=0, replica="bench",
+        warn_no_users=False, **kw,
+    )  # fmt: skip
+
+
+def raised(n: int, now: float) -> Any:
+    record = {
+        "machine": f"m-{n % 8}", "rule": "hot", "severity": "critical", "state": "raised",
+        "alert_id": f"bench/{n}", "raised_at": now, "cleared_at": None,
+        "message": f"m-{n % 8} at 97.{n % 10} °C", "values": {"temperature": 97.0}, "ts": now,
+    }  # fmt: skip
+    return parse_message(
+        uplink_topic("gw1", "alert"), encode_batch("gw1", "alert", [(n, "line-1/m-0", record)], now)
+    )
+
+
+def drain(n: int, now: float) -> list[Any]:
+    """What ingest writes in one transaction: a batch of 500 digests and one alert."""
+    seq = 1_000_000 + n * 501
+    digests = [
+        (seq + i, f"line-1/m-{i % 8}",
+         {"window_start": now - 10, "window_end": now, "count": 10, "temperature_mean": 61.0})
+        for i in range(500)
+    ]  # fmt: skip
+    batch = parse_message(
+        uplink_topic("gw1", "digest"), encode_batch("gw1", "digest", digests, now)
+    )
+    return [batch, raised(seq + 500, now)]
+
+
+async def sign_in(page: Any) -> None:
+    await page.goto("/login")
+    await page.get_by_label("Name").fill("bench")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/alerts")
+
+
+async def latency(count: int, tmp: Path) -> None:
+    db = f"sqlite:///{tmp / 'latency.db'}"
+    async with Cloud(options(db)) as cloud, async_playwright() as pw:
+        people.add_user(cloud.engine, "bench", "viewer", PASSWORD, time.time())
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        page = await (
+            await browser.new_context(
+                base_url=f"http://127.0.0.1:{cloud.http_port}", bypass_csp=True
+            )
+        ).new_page()
+        await sign_in(page)
+        await page.wait_for_function(
+            "document.getElementById('live-status').textContent.startsWith('Live:')"
+        )
+        # Each new row notes when it entered the DOM (the browser's wall clock = ours).
+        await page.evaluate("""() => {
+            window.seen = {};
+            new MutationObserver(() => {
+              for (const r of document.querySelectorAll('tr[data-id]'))
+                if (!(r.dataset.id in window.seen)) window.seen[r.dataset.id] = performance.timeOrigin + performance.now();
+            }).observe(document.getElementById('alert-results'), {childList: true, subtree: true});
+        }""")
+        committed: dict[int, float] = {}
+        for n in range(1, count + 1):
+            await asyncio.to_thread(cloud.store.write, [raised(n, time.time())])
+            committed[n] = time.time() * 1000  # the write returned: committed
+            await page.wait_for_function(
+                f"Object.keys(window.seen).includes('{n}')", timeout=10_000
+            )
+            await asyncio.sleep(random.uniform(0.05, 0.4))  # not in step with the poll
+        seen = await page.evaluate("window.seen")
+        delays = [seen[str(n)] - committed[n] for n in committed]
+        print(f"commit -> row in the browser, {count} alerts, live poll "
+              f"{cloud.options.live_interval * 1000:.0f} ms: p50 {pct(delays, 50):.0f} ms, "
+              f"p90 {pct(delays, 90):.0f} ms, p99 {pct(delays, 99):.0f} ms, "
+              f"max {max(delays):.0f} ms")  # fmt: skip
+        await browser.close()
+
+
+def seed(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
+    """Rows straight into the tables (ingest's own path is benchmarked elsewhere)."""
+    now = time.time()
+    rng = random.Random(7)
+    states = ["open"] * 5 + ["acknowledged"] * 2 + ["cleared"] * 3 + ["resolved"] * 40
+    with cloud.engine.begin() as conn:
+        if conn.execute(text("SELECT count(*) FROM alerts")).scalar_one() >= alerts:
+            return
+        conn.execute(insert(Gateway), [
+            {"id": f"gw-{g:04d}", "first_seen": now - 86400, "last_seen": now - rng.uniform(0, 600),
+             "received": 10_000, "max_seq": 10_000, "evicted": {}, "expired": {},
+             "outbox_depth": rng.randint(0, 500), "outbox_bytes": rng.randint(0, 10**6),
+             "pipeline": "factory", "version": "0.1.0"}
+            for g in range(gateways)
+        ])  # fmt: skip
+        for start in range(0, alerts, 10_000):
+            conn.execute(insert(Alert), [
+                {"gateway_id": f"gw-{i % gateways:04d}", "alert_id": f"a/{i}", "raised_seq": i + 1,
+                 "cleared_seq": None, "device": f"line-{i % 7}/m-{i % 50:02d}",
+                 "rule": rng.choice(["hot", "vibration", "sensor_gap", "dry_soil"]),
+                 "severity": rng.choice(["info", "warning", "warning", "critical"]),
+                 "state": rng.choice(states), "raised_at": now - (alerts - i) * 30,
+                 "cleared_at": None, "acknowledged_at": None, "message": f"reading {i} out of range",
+                 "payload": {"raised": {"values": {"temperature": 97.5}}}, "updated_at": now}
+                for i in range(start, min(alerts, start + 10_000))
+            ])  # fmt: skip
+        for start in range(0, digests, 50_000):
+            conn.execute(insert(Digest), [
+                {"gateway_id": f"gw-{i % gateways:04d}", "seq": 100_000 + i,
+                 "device": f"line-{i % 7}/m-{i % 50:02d}", "window_start": now - (digests - i) - 10,
+                 "window_end": now - (digests - i), "ts": None,
+                 "metrics": {"count": 10, "temperature_mean": 60 + rng.random(), "temperature_max": 61.0}}
+                for i in range(start, min(digests, start + 50_000))
+            ])  # fmt: skip
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE"))
+
+
+async def render(db: str, alerts: int, gateways: int, digests: int, runs: int) -> None:
+    async with Cloud(options(db)) as cloud:
+        started = time.monotonic()
+        await asyncio.to_thread(seed, cloud, alerts, gateways, digests)
+        print(f"seeded {alerts} alerts, {gateways} gateways, {digests} digests "
+              f"({cloud.engine.dialect.name}) in {time.monotonic() - started:.0f} s")  # fmt: skip
+        if "bench" not in {n for n, _, _ in people.list_users(cloud.engine)}:
+            people.add_user(cloud.engine, "bench", "operator", PASSWORD, time.time())
+        base = f"http://127.0.0.1:{cloud.http_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            page = await http.get("/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None  # noqa: S101 - a script
+            await http.post(
+                "/login", data={"name": "bench", "password": PASSWORD, "csrf": csrf.group(1)}
+            )
+            one = (await http.get("/alerts?state=all")).text
+            found = re.search(r'href="/alerts/(\d+)"', one)
+            alert_id = found.group(1) if found else "1"
+            paths = {
+                "alert list (default: not resolved)": "/alerts",
+                "alert list, all states": "/alerts?state=all",
+                "alert list, 1 gateway + severity": "/alerts?state=all&gateway=gw-0007&severity=critical",
+                "alert list, live fragment": "/alerts/rows?state=active",
+                "alert page": f"/alerts/{alert_id}",
+                "gateways (first 200)": "/gateways",
+                "gateway page": "/gateways/gw-0007",
+            }
+            for name, path in paths.items():
+                times = []
+                for _ in range(runs):
+                    t = time.perf_counter()
+                    response = await http.get(path)
+                    times.append((time.perf_counter() - t) * 1000)
+                    if response.status_code != 200:
+                        raise SystemExit(f"{path}: {response.status_code}")
+                print(f"  {name:40s} p50 {pct(times, 50):6.1f} ms  p95 {pct(times, 95):6.1f} ms")
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+CLIENTS = """
+import asyncio, sys, httpx
+# Like console.js on the first page of the list: one stream that carries the list.
+async def one(base, cookie, ready):
+    async with httpx.AsyncClient(base_url=base, timeout=None, cookies={"fogline_session": cookie}) as c:
+        async with c.stream("GET", "/live/alerts", params={"rows": "state=active"}) as r:
+            ready.append(1)
+            async for _ in r.aiter_bytes():
+                pass
+async def main(base, cookie, n):
+    ready = []
+    tasks = [asyncio.create_task(one(base, cookie, ready)) for _ in range(n)]
+    while len(ready) < n:
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    await asyncio.gather(*tasks)
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def streams(count: int, tmp: Path) -> None:
+    """What `count` connected browsers cost the cloud process, and the live poll's cost."""
+    async with Cloud(options(f"sqlite:///{tmp / 'streams.db'}")) as cloud:
+        user = people.add_user(cloud.engine, "bench", "viewer", None, time.time())
+        cookie, _ = people.open_session(cloud.engine, user, time.time())
+        await asyncio.sleep(1)
+        before = rss_mb()
+        writes: list[float] = []
+        for n in range(1, 201):
+            t = time.perf_counter()
+            await asyncio.to_thread(cloud.store.write, drain(n, time.time()))
+            writes.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(random.uniform(0.05, 0.4))
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CLIENTS, f"http://127.0.0.1:{cloud.http_port}",
+            cookie, str(count), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert child.stdout is not None  # noqa: S101 - a script
+        await child.stdout.readline()
+        polls = cloud.feed.polls
+        renders = cloud.app.state.fragments.renders if cloud.app else 0
+        with_streams: list[float] = []
+        for n in range(201, 401):
+            t = time.perf_counter()
+            await asyncio.to_thread(cloud.store.write, drain(n, time.time()))
+            with_streams.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(random.uniform(0.05, 0.4))
+        await asyncio.sleep(2)
+        after = rss_mb()
+        print(f"{cloud.feed.watchers} streams open: RSS {before:.0f} -> {after:.0f} MB "
+              f"(+{after - before:.1f} MB, {(after - before) * 1024 / count:.0f} KB each); "
+              f"{cloud.feed.polls - polls} live polls, "
+              f"{(cloud.app.state.fragments.renders if cloud.app else 0) - renders} list "
+              "renderings for 200 changes")  # fmt: skip
+        print("one drain (500 digests + 1 alert, one transaction): "
+              f"without streams p50 {pct(writes, 50):.1f} ms, "
+              f"with {count} streams p50 {pct(with_streams, 50):.1f} ms "
+              f"(p95 {pct(writes, 95):.1f} / {pct(with_streams, 95):.1f} ms)")  # fmt: skip
+        child.terminate()
+        await child.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="what", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--alerts", type=int, default=200)
+    st = sub.add_parser("streams")
+    st.add_argument("--browsers", type=int, default=100)
+    ren = sub.add_parser("render")
+    ren.add_argument("--db", required=True)
+    ren.add_argument("--alerts", type=int, default=100_000)
+    ren.add_argument("--gateways", type=int, default=1000)
+    ren.add_argument("--digests", type=int, default=1_000_000)
+    ren.add_argument("--runs", type=int, default=40)
+    args = parser.parse_args()
+    if args.what in ("latency", "streams"):
+        import tempfile  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.what == "latency":
+                asyncio.run(latency(args.alerts, Path(tmp)))
+            else:
+                asyncio.run(streams(args.browsers, Path(tmp)))
+    else:
+        asyncio.run(render(args.db, args.alerts, args.gateways, args.digests, args.runs))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The live stream: what happens to alerts, pushed to browsers as server-sent events.
+
+One poller per process follows the `activity` table by id (a raise or clear stored by any
+replica, an action taken through any replica) and fans each row out to the connected
+browsers, so the database sees one small indexed query per interval however many
+browsers watch. An action taken through this process pokes the poller, which then reads
+at once. On PostgreSQL ids are taken before commit, so a row can become visible after a
+higher one: ids skipped over are asked for again for `HOLE_SECONDS`.
+
+A browser showing the first page of the alert list asks for its view (`?rows=<the list's
+query>`); after each batch of changes the stream also carries that list, rendered once per
+view, role and feed position for every browser watching it (`cloud.pages.render_rows`),
+so a change costs one rendering and no request per browser.
+
+SSE rather than WebSockets: one direction is all we need, it is plain HTTP (proxies, the
+session cookie, no extra dependency), and `EventSource` reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import Engine, func, or_, select
+
+from cloud.auth import Viewer
+from cloud.models import Activity, Alert
+from cloud.pages import cached_rows, render_rows
+
+log = logging.getLogger("fogline.cloud.live")
+
+HOLE_SECONDS = 5.0
+HEARTBEAT = 15.0  # seconds between comments that keep idle proxies from closing a stream
+QUEUE = 256  # events held per browser; past that it is told to reload its list
+
+
+class Feed:
+    """Polls `activity` and hands new rows to subscribers (bounded queues, never blocking)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self.interval = interval
+        self._clock = clock
+        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last = 0
+        self._holes: dict[int, float] = {}
+        self._closed = False
+        self.polls = 0
+
+    @property
+    def position(self) -> int:
+        """The last activity id handed out: a version of everything alerts show."""
+        return self._last
+
+    @property
+    def watchers(self) -> int:
+        return len(self._subscribers)
+
+    def poke(self) -> None:
+        """Read now (thread-safe: API handlers run in FastAPI's thread pool)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[asyncio.Queue[dict[str, Any] | None]]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE)
+        if self._closed:
+            queue.put_nowait(None)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    def close(self) -> None:
+        """End every stream (shutdown: uvicorn waits for open responses)."""
+        self._closed = True
+        for queue in self._subscribers:
+            self._offer(queue, None)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._last = await asyncio.to_thread(self._max_id)
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                events = await asyncio.to_thread(self._fetch)
+            except Exception:  # a database that is away must not end the feed
+                log.exception("live feed: reading activity failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            for event in events:
+                for queue in list(self._subscribers):
+                    self._offer(queue, event)
+
+    @staticmethod
+    def _offer(queue: asyncio.Queue[dict[str, Any] | None], event: dict[str, Any] | None) -> None:
+        try:
+            queue.put_nowait(event)
+        except asyncio.QueueFull:  # a browser that does not keep up reloads its list instead
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait({"action": "reset"} if event is not None else None)
+
+    def _max_id(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(Activity.id), 0))).scalar_one())
+
+    def _fetch(self) -> list[dict[str, Any]]:
+        self.polls += 1
+        now = self._clock()
+        self._holes = {i: t for i, t in self._holes.items() if now - t < HOLE_SECONDS}
+        wanted = Activity.id > self._last
+        if self._holes:
+            wanted = or_(wanted, Activity.id.in_(sorted(self._holes)))
+        query = (
+            select(
+                Activity.id,
+                Activity.at,
+                Activity.actor,
+                Activity.action,
+                Activity.alert,
+                Alert.state,
+                Alert.severity,
+                Alert.gateway_id,
+                Alert.device,
+                Alert.rule,
+            )
+            .outerjoin(Alert, Alert.id == Activity.alert)
+            .where(wanted)
+            .order_by(Activity.id)
+            .limit(1000)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        events = []
+        for row in rows:
+            self._holes.pop(row.id, None)
+            if row.id > self._last:
+                self._holes.update(dict.fromkeys(range(self._last + 1, row.id), now))
+                self._last = row.id
+            events.append(
+                {
+                    "id": row.id,
+                    "at": row.at,
+                    "actor": row.actor,
+                    "action": row.action,
+                    "alert": row.alert,
+                    "state": row.state,
+                    "severity": row.severity,
+                    "gateway": row.gateway_id,
+                    "device": row.device,
+                    "rule": row.rule,
+                }
+            )
+        if len(self._holes) > 10_000:  # a sequence that jumped (PostgreSQL caches ids)
+            self._holes.clear()
+        return events
+
+
+router = APIRouter(include_in_schema=False)
+
+
+def _rows_event(html: str) -> bytes:
+    """An SSE `rows` event: one `data:` line per line of the fragment."""
+    lines = html.encode().split(b"\n")
+    return b"event: rows\n" + b"".join(b"data: %s\n" % line for line in lines) + b"\n"
+
+
+async def _stream(
+    request: Request, feed: Feed, view: str | None, operator: bool
+) -> AsyncIterator[bytes]:
+    with feed.subscribe() as queue:
+        yield b"retry: 2000\n: connected\n\n"
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), HEARTBEAT)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                yield b": ping\n\n"
+                continue
+            events = [event]
+            while events[-1] is not None and not queue.empty():  # what else already came
+                events.append(queue.get_nowait())
+            for item in events:
+                if item is None:
+                    return
+                data = orjson.dumps(item)
+                yield b"event: alert\nid: %d\ndata: %s\n\n" % (item.get("id", 0), data)
+            if view is not None:
+                state = request.app.state
+                html = cached_rows(state, view, operator)
+                if html is None:
+                    html = await asyncio.to_thread(render_rows, state, view, operator)
+                yield _rows_event(html)
+
+
+@router.get("/live/alerts")
+def live_alerts(
+    request: Request,
+    user: Viewer,
+    rows: Annotated[str | None, Query(max_length=2048)] = None,
+) -> StreamingResponse:
+    """Every change to alerts, as `event: alert` with a JSON body (see `Feed._fetch`); with
+    `rows` (the query string of an alert list), also that list as rendered HTML after each
+    batch of changes (`event: rows`), rendered once per view for every browser."""
+    feed: Feed = request.app.state.feed
+    return StreamingResponse(
+        _stream(request, feed, rows, user.can("operator")),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,114 @@
+"""The cloud's HTTP application: routers mounted on one FastAPI app.
+
+Routers, not one closure: the JSON API (`cloud.api`), the service endpoints (`/metrics`,
+`/healthz`), sign-in (`cloud.auth`), the console's pages (`cloud.pages`) and the live
+stream (`cloud.live`). Each reads what it needs (engine sessions, the clock, the gap
+grace period, metrics, the upload path, the live feed) from `app.state`, set here once.
+Static files are vendored in `cloud/static` (no CDN: plant networks are often offline).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+from starlette.exceptions import HTTPException
+
+from cloud import api, auth, live, pages
+from cloud.auth import SignInRequired, sign_in_redirect
+from cloud.gaps import DEFAULT_GRACE
+from cloud.live import Feed
+from cloud.metrics import CloudMetrics
+from cloud.model_updates import ModelUpdates, UploadError
+from cloud.pagination import CursorError
+from cloud.render import STATIC, page
+from fogline import __version__
+
+SECURITY_HEADERS = {
+    # Everything is served from here; no inline script runs (data sits in JSON blocks).
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+async def _bad_cursor(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+async def _bad_upload(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, UploadError):  # registered for UploadError only
+        raise exc
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """JSON for the API and the live stream, a page for a person in the console."""
+    if not isinstance(exc, HTTPException):
+        raise exc
+    if request.url.path.startswith(("/api/", "/live/", "/static/")):
+        return await http_exception_handler(request, exc)
+    return page(
+        request,
+        "error.html",
+        None,
+        status_code=exc.status_code,
+        status=exc.status_code,
+        detail=exc.detail,
+    )
+
+
+def create_app(
+    engine: Engine,
+    metrics: CloudMetrics,
+    broker_connected: Callable[[], bool],
+    uploads: ModelUpdates,
+    feed: Feed | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    gap_grace: float = DEFAULT_GRACE,
+) -> FastAPI:
+    """The app; `clock` dates ages and silence, `gap_grace` is `cloud.gaps`' grace period."""
+    app = FastAPI(
+        title="Fogline cloud",
+        version=__version__,
+        description="Digests, alerts, escalations and gateway health received from Fogline "
+        "gateways; models sent to them. Every `/api/` route needs a token "
+        "(`Authorization: Bearer fgl_...`, made by `fogline cloud token add`): reads the "
+        "viewer role, alert and silence actions operator, models admin.",
+    )
+    app.state.sessions = sessionmaker(engine)
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.broker_connected = broker_connected
+    app.state.uploads = uploads
+    app.state.feed = feed or Feed(engine)
+    app.state.clock = clock
+    app.state.gap_grace = gap_grace
+    app.state.fragments = pages.FragmentCache()
+    app.add_exception_handler(CursorError, _bad_cursor)
+    app.add_exception_handler(UploadError, _bad_upload)
+    app.add_exception_handler(SignInRequired, sign_in_redirect)
+    app.add_exception_handler(HTTPException, _http_error)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[..., object]) -> Response:
+        response: Response = await call_next(request)  # type: ignore[misc]
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    app.include_router(api.router)
+    app.include_router(api.service)
+    app.include_router(auth.router)
+    app.include_router(live.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

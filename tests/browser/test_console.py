@@ -1,0 +1,202 @@
+"""The console in Chromium: sign in, a reading on the edge broker shows up in an open alert
+list without a reload, acknowledge and resolve persist and are audited, a viewer cannot
+act, a forged post is refused, markup from a device is text, and axe finds nothing serious.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from browserkit import AXE, sign_in
+from playwright.async_api import Browser, Page, expect
+from support import Broker, Collector
+
+from cloud.app import Cloud
+from gateway.app import Gateway
+
+TIMEOUT = 10_000  # ms
+
+
+async def hot(collector: Collector, machine: str, note: str = "coolant low") -> None:
+    collector.publish(f"plant/{machine}/t", json.dumps({"temperature": 95.0, "note": note}))
+
+
+async def row(page: Page, rule: str = "hot") -> Any:
+    return page.locator("table.alerts tbody tr", has_text=rule)
+
+
+async def test_a_reading_on_the_edge_broker_appears_without_reload(
+    cloud: Cloud, gateway: Gateway, browser: Browser, broker: Broker, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "olga")
+    await expect(page.get_by_text("No open alerts.")).to_be_visible()
+    await expect(page.locator("#live-status")).to_contain_text("Live:", timeout=TIMEOUT)
+    await page.evaluate("window.sameDocument = true")
+    device = collector_factory([])
+    await hot(device, "m-07")
+    alert = page.locator("table.alerts tbody tr", has_text="m-07 is hot: coolant low")
+    await expect(alert).to_be_visible(timeout=TIMEOUT)
+    await expect(alert).to_contain_text("critical")  # severity as text, not colour alone
+    assert await page.evaluate("window.sameDocument") is True  # no reload happened
+    counts = page.get_by_role("link", name="open 1")
+    await expect(counts).to_be_visible()
+
+
+async def test_acknowledge_and_resolve_persist_and_are_audited(
+    cloud: Cloud, gateway: Gateway, browser: Browser, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "olga")
+    await hot(collector_factory([]), "m-01")
+    await expect(page.locator("table.alerts tbody tr")).to_have_count(1, timeout=TIMEOUT)
+    await page.get_by_role("button", name="Acknowledge alert 1").click()
+    await page.reload()
+    first = page.locator("table.alerts tbody tr").first
+    await expect(first).to_contain_text("acknowledged")
+    await page.get_by_role("button", name="Resolve alert 1").click()
+    await page.goto("/alerts?state=all")
+    await expect(page.locator("table.alerts tbody tr").first).to_contain_text("resolved")
+    await page.goto("/alerts")
+    await expect(page.get_by_text("No open alerts.")).to_be_visible()
+    await page.goto("/alerts/1")
+    audit = page.locator("table.audit tbody tr")
+    await expect(audit).to_have_count(3)
+    await expect(audit.nth(0)).to_contain_text("gateway gw1")
+    await expect(audit.nth(1)).to_contain_text("olga")
+    await expect(audit.nth(1)).to_contain_text("acknowledge")
+    await expect(audit.nth(2)).to_contain_text("resolve")
+    await expect(page.locator(".timeline")).to_contain_text("Arrived at the cloud")
+
+
+async def test_a_viewer_cannot_acknowledge(
+    cloud: Cloud, gateway: Gateway, browser: Browser, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "victor")
+    await hot(collector_factory([]), "m-02")
+    await expect(page.locator("table.alerts tbody tr")).to_have_count(1, timeout=TIMEOUT)
+    await expect(page.get_by_role("button", name="Acknowledge alert 1")).to_have_count(0)
+    # Even with the viewer's own valid CSRF token, the server says no.
+    status = await page.evaluate(
+        """async () => {
+          const csrf = document.querySelector('form[action="/logout"] input[name=csrf]').value;
+          const body = new URLSearchParams({csrf, ids: '1', action: 'acknowledge'});
+          return (await fetch('/alerts/actions', {method: 'POST', body})).status;
+        }"""
+    )
+    assert status == 403
+    await page.reload()
+    await expect(page.locator("table.alerts tbody tr").first).to_contain_text("open")
+
+
+async def test_a_forged_post_without_the_csrf_token_is_refused(
+    cloud: Cloud, gateway: Gateway, browser: Browser, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "olga")
+    await hot(collector_factory([]), "m-03")
+    await expect(page.locator("table.alerts tbody tr")).to_have_count(1, timeout=TIMEOUT)
+    forged = await page.evaluate(
+        """async () => {
+          const body = new URLSearchParams({ids: '1', action: 'resolve'});
+          const r = await fetch('/alerts/actions', {method: 'POST', body});
+          return [r.status, await r.text()];
+        }"""
+    )
+    assert forged[0] == 403
+    assert "Missing or wrong CSRF token" in forged[1]
+    # A page on another site posting the same form: SameSite=Strict keeps the cookie home.
+    other = await page.context.new_page()
+    await other.set_content(
+        f"""<form method=post action="http://127.0.0.1:{cloud.http_port}/alerts/actions">
+        <input name=ids value=1><input name=action value=resolve></form>"""
+    )
+    await other.evaluate("document.forms[0].submit()")
+    await other.wait_for_url("**/login**")
+    await page.reload()
+    await expect(page.locator("table.alerts tbody tr").first).to_contain_text("open")
+
+
+async def test_markup_from_a_device_is_text(
+    cloud: Cloud, gateway: Gateway, browser: Browser, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "olga")
+    attack = "<script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
+    await hot(collector_factory([]), "m-04", attack)
+    message = page.locator(".msg", has_text="<script>window.pwned=1</script>")
+    await expect(message).to_be_visible(timeout=TIMEOUT)
+    await page.goto("/alerts/1")
+    await expect(page.locator(".message")).to_have_text(f"m-04 is hot: {attack}")
+    assert await page.evaluate("window.pwned") is None
+    assert await page.locator(".message img").count() == 0
+
+
+async def _axe(page: Page) -> list[dict[str, Any]]:
+    await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate("async () => (await axe.run(document)).violations")
+    return [v for v in result if v["impact"] in ("serious", "critical")]
+
+
+async def test_axe_finds_no_serious_violations(
+    cloud: Cloud, gateway: Gateway, browser: Browser, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "ada", bypass_csp=True)  # axe is injected inline
+    await hot(collector_factory([]), "m-05")
+    await expect(page.locator("table.alerts tbody tr")).to_have_count(1, timeout=TIMEOUT)
+    pages = [
+        "/alerts",
+        "/alerts?state=resolved",  # the empty state
+        "/alerts/1",
+        "/silences",
+        "/gateways",
+        "/gateways/gw1",
+        "/models",
+    ]
+    for path in pages:
+        await page.goto(path)
+        assert await _axe(page) == [], path
+    await page.set_viewport_size({"width": 375, "height": 800})  # a phone
+    await page.goto("/alerts")
+    assert await _axe(page) == [], "/alerts on a phone"
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375  # nothing forces sideways scrolling
+    await page.context.clear_cookies()
+    await page.goto("/login")
+    assert await _axe(page) == [], "/login"
+
+
+async def test_bulk_actions_silences_and_the_keyboard(
+    cloud: Cloud, gateway: Gateway, browser: Browser, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "olga")
+    device = collector_factory([])
+    for machine in ("m-11", "m-12", "m-13"):
+        await hot(device, machine)
+    rows = page.locator("table.alerts tbody tr")
+    await expect(rows).to_have_count(3, timeout=TIMEOUT)
+    # Tick two, then let a live refresh happen: the ticks survive it.
+    await page.get_by_role("checkbox", name="Select alert 1").check()
+    await page.get_by_role("checkbox", name="Select alert 2").check()
+    refreshed = await page.evaluate("window.foglineRefreshed || 0")
+    await hot(device, "m-14")
+    await expect(rows).to_have_count(4, timeout=TIMEOUT)
+    assert await page.evaluate("window.foglineRefreshed") > refreshed
+    await expect(page.get_by_role("checkbox", name="Select alert 1")).to_be_checked()
+    await page.locator("fieldset.bulk").get_by_role("button", name="Acknowledge").click()
+    await page.wait_for_load_state()
+    states = await page.locator("table.alerts tbody tr .state").all_inner_texts()
+    assert sorted(states) == ["acknowledged", "acknowledged", "open", "open"]
+    # The keyboard alone: focus a row's Resolve button and press Enter.
+    await page.get_by_role("button", name="Resolve alert 3").focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**/alerts")
+    await expect(rows).to_have_count(3)
+    # Silence the rule on one device from the alert's page: marked, counted, still listed.
+    await page.goto("/alerts/4")
+    await page.get_by_text("Silence this rule").click()
+    await page.get_by_label("For how many hours").fill("2")
+    await page.get_by_label("Why", exact=True).fill("maintenance on m-14")
+    await page.get_by_role("button", name="Silence", exact=True).click()
+    await page.goto("/alerts")
+    await expect(page.locator("tr", has_text="m-14").locator(".tag")).to_have_text("silenced")
+    await expect(page.get_by_role("link", name="silenced 1")).to_be_visible()
+    await page.goto("/silences")
+    await expect(page.locator("table tbody tr")).to_contain_text("maintenance on m-14")

@@ -1,0 +1,205 @@
+"""The console's pages over HTTP (the browser tests drive the same pages in Chromium): the
+filters and keyset pages of the list, sign-in and its redirects, roles on forms, the
+live stream, and every page rendering on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from cloudkit import NOW, Database, alert, batch, digest
+from sqlalchemy import select
+from support import Broker
+
+from cloud import people
+from cloud.app import Cloud, CloudOptions
+from cloud.models import Alert
+from fogline.urls import parse_broker_url
+
+
+@pytest.fixture
+async def cloud(broker: Broker, database: Database) -> AsyncIterator[Cloud]:
+    options = CloudOptions(
+        broker=parse_broker_url(broker.url),
+        db_url=database.url,
+        db_connect_args=database.connect_args,
+        http_port=0,
+        replica="console",
+        wait_broker=None,
+        live_interval=0.05,
+    )
+    async with Cloud(options) as c:
+        yield c
+
+
+async def signed_in(cloud: Cloud, role: str = "operator") -> httpx.AsyncClient:
+    user = people.add_user(cloud.engine, f"u-{role}", role, None, NOW)
+    cookie, _ = people.open_session(cloud.engine, user, NOW * 2)
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.http_port}")
+    http.cookies.set("fogline_session", cookie)
+    return http
+
+
+def seed(cloud: Cloud) -> None:
+    records = [
+        (
+            i + 1,
+            f"line-1/m-{i % 3}",
+            alert(f"a{i}", "raised", raised_at=NOW + i, severity=("critical", "warning")[i % 2],
+                  rule=("hot", "cold")[i % 2]),
+        )
+        for i in range(60)
+    ]  # fmt: skip
+    cloud.store.write([batch("gw1", "alert", records)])
+    digests = [
+        (100 + i, "line-1/m-0", digest(NOW + 10 * i, temperature_max=60.0 + i)) for i in range(30)
+    ]
+    cloud.store.write([batch("gw1", "digest", digests)])
+
+
+def numbers(cloud: Cloud) -> dict[int, int]:
+    """Episode id -> i of its alert id `a<i>` (ids follow insertion order, not i)."""
+    with cloud.engine.connect() as conn:
+        return {pk: int(a[1:]) for pk, a in conn.execute(select(Alert.id, Alert.alert_id))}
+
+
+def ids(html: str, cloud: Cloud) -> list[int]:
+    """The `i` of each listed episode, in order."""
+    known = numbers(cloud)
+    return [known[int(i)] for i in re.findall(r'<tr data-id="(\d+)"', html)]
+
+
+async def test_filters_and_keyset_pages(cloud: Cloud) -> None:
+    seed(cloud)
+    async with await signed_in(cloud) as http:
+        first = await http.get("/alerts")
+        assert first.status_code == 200
+        assert ids(first.text, cloud) == list(range(59, 9, -1))  # 50 a page, newest raise first
+        older = re.search(r'href="(/alerts\?[^"]*cursor=[^"]+)">Older alerts', first.text)
+        assert older is not None
+        second = await http.get(older.group(1).replace("&amp;", "&"))
+        assert ids(second.text, cloud) == list(range(9, -1, -1))
+        assert "Older alerts" not in second.text
+        rows = (
+            await http.get("/alerts/rows", params={"severity": "critical", "device": "line-1/m-0"})
+        ).text
+        assert ids(rows, cloud) == [i for i in range(59, -1, -1) if i % 2 == 0 and i % 3 == 0]
+        since = {"since": "2023-11-14T22:13:40Z", "until": str(NOW + 25), "rule": "cold"}
+        assert ids((await http.get("/alerts/rows", params=since)).text, cloud) == [23, 21]
+        counts = (await http.get("/alerts/rows", params={"rule": "hot"})).text
+        assert re.search(r"open <strong>30</strong>", counts)
+        none = (await http.get("/alerts/rows", params={"gateway": "nope"})).text
+        assert "No alerts match these filters." in none
+
+
+async def test_pages_need_a_session_and_keep_where_you_were_going(cloud: Cloud) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.http_port}") as http:
+        page = await http.get("/gateways/gw1?x=1")
+        assert (page.status_code, page.headers["location"]) == (
+            303,
+            "/login?next=/gateways/gw1%3Fx%3D1",
+        )
+        token_only = await http.get("/alerts", headers={"Authorization": "Bearer fgl_x"})
+        assert token_only.status_code == 303  # pages are for people: sessions only
+        stream = await http.get("/live/alerts")
+        assert stream.status_code == 401
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_and_refuses_open_redirects(
+    cloud: Cloud,
+) -> None:
+    people.add_user(cloud.engine, "ana", "viewer", "a long password", NOW)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.http_port}") as http:
+        form = await http.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        data = {"name": "ana", "password": "a long password", "csrf": csrf.group(1)}
+        wrong = await http.post("/login", data={**data, "password": "nope nope"})
+        assert wrong.status_code == 401
+        assert "Wrong name or password." in wrong.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', wrong.text)
+        assert csrf is not None
+        done = await http.post(
+            "/login", data={**data, "csrf": csrf.group(1), "next": "//evil.example/x"}
+        )
+        assert (done.status_code, done.headers["location"]) == (303, "/")
+        cookie = done.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert "Secure" not in cookie  # plain HTTP here; HTTPS sets it
+        assert (await http.get("/alerts")).status_code == 200
+        page = await http.get("/alerts")
+        token = re.search(r'action="/logout">.*?name="csrf" value="([^"]+)"', page.text, re.DOTALL)
+        assert token is not None
+        out = await http.post("/logout", data={"csrf": token.group(1)})
+        assert out.headers["location"] == "/login"
+        assert (await http.get("/alerts")).status_code == 303
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cloud.http_port}") as fresh:
+        stale = await fresh.post("/login", data={**data, "csrf": "not the cookie's"})
+        assert stale.status_code == 403
+
+
+async def test_every_page_renders_and_forms_follow_roles(cloud: Cloud) -> None:
+    seed(cloud)
+    async with await signed_in(cloud, "viewer") as viewer, await signed_in(cloud, "admin") as admin:
+        for path in ("/alerts", "/alerts?state=all", "/alerts/1", "/silences", "/gateways",
+                     "/gateways/gw1", "/gateways/gw1/devices/line-1/m-0?range=7d", "/models",
+                     "/notifications"):  # fmt: skip
+            for http in (viewer, admin):
+                response = await http.get(path)
+                assert response.status_code == 200, (path, response.text[:500])
+                assert response.headers["content-security-policy"].startswith("default-src 'self'")
+        assert 'id="bulk"' not in (await viewer.get("/alerts")).text
+        assert 'id="bulk"' in (await admin.get("/alerts")).text
+        assert "Send a model" not in (await viewer.get("/models")).text
+        assert "Send a model" in (await admin.get("/models")).text
+        device = (await admin.get("/gateways/gw1/devices/line-1/m-0?range=7d")).text
+        assert "temperature" in device
+        assert "count" not in re.findall(r"<figcaption>([^<]*)</figcaption>", device)
+        missing = await admin.get("/alerts/999")
+        assert missing.status_code == 404
+        assert "No alert episode 999." in missing.text
+
+
+async def test_the_live_stream_sends_changes(cloud: Cloud) -> None:
+    async with (
+        await signed_in(cloud, "viewer") as http,
+        http.stream("GET", "/live/alerts") as stream,
+    ):
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        chunks = stream.aiter_text()
+        assert "connected" in await anext(chunks)
+        cloud.store.write([batch("gw1", "alert", [(1, "line-1/m-01", alert("hot/1", "raised"))])])
+        event = await asyncio.wait_for(anext(chunks), 5)
+        assert event.startswith("event: alert\nid: 1\ndata: ")
+        assert '"action":"raised"' in event
+        assert '"state":"open"' in event
+
+
+async def test_the_live_stream_carries_the_rendered_list_of_a_view(cloud: Cloud) -> None:
+    async with (
+        await signed_in(cloud, "viewer") as http,
+        http.stream(
+            "GET", "/live/alerts", params={"rows": "state=active&severity=critical"}
+        ) as stream,
+    ):
+        chunks = stream.aiter_text()
+        assert "connected" in await anext(chunks)
+        cloud.store.write([batch("gw1", "alert", [(1, "line-1/m-01", alert("hot/1", "raised"))])])
+        text = ""
+        while "event: rows" not in text or not text.endswith("\n\n"):
+            text += await asyncio.wait_for(anext(chunks), 5)
+        rows = text[text.index("event: rows") :]
+        html = "\n".join(line.removeprefix("data: ") for line in rows.splitlines()[1:])
+        assert '<tr data-id="1"' in html
+        assert "open <strong>1</strong>" in html
+        assert 'name="ids"' not in html  # a viewer's list has no checkboxes
+    assert cloud.app is not None
+    renders = cloud.app.state.fragments.renders
+    async with await signed_in(cloud, "operator") as other:
+        page = await other.get("/alerts/rows", params={"state": "active", "severity": "critical"})
+    assert 'name="ids"' in page.text  # another role, another rendering
+    assert cloud.app.state.fragments.renders == renders + 1
