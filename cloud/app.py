@@ -37,8 +37,11 @@ from cloud.people import count_users
 from cloud.retention import run_retention
 from cloud.silence import DEFAULT_EVERY, SilenceWatch, run_silence_watch
 from cloud.store import Store
+from cloud.trust import CloudTrust
 from cloud.web import create_app
 from fogline import __version__, ota
+from fogline.signing import Signer, load_or_create_key
+from fogline.tls import TlsFiles
 from fogline.urls import BrokerUrl
 
 log = logging.getLogger("fogline.cloud")
@@ -66,6 +69,12 @@ class CloudOptions:
     silent_after: float | None = None  # seconds; None: 3 health periods of each gateway
     silence_every: float = DEFAULT_EVERY  # seconds between checks for silent gateways
     gap_grace: float = DEFAULT_GRACE  # seconds; gaps of gateways without `pending_from`
+    # Trust (issue 9, cloud.trust): the key acks and model chunks are signed with (made on
+    # first use; None: unsigned), and whether unprovisioned gateways are stored unchecked.
+    signing_key: Path | None = None
+    allow_unregistered: bool = True
+    broker_tls: TlsFiles | None = None  # for an mqtts:// broker
+    https: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -130,6 +139,11 @@ class Cloud:
         self.metrics = CloudMetrics()
         self.engine = make_engine(options.db_url, options.db_connect_args)
         self.store = Store(self.engine, options.clock, CloudModels.load(options.models_dir))
+        self.trust = CloudTrust(
+            self.engine,
+            Signer(load_or_create_key(options.signing_key)[0]) if options.signing_key else None,
+            allow_unregistered=options.allow_unregistered,
+        )
         self.ingest = Ingest(
             self.store,
             options.broker,
@@ -137,6 +151,8 @@ class Cloud:
             self.metrics,
             options.ingest,
             wait_connected=options.wait_broker,
+            tls=options.broker_tls,
+            trust=self.trust,
         )
         # Models go down on the link acks leave on: it never pauses for backpressure.
         self.model_updates = ModelUpdates(
@@ -146,6 +162,7 @@ class Cloud:
             options.model_chunk_size,
             options.max_model_bytes,
         )
+        self.model_updates.trust = self.trust
         self.feed = Feed(self.engine, options.live_interval)
         self.notifier = Notifier(self.engine, options.notify, options.clock)
         self.silence = SilenceWatch(
@@ -181,9 +198,16 @@ class Cloud:
                 clock=options.clock,
                 gap_grace=options.gap_grace,
             )
+            https = options.https
             self.app = app
             config = uvicorn.Config(
-                app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+                ssl_certfile=str(https[0]) if https else None,
+                ssl_keyfile=str(https[1]) if https else None,
             )
             self._server = _EmbeddedServer(config)
             self._tasks = asyncio.TaskGroup()
@@ -218,9 +242,10 @@ class Cloud:
             await self._close()
             raise
         log.info(
-            "cloud %s (fogline %s): API on http://%s:%d, broker %s, store %s",
+            "cloud %s (fogline %s): API on %s://%s:%d, broker %s, store %s",
             options.replica,
             __version__,
+            "https" if options.https else "http",
             options.http_host,
             self.http_port,
             options.broker,

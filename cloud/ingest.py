@@ -45,8 +45,10 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from cloud.metrics import CloudMetrics
 from cloud.parse import DEFAULT_MAX_PAYLOAD, Batch, RejectError, parse_message
 from cloud.store import Store, WriteReport
+from cloud.trust import CloudTrust, Link
 from fogline.envelope import downlink_topic, encode_ack, to_ranges, uplink_topic
 from fogline.mqtt import Backoff, MqttLink
+from fogline.tls import TlsFiles
 from fogline.urls import BrokerUrl
 
 log = logging.getLogger("fogline.cloud.ingest")
@@ -107,8 +109,11 @@ class Ingest:
         options: IngestOptions | None = None,
         *,
         wait_connected: float | None = None,
+        tls: TlsFiles | None = None,
+        trust: CloudTrust | None = None,
     ) -> None:
         self.replica = replica
+        self.trust = trust  # signatures and chain links checked first (cloud.trust)
         self.options = options or IngestOptions()
         self.metrics = metrics
         self._store = store
@@ -120,6 +125,7 @@ class Ingest:
             on_message=self._on_message,
             session_expiry=self.options.session_expiry,
             wait_connected=wait_connected,
+            tls=tls,
         )
         # Acks leave on a connection of their own: pausing the subscriber's socket (for
         # backpressure, or at shutdown) also holds back the PUBACKs of what it publishes,
@@ -129,6 +135,7 @@ class Ingest:
             f"fogline-cloud-{replica}-acks",
             name=f"cloud[{replica}].acks",
             wait_connected=wait_connected,
+            tls=tls,
         )
         self._links = contextlib.AsyncExitStack()
         self._queue: deque[tuple[str, bytes]] = deque()
@@ -248,6 +255,8 @@ class Ingest:
     async def _ack(self, gateway: str, ranges: list[tuple[int, int]]) -> None:
         """Publish one ack with QoS 1; unsent (link down), the gateway simply resends."""
         topic, body = downlink_topic(gateway, "ack"), encode_ack(gateway, ranges)
+        if self.trust is not None:
+            body = self.trust.sign(body)
         for _ in range(3):
             try:
                 sent = self.acks.publish(topic, body, 1)
@@ -283,20 +292,31 @@ class Ingest:
         """
         started = time.perf_counter()
         parsed: list[tuple[tuple[str, bytes], Batch]] = []
+        links: list[Link | None] = []
         for message in messages:
             try:
-                parsed.append((message, parse_message(*message, self.options.max_payload)))
+                topic, payload = message
+                link = None
+                if self.trust is not None:
+                    payload, link = self.trust.open(topic, payload, self.options.max_payload)
+                parsed.append((message, parse_message(topic, payload, self.options.max_payload)))
+                links.append(link)
             except RejectError as exc:
                 self._reject(message[0], exc)
         outcome = DrainOutcome()
-        batches: list[Batch] = []
-        for (topic, _), batch in parsed:
-            if batch.dead or batch.dropped:
-                self._refused_records(topic, batch)
-            batches.append(batch)
-            if (letters := batch.dead_letters()) is not None:
-                batches.append(letters)  # stored and acked beside the good records
         try:
+            # Signatures were checked before parsing; a batch whose chain link disagrees
+            # with what is stored is refused whole here, before any of it (or a dead
+            # letter of it) is written.
+            if self.trust is not None:
+                parsed = self._linked(parsed, links)
+            batches: list[Batch] = []
+            for (topic, _), batch in parsed:
+                if batch.dead or batch.dropped:
+                    self._refused_records(topic, batch)
+                batches.append(batch)
+                if (letters := batch.dead_letters()) is not None:
+                    batches.append(letters)  # stored and acked beside the good records
             stored = self._write(batches, outcome.report)
         except SQLAlchemyError as exc:
             outcome.error = exc
@@ -322,6 +342,19 @@ class Ingest:
         report.stored.update(done.stored)
         report.duplicates.update(done.duplicates)
         return batches
+
+    def _linked(
+        self, parsed: list[tuple[tuple[str, bytes], Batch]], links: list[Link | None]
+    ) -> list[tuple[tuple[str, bytes], Batch]]:
+        """The batches whose chain links agree with what is stored; the others refused."""
+        verdicts = self.trust.check_chains(links) if self.trust is not None else []
+        kept = []
+        for item, problem in zip(parsed, verdicts, strict=True):
+            if problem is None:
+                kept.append(item)
+            else:
+                self._reject(item[0][0], RejectError("chain", problem))
+        return kept
 
     def _refused_records(self, topic: str, batch: Batch) -> None:
         """Count (and log, at a bounded rate) the records refused from one message."""

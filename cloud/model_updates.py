@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -39,6 +39,9 @@ from cloud.schemas import InferenceStep, ModelUploadOut
 from fogline import ota, sandbox
 from fogline.model import Model, ModelError
 from fogline.mqtt import MqttLink
+
+if TYPE_CHECKING:
+    from cloud.trust import CloudTrust
 
 log = logging.getLogger("fogline.cloud.model_updates")
 
@@ -99,6 +102,7 @@ class ModelUpdates:
         self.max_bytes = max_bytes
         self._clock = clock
         self._turn = asyncio.Lock()
+        self.trust: CloudTrust | None = None  # signs each chunk's header (cloud.trust)
         self.limits = sandbox.Limits()
 
     async def upload(
@@ -179,6 +183,8 @@ class ModelUpdates:
         Cut off half-way, the gateway holds an incomplete set of another sha256, which it
         ignores, and keeps running what it runs.
         """
+        if self.trust is not None:
+            payloads = [self.trust.sign_chunk(p, gateway) for p in payloads]
         messages = [(ota.topic(gateway, step, i), p) for i, p in enumerate(payloads)]
         messages += [(ota.topic(gateway, step, i), b"") for i in range(len(payloads), previous)]
         for start in range(0, len(messages), WINDOW):

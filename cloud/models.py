@@ -275,6 +275,33 @@ class ModelUpload(Base):
     reported_at: Mapped[float | None]
 
 
+class GatewayKey(Base):
+    """A gateway's Ed25519 public key, registered by `fogline cloud gateway add` (issue 9).
+
+    No foreign key to `gateways`: a gateway is provisioned before it is first heard from.
+    A revoked key stays (dated) so that its gateway is refused, not taken for a new one.
+    """
+
+    __tablename__ = "gateway_keys"
+
+    gateway_id: Mapped[str] = mapped_column(GatewayId, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    added_at: Mapped[float]
+    revoked_at: Mapped[float | None]
+
+
+class ChainHead(Base):
+    """The hash of the last record of each signed batch stored (`fogline.chain`): what a
+    later batch's `prev`, or a resent one's `head`, is compared with."""
+
+    __tablename__ = "chain_heads"
+
+    gateway_id: Mapped[str] = mapped_column(GatewayId, primary_key=True)
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
 class Silence(Base):
     """A rule muted on a gateway (or one of its devices) until a time.
 

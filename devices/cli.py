@@ -41,6 +41,7 @@ from devices.transport import (
     Transport,
     coap_base,
 )
+from fogline.tls import tls_files, with_password_file
 from fogline.urls import parse_broker_url
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -138,6 +139,10 @@ def add_parser(subparsers: _Subparsers) -> None:
         _flag(p, "faults", "fault schedule, e.g. " + about["example"], metavar="SPEC")
         _flag(p, "labels", "write the ground truth (JSON lines) to this file", metavar="FILE")
         _flag(p, "speed", "simulated seconds per real second", "1", metavar="X")
+        _flag(p, "ca", "CA file to trust for an mqtts:// broker", metavar="FILE")
+        _flag(p, "cert", "client certificate, for a broker that asks (mutual TLS)", metavar="FILE")
+        _flag(p, "key", "the client certificate's key", metavar="FILE")
+        _flag(p, "broker-password-file", "file holding the broker password", metavar="FILE")
         _flag(p, "format", "payload: " + ", ".join(FORMATS), about["format"], metavar="FORMAT")
         _flag(p, "qos", "MQTT QoS of readings (0 or 1)", "0", metavar="QOS")
         _flag(p, "non-confirmable", "CoAP: send NON requests, do not wait for replies", switch=True)
@@ -264,15 +269,18 @@ def _transport(args: argparse.Namespace, fmt: Format) -> Callable[[OnCommand], T
         confirmable = not args.non_confirmable
         return lambda _: CoapTransport(base, content_format, confirmable=confirmable)
     try:
-        url = parse_broker_url(args.broker or DEFAULT_BROKER)
+        url = with_password_file(
+            parse_broker_url(args.broker or DEFAULT_BROKER), args.broker_password_file
+        )
     except ValueError as exc:
         raise ValueError(f"--broker: {exc}") from None
     if args.qos not in {"0", "1"}:
         raise ValueError(f"--qos: expected 0 or 1, got {args.qos!r}")
     qos = int(args.qos)
     client_id = args.client_id or f"fogline-devices-{args.fleet}-{os.getpid()}"
+    tls = tls_files(args.ca, args.cert, args.key)
     return lambda on_command: MqttTransport(
-        url, client_id, qos=qos, command_filters=[command_filter], on_command=on_command
+        url, client_id, qos=qos, command_filters=[command_filter], on_command=on_command, tls=tls
     )
 
 

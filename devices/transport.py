@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from aiocoap import POST, Context, Message, Reliable, Unreliable
 
 from fogline.mqtt import MqttLink
+from fogline.tls import TlsFiles
 from fogline.urls import BrokerUrl
 
 log = logging.getLogger("fogline.devices")
@@ -61,6 +62,7 @@ class MqttTransport:
         qos: int = 0,
         command_filters: Sequence[str] = (),
         on_command: OnCommand | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.name = str(url)
         self.qos = qos
@@ -70,6 +72,7 @@ class MqttTransport:
             name=f"devices[{client_id}]",
             subscriptions=[(f, 1) for f in command_filters],
             on_message=self._command if on_command is not None else None,
+            tls=tls,
         )
         self._on_command = on_command
 

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fogline import __version__
+from fogline.identity import IDENTITY_FILE, Identity, IdentityError, read_identity
 from fogline.redact import install as install_redaction
 from fogline.redact import redact, remember_url
+from fogline.tls import tls_files, with_password_file
 from fogline.units import parse_duration, parse_size
 from fogline.urls import parse_broker_url
 
@@ -29,7 +31,7 @@ def _add(p: argparse.ArgumentParser, flag: str, help_: str, default: str | None 
     p.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help_} [env {var}]{shown}")
 
 
-def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
+def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa: PLR0915
     """The whole command line; `devices` (numpy, aiocoap, cbor2) only when it is asked for,
     so that a gateway's memory holds none of it."""
     parser = argparse.ArgumentParser(prog="fogline", description="Edge stream analytics for IoT.")
@@ -58,6 +60,30 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
         "and the link is taken for cut and reconnected",
         "10",
     )
+    _trust_flags(gw)
+    _add(
+        gw,
+        "edge-ca",
+        "CA file for an mqtts:// edge broker (default: --ca when the links share a broker)",
+    )
+    _add(gw, "edge-cert", "client certificate for the edge broker (mutual TLS)")
+    _add(gw, "edge-key", "its private key")
+    _add(gw, "broker-password-file", "file holding the edge broker password (not on `ps`)")
+    _add(
+        gw,
+        "identity",
+        "identity file from `fogline cloud gateway add` (default: identity.json in --data-dir)",
+    )
+    gw.add_argument(
+        "--insecure-unsigned",
+        action="store_true",
+        default=_env("insecure-unsigned") == "1",
+        help="development only: run without an identity, accepting unsigned acks and "
+        "model chunks [env FOGLINE_INSECURE_UNSIGNED=1]",
+    )
+    from fogline import gateways_cli  # noqa: PLC0415
+
+    gateways_cli.add_key_parser(gw)
 
     cloud = sub.add_parser("cloud", help="run the cloud aggregator: ingest, API, retention")
     _add(cloud, "broker", "broker URL the gateways publish to", "mqtt://127.0.0.1:1883")
@@ -83,9 +109,27 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
         "directory of the cloud models (.tflite) that decide escalations "
         "(default: the models/ directory shipped with fogline)",
     )
+    _trust_flags(cloud)
+    _add(
+        cloud,
+        "signing-key",
+        "the cloud's Ed25519 key for acks and model chunks (made on first use, 0600)",
+        gateways_cli.DEFAULT_SIGNING_KEY,
+    )
+    _add(cloud, "broker-password-file", "file holding the broker password (not on `ps`)")
+    _add(cloud, "tls-cert", "serve HTTPS with this certificate (PEM)")
+    _add(cloud, "tls-key", "and this private key")
+    cloud.add_argument(
+        "--allow-unregistered",
+        action="store_true",
+        default=_env("allow-unregistered") == "1",
+        help="development only: store batches of gateways never provisioned, unchecked "
+        "[env FOGLINE_ALLOW_UNREGISTERED=1]",
+    )
     from fogline import people_cli  # noqa: PLC0415
 
     people_cli.add_parsers(cloud)
+    gateways_cli.add_parsers(cloud)  # after people_cli: the two share `cloud_command`
 
     pipe = sub.add_parser("pipeline", help="check pipelines, or print their schema and reference")
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
@@ -110,6 +154,18 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+def _https(cert: str | None, key: str | None) -> tuple[Path, Path] | None:
+    if bool(cert) != bool(key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    return (Path(cert), Path(key)) if cert and key else None
+
+
+def _trust_flags(p: argparse.ArgumentParser) -> None:
+    _add(p, "ca", "CA file to trust for mqtts:// brokers (default: the system's)")
+    _add(p, "cert", "client certificate for mqtts:// brokers that ask for one (mutual TLS)")
+    _add(p, "key", "the client certificate's private key")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(with_devices="devices" in argv).parse_args(argv)
@@ -125,8 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_redaction()
     if args.command == "pipeline":
         return _pipeline(args)
+    if args.command == "gateway" and getattr(args, "gateway_command", None) == "key":
+        from fogline import gateways_cli  # noqa: PLC0415
+
+        return gateways_cli.run_key(args)
     if args.command == "gateway":
         return _gateway(args)
+    if args.command == "cloud" and getattr(args, "cloud_command", None) == "gateway":
+        from fogline import gateways_cli  # noqa: PLC0415
+
+        return gateways_cli.run(args)
     if args.command == "cloud" and getattr(args, "cloud_command", None):
         from fogline import people_cli  # noqa: PLC0415
 
@@ -205,7 +269,7 @@ def _gateway(args: argparse.Namespace) -> int:
         return 2
     try:
         pipeline = load_pipeline(args.pipeline)
-        broker = parse_broker_url(args.broker)
+        broker = with_password_file(parse_broker_url(args.broker), args.broker_password_file)
         uplink = parse_broker_url(args.uplink) if args.uplink else broker
         metrics_port = int(args.metrics_port) if args.metrics_port else None
         _check_durability(args.durability)
@@ -214,6 +278,14 @@ def _gateway(args: argparse.Namespace) -> int:
         max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
         keepalive = _seconds(args.uplink_keepalive, "--uplink-keepalive")
         check_data_dir(Path(args.data_dir))
+        uplink_tls = tls_files(args.ca, args.cert, args.key)
+        shared = (broker.host, broker.port) == (uplink.host, uplink.port)
+        broker_tls = tls_files(
+            args.edge_ca or (args.ca if shared else None),
+            args.edge_cert or (args.cert if shared else None),
+            args.edge_key or (args.key if shared else None),
+        )
+        identity = _identity(args)
     except PipelineError as exc:
         print(exc, file=sys.stderr)
         print(
@@ -237,8 +309,36 @@ def _gateway(args: argparse.Namespace) -> int:
         outbox_ttl=ttl,
         uplink_max_rate=max_rate,
         uplink_keepalive=keepalive,
+        identity=identity,
+        uplink_tls=uplink_tls,
+        broker_tls=broker_tls,
     )
-    return asyncio.run(run_gateway(options))
+    try:
+        return asyncio.run(run_gateway(options))
+    except (IdentityError, PermissionError) as exc:
+        print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
+        return 1
+
+
+def _identity(args: argparse.Namespace) -> Identity | None:
+    """The gateway's identity file; without one, only with --insecure-unsigned."""
+    path = Path(args.identity) if args.identity else Path(args.data_dir) / IDENTITY_FILE
+    if not args.identity and not path.exists() and args.insecure_unsigned:
+        return None
+    try:
+        identity = read_identity(path)
+    except IdentityError as exc:
+        if args.identity:
+            raise ValueError(str(exc)) from None
+        raise ValueError(
+            f"no identity: {exc}; or, for development only, --insecure-unsigned"
+        ) from None
+    if identity.gateway != args.id:
+        raise ValueError(
+            f"--id {args.id!r} but the identity file {path} is for {identity.gateway!r}: "
+            f"run with --id {identity.gateway}, or provision {args.id}"
+        )
+    return identity
 
 
 def _seconds(text: str, flag: str) -> int:
@@ -262,7 +362,7 @@ def _cloud(args: argparse.Namespace) -> int:
     from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
 
     try:
-        broker = parse_broker_url(args.broker)
+        broker = with_password_file(parse_broker_url(args.broker), args.broker_password_file)
         host, port = parse_http(args.http)
         check_url(args.db)
         retention_days = parse_days(args.retention_days, "--retention-days")
@@ -270,6 +370,8 @@ def _cloud(args: argparse.Namespace) -> int:
             parse_seconds(args.silent_after, "--silent-after") if args.silent_after else None
         )
         models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
+        broker_tls = tls_files(args.ca, args.cert, args.key)
+        https = _https(args.tls_cert, args.tls_key)
     except ValueError as exc:
         print(redact(f"fogline cloud: {exc}"), file=sys.stderr)
         return 2
@@ -285,6 +387,10 @@ def _cloud(args: argparse.Namespace) -> int:
         retention_days=retention_days,
         models_dir=models,
         silent_after=silent_after,
+        signing_key=Path(args.signing_key),
+        allow_unregistered=args.allow_unregistered,
+        broker_tls=broker_tls,
+        https=https,
     )
     try:
         return asyncio.run(run_cloud(options))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from cloud import people
 from cloud.app import Cloud, CloudOptions
+from fogline import demo_trust
 from fogline.envelope import decode_batch
 from fogline.mqtt import MqttLink
 from fogline.urls import parse_broker_url
@@ -53,16 +55,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _start_broker(workdir: Path) -> tuple[asyncio.subprocess.Process, int]:
+async def _start_broker(workdir: Path, extra: str = "") -> tuple[asyncio.subprocess.Process, int]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not shutil.which(binary):
         raise SystemExit("fogline demo needs mosquitto: apt-get install -y mosquitto")
     port = _free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "set_tcp_nodelay true\n"
-    )
+    conf.write_text(f"listener {port} 127.0.0.1\npersistence false\nset_tcp_nodelay true\n{extra}")
     proc = await asyncio.create_subprocess_exec(
         binary,
         "-c",
@@ -105,8 +104,11 @@ def _show(topic: str, payload: bytes, start: float) -> None:
 
 async def run_demo(duration: float) -> int:
     with tempfile.TemporaryDirectory(prefix="fogline-demo-") as tmp:
-        broker, port = await _start_broker(Path(tmp))
-        url = parse_broker_url(f"mqtt://127.0.0.1:{port}")
+        db_url = f"sqlite:///{tmp}/cloud.db"
+        trust = await asyncio.to_thread(demo_trust.setup, Path(tmp), db_url)
+        broker, port = await _start_broker(Path(tmp), trust.broker_conf())
+        url = parse_broker_url(trust.url("fogline-cloud", port))
+        edge = parse_broker_url(trust.url("demo-edge", port))
         start = time.monotonic()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -117,19 +119,27 @@ async def run_demo(duration: float) -> int:
             cloud = Cloud(
                 CloudOptions(
                     url,
-                    f"sqlite:///{tmp}/cloud.db",
+                    db_url,
                     http_port=0,
                     replica="demo",
+                    signing_key=trust.cloud_key,
+                    allow_unregistered=False,
                     warn_no_users=False,
                 )
             )
             gateway = Gateway(
                 GatewayOptions(
-                    load_pipeline(PIPELINE), url, url, "demo-gw", Path(tmp) / "gw", status=False
+                    load_pipeline(PIPELINE),
+                    edge,
+                    parse_broker_url(f"mqtt://127.0.0.1:{port}"),  # its identity logs it in
+                    demo_trust.GATEWAY,
+                    Path(tmp) / "gw",
+                    status=False,
+                    identity=trust.identity,
                 )
             )
             viewer = MqttLink(
-                url,
+                parse_broker_url(trust.url("demo-viewer", port)),
                 "fogline-demo-viewer",
                 name="viewer",
                 subscriptions=[
@@ -150,13 +160,21 @@ async def run_demo(duration: float) -> int:
                     f"(also /api/escalations, /api/inference; reference at {api}/docs)"
                 )
                 topics = "-t 'fogline/#' -t 'factory/+/+/actions'"
-                print(f"  the wire: mosquitto_sub -p {port} -v {topics}")
+                viewer_login = f"-u demo-viewer -P {trust.passwords['demo-viewer']}"
+                print(f"  the wire: mosquitto_sub -p {port} {viewer_login} -v {topics}")
+                print(
+                    f"  trust: every party has its own broker user; {demo_trust.GATEWAY} may "
+                    f"only write fogline/{demo_trust.GATEWAY}/up/# and read its down/#, signs "
+                    f"each batch (key {gateway.uplink.signer.kid if gateway.uplink.signer else '-'}"
+                    "), and takes only acks and models the cloud signed"
+                )
                 print(f"  faults: {FAULTS}; Ctrl-C stops")
                 devices = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "fogline.cli", "--log-level", "WARNING",
-                    "devices", "factory", "--broker", f"mqtt://127.0.0.1:{port}",
-                    "--count", "8", "--rate", "1",
+                    "devices", "factory", "--count", "8", "--rate", "1",
                     "--qos", "1", "--faults", FAULTS, stdout=asyncio.subprocess.DEVNULL,
+                    # the URL holds a password: in the environment, not on `ps`
+                    env={**os.environ, "FOGLINE_BROKER": trust.url("demo-devices", port)},
                 )  # fmt: skip
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration or None)

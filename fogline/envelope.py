@@ -19,6 +19,17 @@ The cloud acknowledges what it has durably stored (duplicates included) on
 
 Only then does the gateway drop those records from its outbox: a broker's PUBACK says
 nothing about the cloud's disk.
+
+Signed (`fogline.signing`, `fogline.chain`): a gateway adds, last, the record its first
+record follows in its kind's hash chain, its key id and the signature over everything
+before it; the cloud signs its acks the same way:
+
+    {"v": 1, "gateway": "gw1", "kind": "digest", ..., "records": [...],
+     "prev": [40, "<hex sha256>"], "head": [45, "<hex sha256>"], "kid": "<16 hex>",
+     "sig": "<base64>"}
+
+`prev` is the seq and hash of the record the first one follows in its kind's chain, `head`
+the seq and hash of the last one (`fogline.chain`).
 """
 
 from __future__ import annotations
@@ -45,17 +56,29 @@ Entry = tuple[int, str, dict[str, Any]]
 """(seq, device, data): one record on the uplink."""
 
 
-def encode_batch(gateway: str, kind: str, records: list[Entry], sent_at: float) -> bytes:
-    return orjson.dumps(
-        {
-            "v": VERSION,
-            "gateway": gateway,
-            "kind": kind,
-            "sent_at": sent_at,
-            "records": [{"seq": s, "device": d, "data": data} for s, d, data in records],
-        },
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+def encode_batch(
+    gateway: str,
+    kind: str,
+    records: list[Entry],
+    sent_at: float,
+    chain: tuple[int, bytes, int, bytes] | None = None,
+    kid: str | None = None,
+) -> bytes:
+    """`chain` (predecessor's seq and hash, last record's seq and hash) and `kid` (the
+    signing key) go last, for the signature."""
+    batch: dict[str, Any] = {
+        "v": VERSION,
+        "gateway": gateway,
+        "kind": kind,
+        "sent_at": sent_at,
+        "records": [{"seq": s, "device": d, "data": data} for s, d, data in records],
+    }
+    if chain is not None:
+        batch["prev"] = [chain[0], chain[1].hex()]
+        batch["head"] = [chain[2], chain[3].hex()]
+    if kid is not None:
+        batch["kid"] = kid
+    return orjson.dumps(batch, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 COMPRESS_ABOVE = 1024  # bytes of JSON below which zlib does not pay

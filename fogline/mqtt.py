@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from gmqtt import Client
 from gmqtt.storage import PersistentStorage
 from gmqtt.subscription import Subscription
 
+from fogline.tls import TlsFiles, client_context
 from fogline.urls import BrokerUrl
 
 log = logging.getLogger("fogline.mqtt")
@@ -48,6 +48,27 @@ MAX_WAITING = 10_000  # publishes held while the broker's in-flight window is fu
 # behind ~12 s of the old connection's packets in the bottleneck's queue (measured).
 CONNECT_TIMEOUT = 20.0
 SPARE_IDS = 2  # packet ids kept free of tracked publishes, for SUBSCRIBE
+
+
+REFUSED_CODES = {4: "bad user name or password", 5: "not authorized"} | {
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x8C: "bad authentication method",
+}
+
+
+def refused_reason(exc: BaseException, url: BrokerUrl) -> str | None:
+    """What to say when the broker refused our credentials (a CONNACK code), else None."""
+    code = getattr(exc, "_code", None)  # gmqtt's MQTTConnectError keeps the CONNACK code
+    if type(exc).__name__ != "MQTTConnectError" or code not in REFUSED_CODES:
+        return None
+    who = f"user {url.username!r}" if url.username else "an anonymous client"
+    return (
+        f"the broker refused the credentials of {who} ({REFUSED_CODES[code]}); check the "
+        "user and password, or, for a gateway, provision it on the cloud with "
+        "`fogline cloud gateway add <id>` and start it with that identity file "
+        "(a revoked gateway is refused until it is added again)"
+    )
 
 
 class Backoff:
@@ -136,8 +157,10 @@ class MqttLink:
         wait_connected: float | None = None,
         keepalive: int = 30,
         connect_timeout: float = CONNECT_TIMEOUT,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.url = url
+        self._tls = client_context(tls) if url.tls else None
         self.name = name
         self._subscriptions = subscriptions or []
         self._on_message = on_message
@@ -285,6 +308,9 @@ class MqttLink:
                 reason = str(exc) or type(exc).__name__
                 if isinstance(exc, TimeoutError):
                     reason = f"no answer within {self._connect_timeout:.0f}s"
+                elif (refused := refused_reason(exc, self.url)) is not None:
+                    reason = refused
+                    self._count_error("refused")
                 log.warning(
                     "%s: cannot reach %s (%s); retrying in %.1fs",
                     self.name,
@@ -303,9 +329,8 @@ class MqttLink:
     async def _open(self, first: bool) -> None:
         self._lost.clear()
         if first:
-            context = ssl.create_default_context() if self.url.tls else False
             await self._client.connect(
-                self.url.host, self.url.port, ssl=context, keepalive=self._keepalive
+                self.url.host, self.url.port, ssl=self._tls or False, keepalive=self._keepalive
             )
         else:
             await self._client.reconnect_now()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -21,7 +22,10 @@ from typing import Any, Self
 import orjson
 
 from fogline import __version__, ota
+from fogline.identity import Identity, gateway_key
 from fogline.mqtt import MqttLink
+from fogline.signing import Signer
+from fogline.tls import TlsFiles
 from fogline.urls import BrokerUrl
 from gateway.clock import Clock, SystemClock
 from gateway.engine import Engine, Output
@@ -40,6 +44,7 @@ from gateway.spec import (
 )
 from gateway.status import show_status
 from gateway.template import compile_template
+from gateway.trust import DownlinkTrust
 from gateway.uplink import Uplink
 
 log = logging.getLogger("fogline.gateway")
@@ -68,6 +73,11 @@ class GatewayOptions:
     uplink_max_rate: float | None = None
     uplink_keepalive: int = UPLINK_KEEPALIVE
     clock: Clock = field(default_factory=SystemClock)
+    # Trust (issue 9): with an identity, the uplink logs in with its credentials and acks
+    # and model chunks must carry the cloud's signature; batches are always signed.
+    identity: Identity | None = None
+    uplink_tls: TlsFiles | None = None
+    broker_tls: TlsFiles | None = None
 
 
 class Gateway:
@@ -108,6 +118,7 @@ class Gateway:
             on_message=self.source.on_message,
             session_expiry=SESSION_EXPIRY,
             on_reconnect=lambda _session: self._count_reconnect("edge"),
+            tls=options.broker_tls,
         )
         self.source.pause = self.edge.pause_reading
         self.source.resume = self.edge.resume_reading
@@ -120,8 +131,13 @@ class Gateway:
         self.uplink = Uplink(
             gid, self.outbox, self.metrics, options.clock, max_rate=options.uplink_max_rate
         )
+        self.uplink.signer = Signer(gateway_key(options.data_dir, options.identity))
+        identity = options.identity
+        self.trust = DownlinkTrust(
+            gid, [identity.cloud_key()] if identity is not None else None, self.metrics
+        )
         self.up = MqttLink(
-            options.uplink,
+            _with_credentials(options.uplink, identity),
             f"fogline-{gid}-uplink",
             name="uplink",
             subscriptions=[(self.uplink.ack_topic, 1), (ota.subscription(gid), 1)],
@@ -133,6 +149,7 @@ class Gateway:
             on_reconnect=self._uplink_reconnected,
             on_puback=self.uplink.on_puback,
             keepalive=options.uplink_keepalive,
+            tls=options.uplink_tls,
         )
         self.uplink.link = self.up
         outputs: list[tuple[list[str], Output]] = []
@@ -338,9 +355,10 @@ class Gateway:
 
     def _downlink(self, topic: str, payload: bytes) -> None:
         if self.models.wants(topic):
-            self.models.on_message(topic, payload)
-        else:
-            self.uplink.on_message(topic, payload)
+            if (chunk := self.trust.chunk(payload)) is not None:
+                self.models.on_message(topic, chunk)
+        elif topic == self.uplink.ack_topic and (ack := self.trust.ack(payload)) is not None:
+            self.uplink.on_message(topic, ack)
 
     def _uplink_reconnected(self, session_present: bool) -> None:
         self._count_reconnect("uplink")
@@ -348,6 +366,13 @@ class Gateway:
 
     def _count_reconnect(self, name: str) -> None:
         self.metrics.reconnects[name] += 1
+
+
+def _with_credentials(url: BrokerUrl, identity: Identity | None) -> BrokerUrl:
+    """The uplink URL with the identity's broker credentials, unless it names its own."""
+    if identity is None or url.username:
+        return url
+    return dataclasses.replace(url, username=identity.username, password=identity.password)
 
 
 def check_data_dir(path: Path) -> None:

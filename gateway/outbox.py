@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import orjson
 
+from fogline import chain
 from fogline.envelope import KINDS, Entry, to_ranges
 
 # Lower number = higher priority: sent first, evicted last.
@@ -75,7 +76,16 @@ class Outbox:
         # Checkpoints (the WAL's fsync-heavy part) run in a worker thread: see checkpoint().
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "prev" not in columns:  # an outbox from before the chain: its rows stay unlinked
+            for column in ("prev_seq INTEGER", "prev BLOB", "hash BLOB"):
+                self._db.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        # The head of each kind's hash chain (fogline.chain), moved with every group commit.
+        self.heads: dict[int, tuple[int, bytes]] = {
+            int(cls): (int(seq), bytes.fromhex(digest))
+            for cls, (seq, digest) in orjson.loads(meta.get("chain", "{}")).items()
+        }
         top = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
         self.next_seq: int = max(int(meta.get("next_seq", "1")), top + 1)
         self.evicted: defaultdict[str, int] = defaultdict(
@@ -131,12 +141,14 @@ class Outbox:
         self.urgent = False
         now = time.time() if now is None else now
         db = self._db
+        heads = dict(self.heads)
         db.execute("BEGIN IMMEDIATE")
         try:
             if appends:
                 db.executemany(
-                    "INSERT INTO outbox (seq, class, device, data, created) VALUES (?, ?, ?, ?, ?)",
-                    [(p.seq, p.cls, p.device, p.data, p.created) for p in appends],
+                    "INSERT INTO outbox (seq, class, device, data, created, prev_seq, prev, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(p.seq, p.cls, p.device, p.data, p.created, *self._link(p)) for p in appends],
                 )
                 self.bytes += sum(len(p.data) for p in appends)
                 self.depth += len(appends)
@@ -145,6 +157,9 @@ class Outbox:
             dropped_now = self._expire(now) if self._ttl else False
             dropped_now = self._evict() or dropped_now
             meta = [("next_seq", str(self.next_seq))]
+            if appends:
+                chained = {str(c): (seq, digest.hex()) for c, (seq, digest) in self.heads.items()}
+                meta.append(("chain", orjson.dumps(chained).decode()))
             if dropped_now:
                 self.dropped_ranges = to_ranges_merged(self.dropped_ranges)[-MAX_REPORTED_RANGES:]
                 meta += [
@@ -156,12 +171,47 @@ class Outbox:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self.heads = heads
             self._appends = appends + self._appends
             self._acks = acks + self._acks
             raise
         self.commits += 1
         self._note_oldest()
         return len(appends)
+
+    def _link(self, p: Pending) -> tuple[int, bytes, bytes]:
+        """Chain `p` to the head of its kind: (predecessor's seq and hash, its own hash)."""
+        seq, digest = self.heads.get(p.cls, (0, chain.GENESIS))
+        own = chain.record_hash(digest, KINDS[p.cls], p.seq, p.device, p.data)
+        self.heads[p.cls] = (p.seq, own)
+        return seq, digest, own
+
+    def read_linked(
+        self, kind: str, after: int, limit: int, max_bytes: int
+    ) -> tuple[list[Entry], tuple[int, bytes, bytes] | None]:
+        """`read`, cut to one unbroken run of the kind's chain (`fogline.chain`), with the
+        run's link: (seq and hash of the record it follows, hash of its last record).
+
+        The run ends where a record does not follow the one before it: one evicted,
+        expired or acknowledged alone lay between. Rows from before the chain: no link.
+        """
+        out: list[Entry] = []
+        size = 0
+        for seq, device, data, prev_seq in self._db.execute(
+            "SELECT seq, device, data, prev_seq FROM outbox "
+            "WHERE class = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (CLASS[kind], after, limit),
+        ):
+            size += len(data)
+            if out and (size > max_bytes or prev_seq != out[-1][0]):
+                break
+            out.append((seq, device, orjson.loads(data)))
+        if not out:
+            return out, None
+        first = self._db.execute("SELECT prev_seq, prev FROM outbox WHERE seq = ?", (out[0][0],))
+        last = self._db.execute("SELECT hash FROM outbox WHERE seq = ?", (out[-1][0],))
+        (before, digest), (own,) = first.fetchone(), last.fetchone()
+        return out, None if digest is None or own is None else (before, digest, own)
 
     def _delete(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, int, int]]:
         # `where` is one of a few literals in this module, never input.

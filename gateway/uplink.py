@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from fogline.envelope import (
     KINDS,
+    Entry,
     compress,
     decode_ack,
     downlink_topic,
@@ -46,6 +47,7 @@ from fogline.envelope import (
     uplink_topic,
 )
 from fogline.mqtt import MqttLink
+from fogline.signing import Signer
 from gateway.clock import Clock
 from gateway.flow import AckTimer, LinkRate
 from gateway.metrics import Metrics
@@ -128,6 +130,8 @@ class Uplink:
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.link: MqttLink | None = None
+        # Signs every batch (fogline.signing); None only in the explicit unsigned dev mode.
+        self.signer: Signer | None = None
         self.ack_topic = downlink_topic(gateway_id, "ack")
         self.counts = metrics.uplink
         metrics.gauges["outbox_records"] = lambda: {(): outbox.depth}
@@ -310,10 +314,14 @@ class Uplink:
                 if limit == 0:  # over the rate cap: the next wake-up continues
                     return sent
                 max_bytes = max(MIN_BATCH_BYTES, min(self._batch_bytes, self.rate.budget // 4))
-                rows = self.outbox.read(kind, self._cursor[kind], limit, max_bytes)
+                run: tuple[int, bytes, bytes] | None = None
+                if self.signer is None:
+                    rows = self.outbox.read(kind, self._cursor[kind], limit, max_bytes)
+                else:  # one unbroken run of the kind's hash chain
+                    rows, run = self.outbox.read_linked(kind, self._cursor[kind], limit, max_bytes)
                 if not rows:
                     break
-                payload = compress(encode_batch(self.gateway_id, kind, rows, self._clock.now()))
+                payload = compress(self._encode(kind, rows, run))
                 idle = link.inflight_count == 0
                 mid = link.publish_tracked(uplink_topic(self.gateway_id, kind), payload)
                 if mid is None:
@@ -339,6 +347,20 @@ class Uplink:
             for batch in fresh:
                 batch.app_limited = True
         return sent
+
+    def _encode(self, kind: str, rows: list[Entry], link: tuple[int, bytes, bytes] | None) -> bytes:
+        """One batch, signed, with its place in its kind's hash chain (`fogline.chain`):
+        the record its first one follows (`prev`) and the hash of its last (`head`). The
+        rows are one unbroken run of the chain (`Outbox.read_linked`); a resend sends
+        these same bytes again.
+        """
+        if self.signer is None:
+            return encode_batch(self.gateway_id, kind, rows, self._clock.now())
+        chained = None if link is None else (link[0], link[1], rows[-1][0], link[2])
+        body = encode_batch(
+            self.gateway_id, kind, rows, self._clock.now(), chained, self.signer.kid
+        )
+        return self.signer.sign(body)
 
     def _window_open(self, kind: str) -> bool:
         """Room for another batch of `kind` waiting for the cloud: `max_inflight` full-size

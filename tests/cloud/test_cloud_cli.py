@@ -45,6 +45,8 @@ def test_cloud_command_stores_acks_and_stops_on_sigterm(broker: Broker, tmp_path
         "FOGLINE_BROKER": broker.url,
         "FOGLINE_DB": f"sqlite:///{db}",
         "FOGLINE_HTTP": f"127.0.0.1:{port}",
+        "FOGLINE_SIGNING_KEY": str(tmp_path / "cloud.key"),
+        "FOGLINE_ALLOW_UNREGISTERED": "1",  # the test publishes as an unprovisioned gw1
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "fogline.cli", "cloud", "--replica", "cli"],

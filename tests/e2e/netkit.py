@@ -387,6 +387,11 @@ class ShapedSite:
         self._spawn("uplink-broker", [MOSQUITTO, "-c", str(up_conf)])
         wait_for(lambda: _listening("127.0.0.1", self.local_port), 10, "the uplink broker", 0.05)
         self.monitor = Monitor(self.local_port, self.gateway_id)
+        # The gateway is provisioned as an operator would (`fogline cloud gateway add`), so
+        # the strict CLI runs signed on both sides: what crosses the link is what a
+        # hardened site sends (signature and chain fields included).
+        cloud_key = self.tmp / "cloud.key"
+        _provision(f"sqlite:///{self.db_path}", self.gateway_id, cloud_key, self.data_dir)
         # The cloud, outside.
         self.http_port = free_port()
         self._spawn(
@@ -402,6 +407,8 @@ class ShapedSite:
                 f"127.0.0.1:{self.http_port}",
                 "--replica",
                 "r1",
+                "--signing-key",
+                str(cloud_key),
             ],
         )
         wait_for(lambda: self._cloud_status() == 200, 60, "the cloud to start", 0.2)
@@ -647,6 +654,30 @@ class ShapedSite:
 
 def _fogline() -> list[str]:
     return [sys.executable, "-m", "fogline.cli", "--log-level", "INFO"]
+
+
+def _provision(db_url: str, gateway: str, cloud_key: Path, data_dir: Path) -> None:
+    """`fogline cloud gateway add`: the gateway's key registered, its identity file written
+    where the gateway looks for it (identity.json in its --data-dir)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            *_fogline(),
+            "cloud",
+            "gateway",
+            "add",
+            gateway,
+            "--db",
+            db_url,
+            "--signing-key",
+            str(cloud_key),
+            "--out",
+            str(data_dir / "identity.json"),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
 
 
 def _api_auth(db_url: str) -> dict[str, str]:

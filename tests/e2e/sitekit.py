@@ -74,7 +74,23 @@ class Site:
 
     # -- processes ----------------------------------------------------------------------
 
+    def provision(self) -> None:
+        """`fogline cloud gateway add gw1`, as an operator would: signed from the start."""
+        identity = self.tmp / "gw1" / "identity.json"
+        if identity.exists():
+            return
+        identity.parent.mkdir(parents=True, exist_ok=True)
+        key, out = str(self.tmp / "cloud.key"), str(identity)
+        command = ["cloud", "gateway", "add", "gw1", "--db", self.db_url]
+        subprocess.run(
+            [*FOGLINE, *command, "--signing-key", key, "--out", out],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+
     def start_gateway(self, *extra: str) -> None:
+        self.provision()
         args = extra or self.gateway_args
         self.gateway_args = args
         with (self.tmp / "gateway.log").open("ab") as log:  # the child keeps its own copy
@@ -109,7 +125,9 @@ class Site:
     def start_cloud(self, replica: str = "r1") -> None:
         assert self.clouds is not None
         http = free_port()
+        self.provision()
         args = ["--broker", self.uplink.url, "--db", self.db_url, "--http", f"127.0.0.1:{http}"]
+        args += ["--signing-key", str(self.tmp / "cloud.key")]
         with (self.tmp / f"cloud-{replica}.log").open("ab") as log:  # the child keeps a copy
             self.clouds[replica] = subprocess.Popen(
                 [*FOGLINE, "cloud", *args, "--replica", replica], cwd=ROOT, stdout=log, stderr=log
