@@ -170,9 +170,7 @@ class MqttLink:
         self._connect_timeout = connect_timeout
         self.dead_after = 2.0 * keepalive
         self.connected = asyncio.Event()
-        self.connected_at: float | None = None  # monotonic, while connected
         self.disconnected_at: float | None = time.monotonic()  # monotonic, while not
-        self.session_present = False
         self.errors: dict[str, int] = {}  # callback and subscribe failures, by where
         self._lost = asyncio.Event()
         self._backoff = Backoff()
@@ -204,7 +202,6 @@ class MqttLink:
 
     def _connected(self, client: Client, flags: int, rc: int, properties: Any) -> None:
         session_present = bool(flags)
-        self.session_present = session_present
         self._reset_packet_ids(session_present)
         self._coalesce_writes()
         if self._ever_connected and self._on_reconnect is not None:
@@ -216,7 +213,7 @@ class MqttLink:
         self._ever_connected = True
         self._subscribe()
         self._backoff.reset()
-        self.connected_at, self.disconnected_at = time.monotonic(), None
+        self.disconnected_at = None
         self.connected.set()
         log.info("%s: connected to %s", self.name, self.url)
 
@@ -248,7 +245,7 @@ class MqttLink:
     def _subscribe(self) -> None:
         """Subscribe to everything in one packet; on failure, log, count and try again."""
         self._resubscribe = None
-        if not self._subscriptions or not self.connected_or_connecting():
+        if not self._subscriptions or not self._connected_or_connecting():
             return
         try:
             # gmqtt appends to its list on every subscribe() call: start from empty.
@@ -259,7 +256,7 @@ class MqttLink:
             log.warning("%s: subscribing failed (%s); trying again in 1s", self.name, exc)
             self._resubscribe = asyncio.get_running_loop().call_later(1.0, self._subscribe)
 
-    def connected_or_connecting(self) -> bool:
+    def _connected_or_connecting(self) -> bool:
         transport = self._transport()
         return transport is not None and not transport.is_closing()
 
@@ -269,7 +266,6 @@ class MqttLink:
     def _mark_down(self) -> None:
         if self.connected.is_set() or self.disconnected_at is None:
             self.disconnected_at = time.monotonic()
-        self.connected_at = None
         self.connected.clear()
 
     # lifecycle ----------------------------------------------------------------------------

@@ -77,7 +77,6 @@ class _Batch:
     lo: int
     hi: int
     payload: bytes
-    sent_at: float  # monotonic, of the latest send
     mid: int | None
     delivered: int = 0  # the link's delivered bytes when it was sent
     delivered_at: float = 0.0
@@ -329,7 +328,7 @@ class Uplink:
                 delivered, delivered_at = self.rate.on_send(now, idle)
                 seqs = {r[0] for r in rows}
                 batch = _Batch(
-                    kind, seqs, rows[0][0], rows[-1][0], payload, now, mid, delivered, delivered_at
+                    kind, seqs, rows[0][0], rows[-1][0], payload, mid, delivered, delivered_at
                 )
                 self._batches[kind].append(batch)
                 self._by_mid[mid] = batch
@@ -408,7 +407,7 @@ class Uplink:
                 self._by_mid[mid] = batch
                 batch.tries += 1
                 batch.rto = self.timer.backoff(batch.rto or self.timer.rto)
-                batch.sent_at, batch.puback_at, batch.deadline = now, None, math.inf
+                batch.puback_at, batch.deadline = None, math.inf
                 batch.delivered, batch.delivered_at = self.rate.on_send(now, False)
                 batch.app_limited = True  # a resend says nothing about the link's rate
                 log.info(

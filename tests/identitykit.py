@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -19,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from support import MOSQUITTO, free_port
+from support import free_port, start_mosquitto
 
 from cloud.provision import BrokerFiles, cloud_user, write_acl
 
@@ -150,18 +149,7 @@ class SecureBroker:
         return f"mqtt://fogline-cloud:{self.cloud_password}@127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}") from None
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
+        self.proc = start_mosquitto(self.conf, self.log, self.port)
 
     def reload(self) -> None:
         """SIGHUP: mosquitto reads the password and ACL files again."""

@@ -38,6 +38,23 @@ def udp_port() -> int:
                 return port
 
 
+def start_mosquitto(conf: Path, log_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start mosquitto with `conf` and return once it listens on `port`."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {log_path.read_text()}") from None
+            time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("mosquitto did not start listening")
+
+
 class Broker:
     """A private mosquitto that a test can stop and start again on the same port."""
 
@@ -53,20 +70,7 @@ class Broker:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self._log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self._conf)], stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self._log.read_text()}") from None
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
+        self._proc = start_mosquitto(self._conf, self._log, self.port)
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
