@@ -68,6 +68,9 @@ async def _start_broker(workdir: Path, extra: str = "") -> tuple[asyncio.subproc
         str(conf),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
+        # Out of the terminal's process group: Ctrl-C reaches the demo alone, which stops
+        # the devices, the gateway and the cloud while their broker is still there.
+        start_new_session=True,
     )
     for _ in range(200):
         with contextlib.suppress(OSError):
@@ -175,14 +178,15 @@ async def run_demo(duration: float) -> int:
                     "--qos", "1", "--faults", FAULTS, stdout=asyncio.subprocess.DEVNULL,
                     # the URL holds a password: in the environment, not on `ps`
                     env={**os.environ, "FOGLINE_BROKER": trust.url("demo-devices", port)},
+                    start_new_session=True,  # Ctrl-C is the demo's to pass on, see _start_broker
                 )  # fmt: skip
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration or None)
         finally:
-            if devices is not None and devices.returncode is None:
-                devices.terminate()
-                await devices.wait()
-            broker.terminate()
-            await broker.wait()
+            for proc in (devices, broker):
+                if proc is not None and proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):  # it may have just exited
+                        proc.terminate()
+                    await proc.wait()
     print("fogline demo: stopped")
     return 0
