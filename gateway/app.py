@@ -42,6 +42,8 @@ from gateway.spec import (
     Pipeline,
     UplinkOutputConfig,
 )
+from gateway.state import SCHEMA as STATE_SCHEMA
+from gateway.state import StateStore
 from gateway.status import show_status
 from gateway.template import compile_template
 from gateway.trust import DownlinkTrust
@@ -169,6 +171,12 @@ class Gateway:
         self.engine = Engine(
             pipeline, options.clock, self.metrics, outputs, self._dead_letter if dead else None
         )
+        # Operator state is committed with the outbox and taken back here (gateway/state.py).
+        self.state = StateStore(self.engine.stateful(), lambda: self.engine.passes)
+        self.outbox.start(
+            STATE_SCHEMA, lambda db, meta: self.state.restore(db, meta, options.clock.now())
+        )
+        self.outbox.participants.append(self.state)
         self.inference = {sid: op for sid, _, _, op in self.engine.steps if isinstance(op, Infer)}
         self.models = ModelUpdates(
             gid,
@@ -331,6 +339,7 @@ class Gateway:
             "intake_depth": self.source.depth + (self.coap.depth if self.coap else 0),
             "uplink_pending": self.uplink.pending,
             "outbox": self.outbox.stats(),
+            "state": {"restored": self.state.restored_parts, "reset": self.state.reset},
             **self.metrics.snapshot(),
             **(
                 {"inference": {sid: op.status() for sid, op in self.inference.items()}}

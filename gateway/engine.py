@@ -20,6 +20,7 @@ from gateway.operators import REGISTRY
 from gateway.operators.base import Operator, StepContext
 from gateway.record import Record
 from gateway.spec import SOURCE, Pipeline
+from gateway.state import fingerprint
 
 log = logging.getLogger("fogline.gateway.engine")
 
@@ -68,6 +69,7 @@ class Engine:
         self._dead_letter = dead_letter
         self._log = RateLimitedLog(log)
         self._pass: defaultdict[str, list[Record]] = defaultdict(list)
+        self.passes = 0  # batches and timers run: state may have changed when this moves
         # Per-key state dropped by (step, reason): `max_keys` or `idle` (gateway/keyed.py).
         self.evicted = metrics.state_evicted
         self.steps: list[tuple[str, str, str, Operator]] = []  # (id, from, path, operator)
@@ -84,6 +86,16 @@ class Engine:
             self.steps.append((spec.id, spec.from_, spec.path, REGISTRY[spec.op](spec.config, ctx)))
         metrics.gauges["open_state"] = lambda: {
             (("step", step_id),): op.open_state() for step_id, _, _, op in self.steps
+        }
+
+    def stateful(self) -> dict[str, tuple[str, Operator]]:
+        """Step id -> (fingerprint, operator), for checkpoints (gateway/state.py)."""
+        return {
+            spec.id: (
+                fingerprint(spec.op, spec.config.model_dump(mode="json"), self.pipeline.key),
+                op,
+            )
+            for spec, (_, _, _, op) in zip(self.pipeline.steps, self.steps, strict=True)
         }
 
     # -- the three ways in --------------------------------------------------------------
@@ -106,6 +118,7 @@ class Engine:
     def _run(
         self, start: dict[str, list[Record]], release: Callable[[Operator], list[Record]] | None
     ) -> None:
+        self.passes += 1
         streams = self._pass
         streams.clear()
         streams.update(start)

@@ -13,12 +13,19 @@ per record, O(1)), so both bounds are cheap:
 Every eviction is reported through `evicted(reason, n)`, which the engine counts per step
 (`fogline_state_evicted_total{step,reason}`). `keep` spares state that must outlive silence (a
 raised alert waiting for its clear) from the idle expiry, never from the cap.
+
+For crash consistency (gateway/state.py) it also notes which keys changed or went since
+the last `take_changes`, so a checkpoint writes only those: a value handed out by `get` may
+be changed in place, so `get` marks its key changed (one set insert per record). More keys
+gone than `max_keys` between two checkpoints (a flood of ids while commits fail) turns
+that into "write everything", so the notes stay bounded too.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -30,10 +37,30 @@ def no_eviction_counter(reason: str, n: int) -> None:
     """The default `evicted` callback: nothing counts (operators built outside an engine)."""
 
 
+@dataclass(slots=True)
+class Changes(Generic[V]):
+    """Keys changed with their values, keys gone; or, with `everything`, every key held
+    (what was stored before is to be dropped first)."""
+
+    changed: list[tuple[Key, V]]
+    gone: list[Key]
+    everything: bool = False
+
+
 class KeyedState(Generic[V]):
     """A bounded mapping of key -> state; see the module docstring."""
 
-    __slots__ = ("_evicted", "_keep", "_seen", "_values", "idle", "max_keys")
+    __slots__ = (
+        "_changed",
+        "_everything",
+        "_evicted",
+        "_gone",
+        "_keep",
+        "_seen",
+        "_values",
+        "idle",
+        "max_keys",
+    )
 
     def __init__(
         self,
@@ -48,6 +75,9 @@ class KeyedState(Generic[V]):
         self._keep = keep
         self._values: OrderedDict[Key, V] = OrderedDict()
         self._seen: dict[Key, float] = {}
+        self._changed: set[Key] = set()
+        self._gone: set[Key] = set()
+        self._everything = False
 
     def __len__(self) -> int:
         return len(self._values)
@@ -67,6 +97,7 @@ class KeyedState(Generic[V]):
         if value is not None:
             self._values.move_to_end(key)
             self._seen[key] = now
+            self._changed.add(key)
         return value
 
     def put(self, key: Key, value: V, now: float) -> None:
@@ -75,10 +106,12 @@ class KeyedState(Generic[V]):
         if key not in values and len(values) >= self.max_keys:
             old, _ = values.popitem(last=False)
             del self._seen[old]
+            self._forget(old)
             self._evicted("max_keys", 1)
         values[key] = value
         values.move_to_end(key)
         self._seen[key] = now
+        self._changed.add(key)
 
     def expire(self, now: float) -> int:
         """Drop the keys idle for longer than `idle`; how many went."""
@@ -96,7 +129,35 @@ class KeyedState(Generic[V]):
                 seen[key] = now
                 continue
             del values[key], seen[key]
+            self._forget(key)
             dropped += 1
         if dropped:
             self._evicted("idle", dropped)
         return dropped
+
+    def _forget(self, key: Key) -> None:
+        self._changed.discard(key)
+        self._gone.add(key)
+        if len(self._gone) > self.max_keys:
+            self._everything = True
+            self._gone.clear()
+
+    def take_changes(self) -> Changes[V]:
+        """What changed since the last call (see `Changes`); then forget it."""
+        values = self._values
+        everything = self._everything
+        keys = values if everything else self._changed
+        changes = Changes([(key, values[key]) for key in keys], list(self._gone), everything)
+        self._changed, self._gone, self._everything = set(), set(), False
+        return changes
+
+    def undo_take(self, changes: Changes[V]) -> None:
+        """A checkpoint that failed: what it took is still to be written."""
+        self._everything |= changes.everything
+        self._changed.update(key for key, _ in changes.changed if key in self._values)
+        self._gone.update(key for key in changes.gone if key not in self._values)
+
+    def restore(self, key: Key, value: V, now: float) -> None:
+        """Put back a key from a checkpoint, seen at `now` (the restart), not changed."""
+        self._values[key] = value
+        self._seen[key] = now

@@ -18,9 +18,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -44,6 +45,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox (class, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class Participant(Protocol):
+    """Something committed in the outbox's transactions (operator state, delivery acks)."""
+
+    def pending(self) -> bool:
+        """Something waits for the next commit."""
+
+    def write(self, db: sqlite3.Connection) -> None:
+        """Inside the transaction, after the records."""
+
+    def done(self, ok: bool) -> None:
+        """After it: committed (`ok`), or rolled back."""
 
 
 @dataclass(slots=True)
@@ -106,6 +120,7 @@ class Outbox:
         self._acks: list[tuple[int, int]] = []
         self.urgent = False  # an alert waits: flush without delay
         self.commits = 0
+        self.participants: list[Participant] = []
         self._oldest: tuple[int, float] | None = None
         self._note_oldest()
 
@@ -133,6 +148,27 @@ class Outbox:
     @property
     def buffered(self) -> int:
         return len(self._appends) + len(self._acks)
+
+    @property
+    def wants_commit(self) -> bool:
+        """Records, acks or a participant's changes wait for the next group commit."""
+        return bool(self._appends or self._acks or self.urgent) or any(
+            p.pending() for p in self.participants
+        )
+
+    def start(
+        self, schema: str, setup: Callable[[sqlite3.Connection, dict[str, str]], None]
+    ) -> None:
+        """A participant's tables, then its start-up reads and writes in one transaction."""
+        db = self._db
+        db.executescript(schema)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            setup(db, dict(db.execute("SELECT key, value FROM meta").fetchall()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def flush(self, now: float | None = None) -> int:
         """One transaction: buffered appends and acks, expiry, eviction. Returns rows added."""
@@ -168,13 +204,20 @@ class Outbox:
                     ("dropped_ranges", orjson.dumps(self.dropped_ranges).decode()),
                 ]
             db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
+            for participant in self.participants:
+                participant.write(db)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             self.heads = heads
             self._appends = appends + self._appends
             self._acks = acks + self._acks
+            for participant in self.participants:
+                participant.done(ok=False)
             raise
+        for participant in self.participants:
+            participant.done(ok=True)
         self.commits += 1
         self._note_oldest()
         return len(appends)

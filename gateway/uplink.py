@@ -271,7 +271,7 @@ class Uplink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), self._flush_interval)
             self._flush_now.clear()
-            if (self.outbox.buffered or self.outbox.urgent) and self.outbox.flush():
+            if self.outbox.wants_commit and self.outbox.flush():
                 self._wake.set()
 
     async def run_publish(self, link: MqttLink) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fogline.units import Duration
@@ -37,6 +38,7 @@ from gateway.operators.base import (
     StepContext,
 )
 from gateway.record import Record
+from gateway.state import StateDelta, keyed_delta, merge, part_key
 from gateway.template import TemplateError, compile_template
 
 EVENT_FIELDS = (
@@ -226,3 +228,36 @@ class Alert(Operator):
 
     def open_state(self) -> int:
         return sum(1 for r in self._rules for e in r.episodes.values() if e.raised_at is not None)
+
+    def checkpoint(self) -> StateDelta:
+        """One part per rule and key: a restart neither raises a standing alert again nor
+        forgets one it must clear, and its `for:` and cooldown clocks go on."""
+        return merge(keyed_delta(r.episodes, _encode, (r.name,)) for r in self._rules)
+
+    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+        rules = {rule.name: rule for rule in self._rules}
+        for part, segments in parts.items():
+            name, *key = part_key(part)
+            rule = rules.get(name)
+            if rule is not None:
+                rule.episodes.restore(tuple(key), _decode(segments[-1]), now)
+
+
+def _encode(episode: _Episode) -> bytes:
+    cooldown = episode.cooldown_until
+    return orjson.dumps(
+        [
+            episode.pending_since,
+            episode.raised_at,
+            episode.alert_id,
+            None if cooldown == float("-inf") else cooldown,
+        ]
+    )
+
+
+def _decode(data: bytes) -> _Episode:
+    pending, raised, alert_id, cooldown = orjson.loads(data)
+    episode = _Episode()
+    episode.pending_since, episode.raised_at, episode.alert_id = pending, raised, alert_id
+    episode.cooldown_until = float("-inf") if cooldown is None else cooldown
+    return episode

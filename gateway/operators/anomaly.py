@@ -11,11 +11,13 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import Field
 
 from gateway.keyed import KeyedState
 from gateway.operators.base import FieldName, Fields, KeyedConfig, Operator, RelPath, StepContext
 from gateway.record import Record
+from gateway.state import StateDelta, keyed_delta, restored_keys
 
 
 class DetectorConfig(KeyedConfig):
@@ -103,3 +105,10 @@ class AnomalyScore(Operator):
 
     def open_state(self) -> int:
         return len(self._state)
+
+    def checkpoint(self) -> StateDelta:
+        return keyed_delta(self._state, orjson.dumps)
+
+    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+        for key, value in restored_keys(parts):
+            self._state.restore(key, list(value), now)

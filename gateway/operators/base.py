@@ -19,6 +19,7 @@ from gateway.clock import Clock
 from gateway.expr import ExprError, compile_expr
 from gateway.keyed import no_eviction_counter
 from gateway.record import Record
+from gateway.state import StateDelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +145,18 @@ class Operator(ABC):
     def open_state(self) -> int:
         """How many units of state are open (windows, keys), for metrics."""
         return 0
+
+    def checkpoint(self) -> StateDelta | None:
+        """What changed in this step's state since the last checkpoint (gateway/state.py).
+
+        None for a step without state. Called inside the outbox's transaction, between two
+        batches, so what it returns matches the records the step has produced.
+        """
+        return None
+
+    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+        """Take back what checkpoints stored: part -> its segments, oldest first.
+
+        `now` is the restart's processing time: idle clocks start from it.
+        """
+        return

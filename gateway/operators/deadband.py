@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+import orjson
 from pydantic import Field, PositiveFloat
 
 from fogline.units import Duration
 from gateway.keyed import KeyedState
 from gateway.operators.base import FieldName, KeyedConfig, Operator, RelPath, StepContext
 from gateway.record import Record
+from gateway.state import StateDelta, keyed_delta, restored_keys
 
 
 class DeadbandConfig(KeyedConfig):
@@ -96,3 +98,10 @@ class Deadband(Operator):
 
     def open_state(self) -> int:
         return len(self._last)
+
+    def checkpoint(self) -> StateDelta:
+        return keyed_delta(self._last, orjson.dumps)
+
+    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+        for key, (ts, values) in restored_keys(parts):
+            self._last.restore(key, (ts, values), now)

@@ -169,6 +169,13 @@ class Features(Window):
                 blocks.samples[i].extend(samples)  # a memcpy
                 blocks.sizes[i].append(len(samples))
 
+    def arrays(self, buf: WindowBuffer, create: bool = False) -> list[array[Any]]:
+        blocks: _Blocks | None = buf.extra
+        if blocks is None and create:
+            blocks = buf.extra = _Blocks(len(self._block_fields))
+        kept: list[array[Any]] = [] if blocks is None else [*blocks.samples, *blocks.sizes]
+        return super().arrays(buf) + kept
+
     def window_fields(self, windows: list[ClosingWindow], out: list[Record]) -> None:
         super().window_fields(windows, out)
         for i, (name, spec) in enumerate(self._blocks):

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 from pydantic import Field, PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema
 
@@ -52,6 +53,7 @@ from fogline.model import (
 from fogline.units import Duration
 from gateway.operators.base import Fields, OpConfig, Operator, RelPath, StepContext
 from gateway.record import Record
+from gateway.state import StateDelta
 
 OUTPUTS = ("label", "confidence", "entropy", "exit", "model", "model_version")
 
@@ -138,6 +140,7 @@ class Infer(Operator):
         self._tokens = self._budget
         self._refilled = ctx.clock.now()
         self.decided = {"edge": 0, "budget": 0, "escalated": 0}
+        self._saved_tokens: tuple[float, float] | None = None
 
     @property
     def threshold(self) -> float:
@@ -262,6 +265,24 @@ class Infer(Operator):
         elapsed = max(0.0, now - self._refilled)
         self._refilled = now
         self._tokens = min(self._budget, self._tokens + elapsed * self._budget / 60.0)
+
+    def checkpoint(self) -> StateDelta:
+        """The escalation budget: a crash loop must not refill it."""
+        tokens = (self._tokens, self._refilled)
+        if tokens == self._saved_tokens:
+            return StateDelta()
+        saved, self._saved_tokens = self._saved_tokens, tokens
+
+        def undo() -> None:
+            self._saved_tokens = saved
+
+        return StateDelta(put=[("", orjson.dumps(tokens))], undo=undo)
+
+    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+        if "" in parts:
+            tokens, refilled = orjson.loads(parts[""][-1])
+            self._tokens, self._refilled = min(float(tokens), self._budget), float(refilled)
+            self._saved_tokens = (self._tokens, self._refilled)
 
     def status(self) -> dict[str, Any]:
         """For the health record: which model runs here, and where decisions were taken."""

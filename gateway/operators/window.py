@@ -30,9 +30,11 @@ and emitted on the side stream `<id>.late`, never silently dropped.
 from __future__ import annotations
 
 import math
+import struct
 from array import array
 from typing import Any, Literal
 
+import orjson
 from pydantic import Field, model_validator
 
 from fogline.units import Duration
@@ -47,6 +49,7 @@ from gateway.operators.base import (
     StepContext,
 )
 from gateway.record import Record
+from gateway.state import StateDelta
 
 Aggregate = Literal[
     "count", "sum", "mean", "min", "max", "std", "rms", "p50", "p95", "first", "last",
@@ -104,9 +107,11 @@ class WindowConfig(OpConfig):
 class WindowBuffer:
     """One window of one key: C double arrays (8 bytes a value, invisible to the GC)."""
 
-    __slots__ = ("count", "extra", "first_ts", "last_ts", "times", "values")
+    __slots__ = ("count", "extra", "first_ts", "last_ts", "saved", "saved_count", "times", "values")
 
     def __init__(self, n_fields: int) -> None:
+        self.saved: list[int] = []  # length of each array at the last checkpoint
+        self.saved_count = 0
         self.count = 0
         self.first_ts = math.inf
         self.last_ts = -math.inf
@@ -143,6 +148,7 @@ class Window(Operator):
         self._max_ts_wall = ctx.clock.now()
         self._frontier = -math.inf  # every window starting before this has been emitted
         self.late = 0
+        self._closed: list[str] = []  # parts of windows emitted since the last checkpoint
 
     # -- per record: O(1) appends -------------------------------------------------------
 
@@ -256,6 +262,7 @@ class Window(Operator):
         windows: list[ClosingWindow] = [
             (start, key, buf) for start in starts for key, buf in self._open.pop(start).items()
         ]
+        self._closed += [_part(start, key) for start, key, buf in windows if buf.saved_count]
         key_fields = self.ctx.key_fields
         out = [
             Record(
@@ -275,6 +282,79 @@ class Window(Operator):
         self.window_fields(windows, out)
         return out
 
+    # -- checkpoints (gateway/state.py) ----------------------------------------------------
+
+    def arrays(self, buf: WindowBuffer, create: bool = False) -> list[array[Any]]:
+        """Every array a buffer holds, in a fixed order; a subclass adds what `keep` stores
+        (`create`: make that room first, for a restore)."""
+        return [*buf.values, *buf.times]
+
+    def checkpoint(self) -> StateDelta:
+        """Per open window and key, the values appended since the last checkpoint: each
+        reading is written once, however long its window stays open."""
+        delta = StateDelta(drop=self._closed)
+        self._closed = []
+        taken: list[tuple[WindowBuffer, list[int], int]] = []
+        for start, by_key in self._open.items():
+            for key, buf in by_key.items():
+                if buf.count == buf.saved_count:
+                    continue
+                arrays = self.arrays(buf)
+                saved = buf.saved + [0] * (len(arrays) - len(buf.saved))
+                header = orjson.dumps(
+                    {
+                        "c": buf.count,
+                        "f": buf.first_ts,
+                        "l": buf.last_ts,
+                        "n": [len(a) - s for a, s in zip(arrays, saved, strict=True)],
+                    }
+                )
+                body = b"".join(
+                    memoryview(a)[s:].tobytes() for a, s in zip(arrays, saved, strict=True)
+                )
+                delta.append.append((_part(start, key), _HEADER.pack(len(header)) + header + body))
+                taken.append((buf, buf.saved, buf.saved_count))
+                buf.saved, buf.saved_count = [len(a) for a in arrays], buf.count
+        # Event time, and how long no newer reading has come (processing time), so that the
+        # watermark goes on from where it was: the downtime does not close windows before
+        # the readings the broker delivers again have come back in.
+        idle_for = self.ctx.clock.now() - self._max_ts_wall
+        delta.put.append(
+            ("", orjson.dumps([_finite(self._max_ts), _finite(self._frontier), idle_for]))
+        )
+        closed = delta.drop
+
+        def undo() -> None:
+            for buf, saved, count in taken:
+                buf.saved, buf.saved_count = saved, count
+            self._closed = closed + self._closed
+
+        delta.undo = undo
+        return delta
+
+    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+        n_fields = len(self._fields)
+        for part, segments in parts.items():
+            if not part:
+                max_ts, frontier, idle_for = orjson.loads(segments[-1])
+                self._max_ts = -math.inf if max_ts is None else max_ts
+                self._frontier = -math.inf if frontier is None else frontier
+                self._max_ts_wall = now - idle_for
+                continue
+            start, *key = orjson.loads(part)
+            buf = WindowBuffer(n_fields)
+            for data in segments:
+                (size,) = _HEADER.unpack_from(data)
+                header = orjson.loads(data[_HEADER.size : _HEADER.size + size])
+                at = _HEADER.size + size
+                arrays = self.arrays(buf, create=True)
+                for a, n in zip(arrays, header["n"], strict=False):
+                    a.frombytes(data[at : at + n * a.itemsize])
+                    at += n * a.itemsize
+                buf.count, buf.first_ts, buf.last_ts = header["c"], header["f"], header["l"]
+            buf.saved, buf.saved_count = [len(a) for a in self.arrays(buf)], buf.count
+            self._open.setdefault(float(start), {})[tuple(key)] = buf
+
     def window_fields(self, windows: list[ClosingWindow], out: list[Record]) -> None:
         """Add the computed fields to `out` (one record per window), each in one numpy pass."""
         for i, (name, aggs) in enumerate(zip(self._fields, self._aggs, strict=True)):
@@ -289,6 +369,17 @@ class Window(Operator):
                 label = f"{name}_{agg}"
                 for j, value in zip(present, column, strict=True):
                     out[j].fields[label] = value
+
+
+_HEADER = struct.Struct("<I")
+
+
+def _part(start: float, key: tuple[str, ...]) -> str:
+    return orjson.dumps([start, *key]).decode()
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) else value
 
 
 def _not_a_number(names: list[str], row: list[object]) -> str | None:
