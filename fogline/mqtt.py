@@ -43,6 +43,8 @@ logging.getLogger("gmqtt").setLevel(logging.ERROR)
 
 OnMessage = Callable[[str, bytes], None]
 OnPuback = Callable[[int, float, int], None]  # mid, monotonic time sent, bytes
+# topic, payload, packet id, DUP flag, connection generation: a QoS 1 delivery left unacked
+OnDelivery = Callable[[str, bytes, int, bool, int], None]
 MAX_WAITING = 10_000  # publishes held while the broker's in-flight window is full
 # Seconds for TCP, TLS and CONNACK together: on a 2 kbit/s link the handshake can wait
 # behind ~12 s of the old connection's packets in the bottleneck's queue (measured).
@@ -154,6 +156,7 @@ class MqttLink:
         session_expiry: int = 0,
         on_reconnect: Callable[[bool], None] | None = None,
         on_puback: OnPuback | None = None,
+        on_delivery: OnDelivery | None = None,
         wait_connected: float | None = None,
         keepalive: int = 30,
         connect_timeout: float = CONNECT_TIMEOUT,
@@ -184,6 +187,10 @@ class MqttLink:
         kwargs: dict[str, Any] = {}
         if session_expiry:
             kwargs["session_expiry_interval"] = session_expiry
+        if on_delivery is not None:
+            # Acks wait for a commit: let the broker send a commit's worth meanwhile. An MQTT
+            # 5 broker keeps to this; mosquitto caps it by `max_inflight_messages`.
+            kwargs["receive_maximum"] = 65535
         self._client = _Client(
             client_id,
             clean_session=session_expiry == 0,
@@ -197,10 +204,40 @@ class MqttLink:
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
         self._client.on_message = self._message
+        self.generation = 0  # moves with every CONNACK: packet ids belong to one connection
+        if on_delivery is not None:
+            self._hold_acks(on_delivery)
 
     # gmqtt callbacks ----------------------------------------------------------------------
 
+    def _hold_acks(self, on_delivery: OnDelivery) -> None:
+        """QoS 1 deliveries go to `on_delivery` unacknowledged; `ack` PUBACKs them later.
+
+        gmqtt PUBACKs on receipt (or when the callback returns); the gateway acknowledges a
+        reading only once its effect is committed (gateway/delivery.py).
+        """
+        handler = getattr(self._client, "_package_handler")  # noqa: B009 - gmqtt's, private
+
+        def qos1(packet_id: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
+            try:
+                on_delivery(topic, payload, packet_id, bool(properties.get("dup")), self.generation)
+            except Exception:
+                self._count_error("on_delivery")
+                log.exception("%s: the delivery handler failed", self.name)
+
+        setattr(handler, "_handle_qos_1_publish_packet", qos1)  # noqa: B010
+
+    def ack(self, packet_ids: list[int], generation: int) -> None:
+        """PUBACK deliveries of connection `generation`; none if it is gone (the broker
+        delivers them again on the next, with DUP set)."""
+        if generation != self.generation or not self.connected.is_set():
+            return
+        send = getattr(getattr(self._client, "_package_handler"), "_send_puback")  # noqa: B009
+        for packet_id in packet_ids:
+            send(packet_id)
+
     def _connected(self, client: Client, flags: int, rc: int, properties: Any) -> None:
+        self.generation += 1
         session_present = bool(flags)
         self._reset_packet_ids(session_present)
         self._coalesce_writes()

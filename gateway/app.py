@@ -1,8 +1,9 @@
 """The gateway process: wires sources, engine, outputs and uplink, and shuts down cleanly.
 
-All long-lived work runs in one TaskGroup of named tasks. On SIGINT/SIGTERM: stop intake,
-process what was already received, flush open windows, hand the last records to the
-uplink, close the clients, all within a deadline.
+All long-lived work runs in one TaskGroup of named tasks. On SIGINT/SIGTERM: stop intake on
+every source, process what was already received, commit the records, the operator state
+(open windows stay open: the next start goes on with them) and the acknowledgements they
+allow, then give the uplink a moment to send, within a deadline.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from fogline.signing import Signer
 from fogline.tls import TlsFiles
 from fogline.urls import BrokerUrl
 from gateway.clock import Clock, SystemClock
+from gateway.delivery import SCHEMA as DELIVERY_SCHEMA
+from gateway.delivery import Delivery
 from gateway.engine import Engine, Output
 from gateway.metrics import Metrics, MetricsServer
 from gateway.model_updates import ModelUpdates
@@ -118,10 +121,14 @@ class Gateway:
             name="edge",
             subscriptions=self.source.subscriptions,
             on_message=self.source.on_message,
+            on_delivery=self.source.on_delivery,
             session_expiry=SESSION_EXPIRY,
-            on_reconnect=lambda _session: self._count_reconnect("edge"),
+            on_reconnect=self._edge_reconnected,
             tls=options.broker_tls,
         )
+        # QoS 1 readings and CoAP requests are acknowledged once their effect is committed.
+        self.delivery = Delivery(self.edge.ack)
+        self.source.delivery = self.delivery
         self.source.pause = self.edge.pause_reading
         self.source.resume = self.edge.resume_reading
         self.outbox = Outbox(
@@ -176,7 +183,10 @@ class Gateway:
         self.outbox.start(
             STATE_SCHEMA, lambda db, meta: self.state.restore(db, meta, options.clock.now())
         )
-        self.outbox.participants.append(self.state)
+        self.outbox.start(DELIVERY_SCHEMA, self.delivery.restore)
+        self.outbox.participants += [self.state, self.delivery]
+        if self.coap is not None:
+            self.coap.delivery = self.delivery
         self.inference = {sid: op for sid, _, _, op in self.engine.steps if isinstance(op, Infer)}
         self.models = ModelUpdates(
             gid,
@@ -248,7 +258,9 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            await asyncio.wait_for(self._shutdown(), self.options.shutdown_deadline)
+            # No await before the commit: a cancelled shutdown still keeps everything.
+            self._stop_and_commit()
+            await asyncio.wait_for(self._send_last(), self.options.shutdown_deadline)
         except TimeoutError:
             log.warning(
                 "shutdown took longer than %.0fs; closing anyway", self.options.shutdown_deadline
@@ -262,15 +274,23 @@ class Gateway:
             self.outbox.close()
             self.stopped.set()
 
-    async def _shutdown(self) -> None:
-        """Stop intake, finish what was received, flush windows, hand records to the uplink."""
+    def _stop_and_commit(self) -> None:
+        """Stop intake on every source, process what was received, commit it all.
+
+        Open windows are not flushed: their state is committed, and the next start goes on
+        with them, so a restart neither cuts a window short nor loses one.
+        """
         self.edge.pause_reading()
+        if self.coap is not None:
+            self.coap.closing = True
         self.engine.process(self.source.take(max_messages=1 << 30))
         if self.coap is not None:
             self.engine.process(self.coap.take())
-        self.engine.flush()
         self.uplink.send("health", [("", self.health())])
         self.outbox.flush()  # durable now; what is not acknowledged is sent after a restart
+
+    async def _send_last(self) -> None:
+        """Give the uplink a moment to send what the last commit holds."""
         if self.up.connected.is_set():
             self.uplink.pump(self.up)
             await self.up.drain(within=2.0)
@@ -372,6 +392,11 @@ class Gateway:
     def _uplink_reconnected(self, session_present: bool) -> None:
         self._count_reconnect("uplink")
         self.uplink.on_reconnect(session_present)
+
+    def _edge_reconnected(self, session_present: bool) -> None:
+        self._count_reconnect("edge")
+        if not session_present:
+            self.delivery.session_lost()
 
     def _count_reconnect(self, name: str) -> None:
         self.metrics.reconnects[name] += 1

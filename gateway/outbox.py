@@ -365,7 +365,7 @@ class Outbox:
             db.close()
 
     def close(self) -> None:
-        if self._appends or self._acks:
+        if self.wants_commit:
             self.flush()
         self._db.close()
 

@@ -6,6 +6,11 @@ reading was taken, 4.00 Bad Request with the reason when none was (a partly good
 good ones), 4.15 for a content format we do not read, 4.13 for an oversized payload, 4.04
 for a path no pattern matches. Block-wise transfers are reassembled by aiocoap. Records wait
 in a list for the pipeline task, like the MQTT intake.
+
+A 2.04 is sent only once the request's records are committed with the operator state they
+changed (gateway/delivery.py), like a QoS 1 PUBACK: a device whose request the gateway did
+not answer sends it again. If no commit comes within `COMMIT_WAIT` (a full disk), the answer
+is 5.03 with Max-Age; during shutdown new requests get 5.03 at once.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import orjson
 from aiocoap import Code, Context, Message, resource
 
 from gateway.decode import Decoder, RejectRaw, TopicPatterns, cbor_problem, senml_from_cbor
+from gateway.delivery import Delivery
 from gateway.metrics import Metrics
 from gateway.record import Record
 from gateway.spec import CoapSourceConfig
@@ -30,6 +36,8 @@ log = logging.getLogger("fogline.gateway.coap")
 SOURCE_NAME = "coap"
 JSON, CBOR, SENML_JSON, SENML_CBOR = 50, 60, 110, 112
 READABLE = {None: "auto", JSON: None, SENML_JSON: "senml", CBOR: None, SENML_CBOR: "senml"}
+COMMIT_WAIT = 10.0  # seconds a request waits for the commit that holds its readings
+RETRY_AFTER = 5  # Max-Age of a 5.03
 
 
 class _Endpoint(resource.Resource, resource.PathCapable):
@@ -43,9 +51,22 @@ class _Endpoint(resource.Resource, resource.PathCapable):
         self.patterns = TopicPatterns(config.paths)
 
     async def render_post(self, request: Message) -> Message:
+        source = self._source
+        if source.closing:
+            return _unavailable("the gateway is stopping; send again")
         path = "/".join(request.opt.uri_path)
         payload: bytes = request.payload
-        return self._source.take_message(self, path, payload, request.opt.content_format)
+        before = source.depth
+        reply = source.take_message(self, path, payload, request.opt.content_format)
+        if source.depth == before or source.delivery is None:
+            return reply
+        committed = asyncio.get_running_loop().create_future()
+        source.answers.append(committed)
+        try:
+            await asyncio.wait_for(asyncio.shield(committed), COMMIT_WAIT)
+        except TimeoutError:
+            return _unavailable("the readings could not be stored yet; send again")
+        return reply
 
     async def render_put(self, request: Message) -> Message:
         return await self.render_post(request)
@@ -72,6 +93,9 @@ class CoapSource:
         self._contexts: list[Context] = []
         self._observers: list[asyncio.Task[None]] = []
         self._client: Context | None = None
+        self.closing = False
+        self.delivery: Delivery | None = None
+        self.answers: list[asyncio.Future[None]] = []  # requests waiting for a commit
         self.endpoints = [
             _Endpoint(
                 self,
@@ -189,6 +213,9 @@ class CoapSource:
 
     def take(self, max_messages: int = 4096) -> list[Record]:
         records, self._records = self._records, []
+        if self.answers and self.delivery is not None:
+            self.delivery.answer_after_commit(self.answers)
+            self.answers = []
         return records
 
     @property
@@ -214,6 +241,12 @@ class CoapSource:
             except Exception as exc:
                 log.warning("coap: observing %s failed (%s); retrying in 5s", uri, exc)
             await asyncio.sleep(5)
+
+
+def _unavailable(text: str) -> Message:
+    reply = _reply(Code.SERVICE_UNAVAILABLE, text)
+    reply.opt.max_age = RETRY_AFTER
+    return reply
 
 
 def _reply(code: Code, text: str) -> Message:

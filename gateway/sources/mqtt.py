@@ -4,6 +4,9 @@ The client callback only appends `(topic, payload)` to a bounded deque and wakes
 pipeline task, which then decodes everything queued in one go. When the deque is full the
 pipeline's `queue.when_full` policy applies: `drop_oldest` (counted), or `block`, which
 stops reading the socket so that the broker holds the backlog (QoS 1, persistent session).
+
+QoS 1 deliveries come through `on_delivery` unacknowledged, and are acknowledged after the
+commit that holds their effect (gateway/delivery.py decides, and skips redeliveries).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 from gateway.decode import Decoder, RejectRaw, TopicPatterns
+from gateway.delivery import Delivery, fingerprint
 from gateway.metrics import Metrics
 from gateway.record import Record
 from gateway.spec import MqttSourceConfig, QueueConfig
@@ -53,7 +57,8 @@ class MqttSource:
         self._topic_limit = min((d.max_topic_length for _, d in self._routes), default=0)
         self._reject = reject
         self._metrics = metrics
-        self._queue: deque[tuple[str, bytes, float]] = deque()
+        self._queue: deque[tuple[str, bytes, float, tuple[int, bool, int] | None]] = deque()
+        self.delivery: Delivery | None = None
         self._max = queue.size
         self._block = queue.when_full == "block"
         self.pause: Callable[[], None] | None = None
@@ -63,17 +68,29 @@ class MqttSource:
         metrics.gauges["queue_depth"] = lambda: {(("queue", "intake"),): len(self._queue)}
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Called by the MQTT client for each message: O(1), never blocks."""
+        """Called by the MQTT client for each QoS 0 message: O(1), never blocks."""
+        self._enqueue(topic, payload, None)
+
+    def on_delivery(
+        self, topic: str, payload: bytes, packet_id: int, dup: bool, generation: int
+    ) -> None:
+        """A QoS 1 message, to be acknowledged once its effect is committed."""
+        self._enqueue(topic, payload, (packet_id, dup, generation))
+
+    def _enqueue(self, topic: str, payload: bytes, ack: tuple[int, bool, int] | None) -> None:
         queue = self._queue
-        queue.append((topic, payload, self._now()))
+        queue.append((topic, payload, self._now(), ack))
         if len(queue) >= self._max:
             if self._block and self.pause is not None:
                 if not self._paused:
                     self._paused = True
                     self.pause()
             else:
-                queue.popleft()
+                topic, payload, _, dropped = queue.popleft()
                 self._metrics.queue_dropped["intake"] += 1
+                if dropped is not None and self.delivery is not None:
+                    packet_id, dup, generation = dropped  # dropped by policy: acknowledged
+                    self.delivery.admit(packet_id, dup, fingerprint(topic, payload), generation)
         self.ready.set()
 
     def take(self, max_messages: int = 4096) -> list[Record]:
@@ -84,9 +101,16 @@ class MqttSource:
         nbytes = 0
         single = self._routes[0][1] if len(self._routes) == 1 else None
         single_limit = self._topic_limit
+        delivery = self.delivery
         for _ in range(n):
-            topic, payload, arrival = queue.popleft()
+            topic, payload, arrival, ack = queue.popleft()
             nbytes += len(payload)
+            if (
+                ack is not None
+                and delivery is not None
+                and not delivery.admit(ack[0], ack[1], fingerprint(topic, payload), ack[2])
+            ):
+                continue  # taken in before: acknowledged after the next commit, not counted
             if single is not None:
                 single.decode(topic, payload, arrival, out)
                 continue

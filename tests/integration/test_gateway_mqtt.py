@@ -189,19 +189,26 @@ async def test_metrics_and_healthz(broker: Broker, collector_factory, gateway_op
         assert all(line.startswith(("# ", "fogline_")) for line in body.splitlines())
 
 
-async def test_shutdown_flushes_open_windows(
+async def test_a_stop_keeps_open_windows_for_the_next_start(
     broker: Broker, collector_factory, gateway_options
 ) -> None:
+    """The window's state is committed at the stop, not cut short and sent: the next start
+    goes on with it (gateway/state.py)."""
     slow = FAST.replace("size: 1s", "size: 1h")
     watch = collector_factory(["fogline/gw1/up/digest"])
     async with Gateway(gateway_options(slow)) as gw:
         watch.publish("plant/m/telemetry", orjson.dumps({"temperature": 20.0}))
         await eventually(lambda: gw.metrics.step_in["windows"] == 1, what="the reading")
-        assert not watch.on("fogline/gw1/up/digest")
-    digests = records(
-        await eventually(lambda: watch.on("fogline/gw1/up/digest"), what="the flushed window")
-    )
-    assert digests[0]["count"] == 1
+    async with Gateway(gateway_options(slow)) as gw:
+        assert gw.state.restored_parts >= 1
+        assert gw.state.reset == []
+        watch.publish("plant/m/telemetry", orjson.dumps({"temperature": 30.0}))
+        await eventually(lambda: gw.metrics.step_in["windows"] == 1, what="the second reading")
+        window = next(op for sid, _, _, op in gw.engine.steps if sid == "windows")
+        (digest,) = window.flush()
+        assert digest.fields["count"] == 2
+        assert digest.fields["temperature_mean"] == 25.0
+    assert not watch.on("fogline/gw1/up/digest")
 
 
 def test_factory_pipeline_loads() -> None:
