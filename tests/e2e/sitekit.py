@@ -90,6 +90,10 @@ class Site:
         )
 
     def start_gateway(self, *extra: str) -> None:
+        self.start_gateway_nowait(*extra)
+        self.wait(self._healthy, 20, "the gateway to start")
+
+    def start_gateway_nowait(self, *extra: str) -> None:
         self.provision()
         args = extra or self.gateway_args
         self.gateway_args = args
@@ -116,7 +120,6 @@ class Site:
                 stdout=log,
                 stderr=log,
             )
-        self.wait(self._healthy, 20, "the gateway to start")
 
     def kill_gateway(self) -> None:
         assert self.gateway is not None
