@@ -94,21 +94,27 @@ def test_schema_and_reference_are_current() -> None:
 
 
 def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
-    """The acceptance run: readings by mosquitto_pub-like publishes, garbage, SIGTERM."""
+    """The acceptance run: readings by mosquitto_pub-like publishes, garbage, SIGTERM, and a
+    restart that goes on with the window the stop kept."""
     watch = Collector(broker.port, ["fogline/gw1/up/#", "factory/+/+/actions"])
-    proc = subprocess.Popen(
-        [*FOGLINE, "gateway", "--pipeline", "pipelines/factory.yaml", "--id", "gw1"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={
-            **os.environ,
-            "FOGLINE_BROKER": broker.url,
-            "FOGLINE_DATA_DIR": str(tmp_path),
-            "FOGLINE_INSECURE_UNSIGNED": "1",  # no cloud here to provision it
-        },
-    )
+    env = {
+        **os.environ,
+        "FOGLINE_BROKER": broker.url,
+        "FOGLINE_DATA_DIR": str(tmp_path),
+        "FOGLINE_INSECURE_UNSIGNED": "1",  # no cloud here to provision it
+    }
+
+    def gateway() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*FOGLINE, "gateway", "--pipeline", "pipelines/factory.yaml", "--id", "gw1"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    proc = gateway()
     try:
         deadline = time.monotonic() + 20
         while not watch.on("fogline/gw1/up/health"):  # the first health record: it is up
@@ -132,10 +138,13 @@ def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
         assert action["reason"] == "critical_temperature"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-        # Shutdown flushed the open window: its digest holds both good readings.
-        deadline = time.monotonic() + 5
+        _, err = proc.communicate(timeout=5)
+        assert not watch.on("fogline/gw1/up/digest")  # the open window was kept, not cut
+        # The next start goes on with it: once the window ends, its digest holds both.
+        proc = gateway()
+        deadline = time.monotonic() + 30
         while not watch.on("fogline/gw1/up/digest"):
-            assert time.monotonic() < deadline, "no digest after shutdown"
+            assert time.monotonic() < deadline, "no digest after the restart"
             time.sleep(0.05)
         digest = decode_batch(watch.on("fogline/gw1/up/digest")[0][1])["records"][0]["data"]
         assert digest["count"] == 2
@@ -143,7 +152,7 @@ def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-        _, err = proc.communicate(timeout=5)
+        proc.communicate(timeout=5)
         watch.close()
     assert "rejected a message on 'factory/l1/m-01/telemetry'" in err
 
