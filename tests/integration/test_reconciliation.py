@@ -73,6 +73,13 @@ async def test_an_alert_lost_with_a_restart_is_closed_at_the_cloud_and_a_new_one
         await eventually(lambda: len(episodes(cloud, gid)) == 1, 15, "the raise at the cloud")
         (lost,) = episodes(cloud, gid)
         await eventually(lambda: lost in gw.health()["alerts_raised"]["ids"], 5, "listed")
+    # Restarted with the same pipeline, the gateway restores the episode and lists it, so
+    # its newer health records keep it open.
+    async with Gateway(gateway_options(pipeline(prefix, 80), gid)) as gw:
+        assert gw.health()["alerts_raised"] == {"ids": [lost], "complete": True}
+        later = gw.outbox.next_seq
+        await eventually(lambda: cloud_health_seq(cloud, gid) >= later, 15, "a health record")
+        assert episodes(cloud, gid) == {lost: ("open", None)}
     # The restarted gateway runs a changed alert step: its state starts afresh, so m-1's
     # episode is gone at the edge, and its clear will never come.
     async with Gateway(gateway_options(pipeline(prefix, 75), gid)) as gw:
