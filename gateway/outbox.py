@@ -126,7 +126,9 @@ class Outbox:
         self.dropped_ranges: list[tuple[int, int]] = [
             (int(lo), int(hi)) for lo, hi in orjson.loads(meta.get("dropped_ranges", "[]"))
         ]
-        self.ranges_filled = int(meta.get("dropped_filled", "0"))  # see _keep_ranges
+        # Seqs the coarsened ranges cover that were never dropped (an upper bound once some
+        # are forgotten; 0 again when none is left): see _keep_ranges.
+        self.ranges_filled = int(meta.get("dropped_filled", "0"))
         self._ranges_dirty = bool(self.dropped_ranges)  # merged and bounded at the first flush
         self._reported: dict[int, list[Range]] = {}  # health seq -> the ranges it carried
         size, depth = self._db.execute(
@@ -345,7 +347,7 @@ class Outbox:
         cloud acknowledges it (it stores them in the same transaction)."""
         outbox = data.get("outbox")
         ranges = outbox.get("evicted_ranges") if isinstance(outbox, dict) else None
-        if ranges:
+        if isinstance(ranges, list) and ranges:
             self._reported[seq] = [(int(lo), int(hi)) for lo, hi in ranges]
             if len(self._reported) > REPORTS_REMEMBERED:
                 del self._reported[next(iter(self._reported))]
