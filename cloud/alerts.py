@@ -13,7 +13,10 @@ fills only what it knows and the result does not depend on the order:
   an episode, because a new episode has a new `alert_id`;
 * rule, severity, device, `raised_at` and the message come from the raise when it is
   stored, from the clear otherwise (the clear carries them too);
-* `payload` keeps both events' data under `raised` and `cleared`.
+* `payload` keeps both events' data under `raised` and `cleared`;
+* a gateway's health record lists the alerts it holds raised (`alerts_raised`), and an
+  episode still open at the cloud that is not listed is closed by `reconcile`, with a
+  reason: the gateway lost it (a restart, a state reset) and its clear will never come.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ from cloud.models import (
     Gateway,
     Silence,
 )
+
+# The cloud's own episodes, which no gateway lists: diagnoses (`cloud.store._diagnosis`);
+# `gateway_silent` ones have no raised_seq and never match `reconcile` either.
+DIAGNOSIS_PREFIX = "model:"
+CLOSED_BY_GATEWAY = "gateway"
+GONE_REASON = "the gateway no longer holds this alert (restart or state reset)"
 
 OPERATOR_FIELDS = (
     "acknowledged_by",
@@ -64,6 +73,8 @@ def apply_event(
             "state": "open",
             "cleared_at": None,
             "acknowledged_at": None,
+            "closed_by": None,
+            "close_reason": None,
             "payload": {},
             **dict.fromkeys(OPERATOR_FIELDS),
         }
@@ -77,6 +88,7 @@ def apply_event(
     else:
         episode["cleared_seq"] = seq
         episode["cleared_at"] = float(data["cleared_at"])
+        episode.update(closed_by=None, close_reason=None)  # the real clear, after all
         if episode["state"] in ("open", "acknowledged"):
             episode["state"] = "cleared"
         episode["payload"]["cleared"] = data
@@ -90,6 +102,62 @@ def apply_event(
         )
     episode["updated_at"] = now
     return episode
+
+
+def reconcile(
+    conn: Connection,
+    gateway: str,
+    health_seq: int,
+    held: frozenset[str],
+    at: float,
+    now: float,
+) -> list[int]:
+    """Close the gateway's open episodes that its newest health record does not list.
+
+    Only episodes raised by a record numbered before the health record (`raised_seq <
+    health_seq`): the gateway lists what it holds as it numbers that record, so a raise
+    numbered later may simply be newer than the list. The caller holds the gateway's lock
+    and calls this only for a health record newer than every one stored before, so a
+    stale or replayed one closes nothing. `at` is when the gateway said so (its clock).
+    Returns the episodes closed, each logged in `activity`.
+    """
+    rows = conn.execute(
+        select(Alert.id, Alert.alert_id, Alert.state).where(
+            Alert.gateway_id == gateway,
+            Alert.state.in_(("open", "acknowledged")),
+            Alert.raised_seq < health_seq,
+            Alert.alert_id.not_like(f"{DIAGNOSIS_PREFIX}%"),
+        )
+    ).all()
+    gone = sorted((r for r in rows if r.alert_id not in held), key=lambda r: r.id)
+    if not gone:
+        return []
+    conn.execute(
+        update(Alert)
+        .where(Alert.id.in_([r.id for r in gone]))
+        .values(
+            state="cleared",
+            cleared_at=at,
+            closed_by=CLOSED_BY_GATEWAY,
+            close_reason=GONE_REASON,
+            updated_at=now,
+        )
+    )
+    detail = {"health_seq": health_seq, "reason": GONE_REASON, "to": "cleared"}
+    conn.execute(
+        insert(Activity),
+        [
+            {
+                "at": now,
+                "actor": f"gateway {gateway}",
+                "action": "closed",
+                "alert": r.id,
+                "detail": {**detail, "from": r.state},
+            }
+            for r in gone
+        ],
+    )
+    return [r.id for r in gone]
 
 
 # -- operators' actions --------------------------------------------------------------------

@@ -11,7 +11,11 @@ Order is kept per kind only, so a later seq of another kind (an alert, sent ahea
 digest backlog) often lands before earlier ones: a gap is normal while records travel.
 The label of each missing seq, first match wins:
 
-1. `evicted`: inside a range the gateway reported evicting or expiring.
+1. `evicted`: inside a range the gateway reported evicting or expiring. The ranges are
+   merged here across health records: a gateway reports each range until the cloud has
+   acknowledged a health record carrying it, then forgets it, and past 128 ranges it
+   coarsens them (`outbox.evicted_ranges_filled` seqs covered that it never dropped; only
+   missing seqs are labelled, so that hides nothing it still delivers).
 2. `in_flight`: at or above the *in-flight horizon*, the lowest seq the gateway may
    still be holding. Not counted as `unexplained`.
 

@@ -11,7 +11,8 @@ The fields read (all optional):
  "uplink": {"status": "degraded", "reasons": ["no ack for 45 s"], "connected": false,
             "last_ack_age_s": 45.2, "backlog_records": 328, "backlog_bytes": 41000,
             "oldest_age_s": 60.1},
- "outbox": {"depth": 328, "bytes": 41000, "pending_from": 85, "evicted_ranges": [...]}}
+ "outbox": {"depth": 328, "bytes": 41000, "pending_from": 85, "evicted_ranges": [...]},
+ "alerts_raised": {"ids": ["hot/m-17/1700000000000"], "complete": true}}
 ```
 
 `uplink.backlog_*` is what the gateway has not had acknowledged; a gateway without the
@@ -29,6 +30,7 @@ from cloud.parse import MAX_SEQ, is_number
 MAX_HEALTH_EVERY = 86_400.0  # seconds; a longer period is a broken gateway, not a setting
 MAX_REASONS = 16
 MAX_REASON = 200  # characters of one reason
+MAX_ALERTS_RAISED = 10_000  # ids in one health record; the gateway sends at most 500
 UplinkStatus = Literal["ok", "degraded"]
 
 
@@ -63,6 +65,21 @@ def pending_from(data: dict[str, Any], seq: int) -> int | None:
     if type(value) is not int or not 1 <= value <= MAX_SEQ:
         return None
     return min(value, seq)
+
+
+def alerts_raised(data: dict[str, Any]) -> frozenset[str] | None:
+    """The alert ids the gateway held raised, if its list is complete and well-formed.
+
+    None (close nothing) for a gateway that does not say, a list it cut, or anything odd:
+    closing an episode on a misread list would hide a standing alert.
+    """
+    held = _object(data, "alerts_raised")
+    ids = held.get("ids")
+    if held.get("complete") is not True or not isinstance(ids, list):
+        return None
+    if len(ids) > MAX_ALERTS_RAISED or not all(isinstance(i, str) for i in ids):
+        return None
+    return frozenset(ids)
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,7 +157,7 @@ class AlertEvent(Base):
 class Alert(Base):
     """One episode per `(gateway, alert_id)`: the raise and the clear folded together.
 
-    `state` is open, acknowledged or resolved; a clear resolves from either. The raise
+    `state` is open, acknowledged, cleared or resolved (see `cloud.alerts`). The raise
     and the clear may arrive in either order, so each fills only what it knows.
     """
 
@@ -193,6 +193,10 @@ class Alert(Base):
     silence_id: Mapped[int | None] = mapped_column(
         Id, ForeignKey("silences.id", ondelete="SET NULL")
     )
+    # Closed without a clear (cloud.alerts.reconcile): by whom ("gateway") and why. A clear
+    # that arrives later fills in what really happened and empties both.
+    closed_by: Mapped[str | None] = mapped_column(String(16))
+    close_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class _FreeForm:

@@ -9,7 +9,9 @@ overtake: order is kept while the receiver answers). A failure is retried with c
 exponential backoff and jitter (5 s, 10 s, 20 s, ... up
 to an hour), and after `MAX_ATTEMPTS` the delivery is `failed` with its last error: both
 are visible in `GET /api/webhooks` and on the console's notifications page. Episodes
-covered by a silence are not sent (they are still stored, listed and counted).
+covered by a silence are not sent (they are still stored, listed and counted). A webhook
+that asks for `cleared` also hears `closed`: an episode the gateway no longer holds, closed
+without a clear (`cloud.alerts.reconcile`), is over all the same.
 
 Two shapes: `generic` (JSON: event, actor, time and the episode) and `slack` (`{"text":
 ...}`, which Slack's and Mattermost's incoming webhooks and Teams' legacy connectors take).
@@ -40,6 +42,7 @@ log = logging.getLogger("fogline.cloud.notify")
 
 Shape = Literal["generic", "slack"]
 EVENTS = ("raised", "cleared", "acknowledge")
+ASKED_AS = {"closed": "cleared"}  # activity actions delivered to the hooks of another event
 MAX_ATTEMPTS = 8
 TIMEOUT = 5.0
 SEVERITY_MARK = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
@@ -141,9 +144,11 @@ def body(shape: str, event: dict[str, Any], public_url: str | None) -> bytes:
     """The request body for one event (see the module docstring for the two shapes)."""
     link = f"{public_url.rstrip('/')}/alerts/{event['alert']}" if public_url else None
     if shape == "slack":
-        verb = {"raised": "raised", "cleared": "cleared at the source"}.get(
-            event["action"], f"acknowledged by {event['actor']}"
-        )
+        verb = {
+            "raised": "raised",
+            "cleared": "cleared at the source",
+            "closed": "closed: the gateway no longer holds it",
+        }.get(event["action"], f"acknowledged by {event['actor']}")
         mark = SEVERITY_MARK.get(event["severity"], "")
         where = f"{event['device'] or 'gateway'} on {event['gateway']}"
         text = f"{mark} {event['severity'].upper()} {event['rule']} {verb}: {where}"
@@ -249,7 +254,7 @@ class Notifier:
             for row in rows
             if row.silence_id is None
             for hook_id, actions in hooks
-            if row.action in actions.get("on", [])
+            if ASKED_AS.get(row.action, row.action) in actions.get("on", [])
         ]
         if new:
             with writing(self._engine) as conn:

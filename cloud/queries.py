@@ -246,6 +246,8 @@ def alert_out(r: Alert) -> AlertOut:
         assignee=r.assignee,
         false_alarm=r.false_alarm,
         silence=r.silence_id,
+        closed_by=r.closed_by,
+        close_reason=r.close_reason,
     )
 
 

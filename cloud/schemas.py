@@ -137,6 +137,11 @@ class AlertOut(_Out):
     assignee: str | None
     false_alarm: str | None = Field(description="Why an operator called it a false alarm.")
     silence: int | None = Field(description="The silence that covered it when it arrived.")
+    closed_by: str | None = Field(
+        description="`gateway`: closed without a clear, because the gateway's health record "
+        "no longer listed it (a restart or a state reset lost it); null otherwise."
+    )
+    close_reason: str | None = Field(description="Why it was closed without a clear.")
 
 
 class ActivityOut(_Out):
@@ -144,8 +149,9 @@ class ActivityOut(_Out):
     at: float = Field(description="When the cloud stored it.")
     actor: str = Field(description="A user name, `gateway <id>` or `cloud`.")
     action: str = Field(
-        description="raised, cleared (from the source); acknowledge, resolve, assign, "
-        "comment, false_alarm, silence, unsilence (from people)."
+        description="raised, cleared (from the source); closed (the gateway no longer holds "
+        "it); acknowledge, resolve, assign, comment, false_alarm, silence, unsilence (from "
+        "people)."
     )
     alert: int | None
     detail: dict[str, Any]

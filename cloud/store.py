@@ -31,10 +31,10 @@ from sqlalchemy import Connection, Engine, case, delete, func, select, tuple_, u
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase
 
-from cloud.alerts import apply_event, mark_silenced
+from cloud.alerts import DIAGNOSIS_PREFIX, apply_event, mark_silenced, reconcile
 from cloud.db import writing
 from cloud.escalations import CloudModels, model_name
-from cloud.health import health_every, pending_from
+from cloud.health import alerts_raised, health_every, pending_from
 from cloud.model_updates import apply_model_events
 from cloud.models import (
     MAX_ALERT_ID,
@@ -126,7 +126,7 @@ class Store:
             if rows["alert"] or diagnoses:
                 self._episodes(conn, sorted(rows["alert"] + diagnoses), now)
             if rows["health"]:
-                self._apply_health(conn, rows["health"])
+                self._apply_health(conn, rows["health"], now)
             if rows["event"]:
                 apply_model_events(conn, rows["event"], now)
         return report
@@ -313,8 +313,10 @@ class Store:
             ],
         )
 
-    def _apply_health(self, conn: Connection, rows: list[Row]) -> None:
-        """The latest health record onto the gateway's row; evicted ranges merged in."""
+    def _apply_health(self, conn: Connection, rows: list[Row], now: float) -> None:
+        """The latest health record onto the gateway's row; evicted ranges merged in; the
+        open episodes it no longer lists closed (after this drain's alert events, which
+        `write` folds in first)."""
         latest: dict[str, tuple[int, dict[str, Any]]] = {}
         reported: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)
         for g, s, _, x in rows:
@@ -322,11 +324,13 @@ class Store:
                 latest[g] = (s, x)
             reported[g].extend(_evicted_ranges(x))
         for g, (seq, data) in sorted(latest.items()):
-            conn.execute(
+            newest = conn.execute(
                 update(Gateway)
                 .where(Gateway.id == g, Gateway.health_seq.is_(None) | (Gateway.health_seq < seq))
                 .values(**_health_columns(seq, data))
-            )
+            ).rowcount
+            if newest and (held := alerts_raised(data)) is not None:
+                reconcile(conn, g, seq, held, _ts(data) or now, now)
         for g, ranges in sorted(reported.items()):
             if ranges:
                 self._merge_evicted(conn, g, ranges)
@@ -383,9 +387,9 @@ def _diagnosis(
     """The raise for a cloud diagnosis: one episode per (device, label), which later
     diagnoses of the same keep up to date (nothing clears it: no condition ends)."""
     label = decision["cloud_label"]
-    alert_id = f"model:{label}/{device}"
+    alert_id = f"{DIAGNOSIS_PREFIX}{label}/{device}"
     if len(alert_id) > MAX_ALERT_ID:
-        alert_id = f"model:{label}/{hashlib.sha256(device.encode()).hexdigest()}"
+        alert_id = f"{DIAGNOSIS_PREFIX}{label}/{hashlib.sha256(device.encode()).hexdigest()}"
     edge = data.get("label")
     told = f" (the edge said {edge})" if isinstance(edge, str) and edge != label else ""
     return {

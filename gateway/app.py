@@ -34,6 +34,7 @@ from gateway.delivery import Delivery
 from gateway.engine import Engine, Output
 from gateway.metrics import Metrics, MetricsServer
 from gateway.model_updates import ModelUpdates
+from gateway.operators.alert import Alert, raised_alerts
 from gateway.operators.infer import Infer
 from gateway.outbox import Durability, Outbox
 from gateway.outputs import ActionOutput, UplinkOutput
@@ -188,6 +189,7 @@ class Gateway:
         if self.coap is not None:
             self.coap.delivery = self.delivery
         self.inference = {sid: op for sid, _, _, op in self.engine.steps if isinstance(op, Infer)}
+        self.alerts = [op for _, _, _, op in self.engine.steps if isinstance(op, Alert)]
         self.models = ModelUpdates(
             gid,
             self.inference,
@@ -360,6 +362,9 @@ class Gateway:
             "uplink_pending": self.uplink.pending,
             "outbox": self.outbox.stats(),
             "state": {"restored": self.state.restored_parts, "reset": self.state.reset},
+            # Read at the same moment the record is numbered: the cloud closes an open
+            # episode that is not listed only if its raise has a lower seq (issue 11).
+            "alerts_raised": raised_alerts(self.alerts),
             **self.metrics.snapshot(),
             **(
                 {"inference": {sid: op.status() for sid, op in self.inference.items()}}

@@ -11,6 +11,15 @@ The outbox is bounded in bytes. Over the bound it evicts by class, lowest first 
 digest, event, escalation, alert): an alert goes only when nothing else is left. Every
 eviction and expiry is counted per kind and kept as seq ranges, which the health record
 reports so the cloud can tell an explained gap from a loss.
+
+That report must not be lost to the bound it reports on (issue 11): the ranges live in the
+meta table, never in the byte bound; the newest health record is never evicted or expired
+and does not count against the bound (the bound is `max_bytes` plus one health record);
+ranges the cloud has stored (it acknowledged a health record that carried them) are
+forgotten; and what is left stays merged and at most `MAX_REPORTED_RANGES`, coarsened by
+closing the smallest gaps between neighbours when there are more (`evicted_ranges_filled`
+says how many seqs that covers which were not dropped; the cloud only ever labels a seq
+it did not receive, and the outbox still delivers every seq it holds).
 """
 
 from __future__ import annotations
@@ -30,7 +39,13 @@ from fogline.envelope import KINDS, Entry, to_ranges
 
 # Lower number = higher priority: sent first, evicted last.
 CLASS = {kind: i for i, kind in enumerate(KINDS)}
-MAX_REPORTED_RANGES = 2000
+# Ranges a health record reports at most (~20 bytes each: under 3 kB); more are coarsened.
+# Ranges are forgotten once the cloud has them, so only a long outage with records of
+# several kinds interleaved (each kept alert splits a run of evicted digests) comes near.
+MAX_REPORTED_RANGES = 128
+HEALTH = CLASS["health"]
+REPORTS_REMEMBERED = 16  # health records whose ranges are forgotten when acknowledged
+Range = tuple[int, int]
 
 Durability = Literal["normal", "full"]
 
@@ -111,6 +126,11 @@ class Outbox:
         self.dropped_ranges: list[tuple[int, int]] = [
             (int(lo), int(hi)) for lo, hi in orjson.loads(meta.get("dropped_ranges", "[]"))
         ]
+        # Seqs the coarsened ranges cover that were never dropped (an upper bound once some
+        # are forgotten; 0 again when none is left): see _keep_ranges.
+        self.ranges_filled = int(meta.get("dropped_filled", "0"))
+        self._ranges_dirty = bool(self.dropped_ranges)  # merged and bounded at the first flush
+        self._reported: dict[int, list[Range]] = {}  # health seq -> the ranges it carried
         size, depth = self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(data)), 0), COUNT(*) FROM outbox"
         ).fetchone()
@@ -134,11 +154,14 @@ class Outbox:
         self._appends.append(Pending(seq, cls, device, orjson.dumps(data), time.time()))
         if cls == 0:
             self.urgent = True
+        elif cls == HEALTH:
+            self._note_report(seq, data)
         return seq
 
     def ack(self, ranges: list[tuple[int, int]]) -> None:
         """The cloud has stored these seqs: delete them in the next group commit."""
         self._acks.extend(ranges)
+        self._forget_reported(ranges)
 
     @property
     def pending(self) -> int:
@@ -266,37 +289,92 @@ class Outbox:
 
     def _expire(self, now: float) -> bool:
         dropped = False
+        newest_health = self._newest_health()[0]
         for cls, ttl in self._ttl.items():
-            rows = self._delete("class = ? AND created < ?", (cls, now - ttl))
+            below = newest_health if cls == HEALTH else self.next_seq  # the newest one stays
+            rows = self._delete("class = ? AND created < ? AND seq < ?", (cls, now - ttl, below))
             if rows:
                 dropped = True
                 self.expired[KINDS[cls]] += len(rows)
                 self.dropped_ranges += to_ranges([r[0] for r in rows])
+                self._ranges_dirty = True
         return dropped
 
     def _evict(self) -> bool:
         dropped = False
-        for cls in range(len(KINDS) - 1, -1, -1):
-            while self.bytes > self.max_bytes:
-                # Oldest first within the class; a page at a time keeps each statement short.
-                over = self.bytes - self.max_bytes
-                victims = self._db.execute(
-                    "SELECT seq, LENGTH(data) FROM outbox WHERE class = ? ORDER BY seq LIMIT 512",
-                    (cls,),
-                ).fetchall()
-                if not victims:
-                    break
-                upto, freed = victims[-1][0], 0
-                for seq, size in victims:
-                    freed += size
-                    if freed >= over:
-                        upto = seq
+        if self.bytes > self.max_bytes:
+            # The newest health record carries the eviction report: it is never evicted
+            # and does not count against the bound (an allowance of one health record).
+            newest_health, reserved = self._newest_health()
+            for cls in range(len(KINDS) - 1, -1, -1):
+                below = newest_health if cls == HEALTH else self.next_seq
+                while self.bytes - reserved > self.max_bytes:
+                    # Oldest first within the class; a page at a time keeps statements short.
+                    over = self.bytes - reserved - self.max_bytes
+                    victims = self._db.execute(
+                        "SELECT seq, LENGTH(data) FROM outbox WHERE class = ? AND seq < ? "
+                        "ORDER BY seq LIMIT 512",
+                        (cls, below),
+                    ).fetchall()
+                    if not victims:
                         break
-                rows = self._delete("class = ? AND seq <= ?", (cls, upto))
-                self.evicted[KINDS[cls]] += len(rows)
-                self.dropped_ranges += to_ranges([r[0] for r in rows])
-                dropped = True
+                    upto, freed = victims[-1][0], 0
+                    for seq, size in victims:
+                        freed += size
+                        if freed >= over:
+                            upto = seq
+                            break
+                    rows = self._delete("class = ? AND seq <= ?", (cls, upto))
+                    self.evicted[KINDS[cls]] += len(rows)
+                    self.dropped_ranges += to_ranges([r[0] for r in rows])
+                    self._ranges_dirty = True
+                    dropped = True
+        self._keep_ranges()
         return dropped
+
+    def _newest_health(self) -> tuple[int, int]:
+        """(seq, bytes) of the newest health record held; (next_seq, 0) when none is."""
+        row = self._db.execute(
+            "SELECT seq, LENGTH(data) FROM outbox WHERE class = ? ORDER BY seq DESC LIMIT 1",
+            (HEALTH,),
+        ).fetchone()
+        return (self.next_seq, 0) if row is None else (int(row[0]), int(row[1]))
+
+    # -- the eviction report ----------------------------------------------------------------
+
+    def _note_report(self, seq: int, data: dict[str, Any]) -> None:
+        """Remember which ranges the health record `seq` carries, to forget them once the
+        cloud acknowledges it (it stores them in the same transaction)."""
+        outbox = data.get("outbox")
+        ranges = outbox.get("evicted_ranges") if isinstance(outbox, dict) else None
+        if isinstance(ranges, list) and ranges:
+            self._reported[seq] = [(int(lo), int(hi)) for lo, hi in ranges]
+            if len(self._reported) > REPORTS_REMEMBERED:
+                del self._reported[next(iter(self._reported))]
+
+    def _forget_reported(self, acked: list[Range]) -> None:
+        """Drop the ranges carried by health records among `acked`: the cloud has them."""
+        stored = [s for s in self._reported if any(lo <= s <= hi for lo, hi in acked)]
+        for seq in stored:
+            self.dropped_ranges = ranges_minus(self.dropped_ranges, self._reported.pop(seq))
+            self._ranges_dirty = True
+        if stored and not self.dropped_ranges:
+            self.ranges_filled = 0
+
+    def _keep_ranges(self) -> None:
+        """Merge and bound the ranges, and write them in the group commit's transaction."""
+        if not self._ranges_dirty:
+            return
+        self._ranges_dirty = False
+        self.dropped_ranges, filled = coarsen(self.dropped_ranges, MAX_REPORTED_RANGES)
+        self.ranges_filled = self.ranges_filled + filled if self.dropped_ranges else 0
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [
+                ("dropped_ranges", orjson.dumps(self.dropped_ranges).decode()),
+                ("dropped_filled", str(self.ranges_filled)),
+            ],
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -346,7 +424,9 @@ class Outbox:
             "max_bytes": self.max_bytes,
             "evicted": dict(self.evicted),
             "expired": dict(self.expired),
-            "evicted_ranges": self.dropped_ranges,
+            # Seqs dropped and not yet known to be at the cloud (see the module docstring).
+            "evicted_ranges": list(self.dropped_ranges),
+            "evicted_ranges_filled": self.ranges_filled,
             "pending_from": self.pending_from,
         }
 
@@ -379,3 +459,42 @@ def to_ranges_merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((lo, hi))
     return merged
+
+
+def coarsen(ranges: list[Range], cap: int) -> tuple[list[Range], int]:
+    """`ranges` merged, then at most `cap` of them by closing the smallest gaps between
+    neighbours; also how many seqs the closed gaps add."""
+    merged = to_ranges_merged(ranges)
+    if len(merged) <= cap:
+        return merged, 0
+    gaps = sorted(range(len(merged) - 1), key=lambda i: merged[i + 1][0] - merged[i][1])
+    closed = set(gaps[: len(merged) - max(cap, 1)])
+    out = [merged[0]]
+    filled = 0
+    for i in range(1, len(merged)):
+        lo, hi = merged[i]
+        if i - 1 in closed:
+            filled += lo - out[-1][1] - 1
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out, filled
+
+
+def ranges_minus(ranges: list[Range], remove: list[Range]) -> list[Range]:
+    """The seqs of `ranges` (sorted, disjoint) that are not in `remove`, as ranges."""
+    out: list[Range] = []
+    cuts = to_ranges_merged(remove)
+    for lo, hi in ranges:
+        start = lo
+        for c_lo, c_hi in cuts:
+            if c_hi < start or c_lo > hi:
+                continue
+            if c_lo > start:
+                out.append((start, c_lo - 1))
+            start = c_hi + 1
+            if start > hi:
+                break
+        if start <= hi:
+            out.append((start, hi))
+    return out

@@ -16,10 +16,15 @@ The output stream carries only transitions: one `raised` and one `cleared` event
 episode, each with the key fields, `rule`, `severity`, `state`, `alert_id` (the same for
 both events of an episode), `raised_at`, `cleared_at`, `message` and `values` (the fields
 the rule reads, as they were).
+
+`raised_ids` lists the episodes it holds raised; the gateway's health record carries them
+(`raised_alerts`), so the cloud can close an episode the gateway no longer holds, e.g. one
+lost with a restart (issue 11).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import orjson
@@ -40,6 +45,10 @@ from gateway.operators.base import (
 from gateway.record import Record
 from gateway.state import StateDelta, keyed_delta, merge, part_key
 from gateway.template import TemplateError, compile_template
+
+# Alert ids a health record lists at most: about 40 bytes each, so at most ~20 kB; past
+# this the list says `complete: false` and the cloud closes nothing by it.
+MAX_REPORTED_ALERTS = 500
 
 EVENT_FIELDS = (
     "rule", "severity", "state", "alert_id", "raised_at", "cleared_at", "message", "values",
@@ -229,6 +238,17 @@ class Alert(Operator):
     def open_state(self) -> int:
         return sum(1 for r in self._rules for e in r.episodes.values() if e.raised_at is not None)
 
+    def raised_ids(self, limit: int) -> tuple[list[str], bool]:
+        """The `alert_id`s of the episodes held raised, at most `limit`; True if all listed."""
+        ids: list[str] = []
+        for rule in self._rules:
+            for episode in rule.episodes.values():
+                if episode.raised_at is not None:
+                    if len(ids) == limit:
+                        return ids, False
+                    ids.append(episode.alert_id)
+        return ids, True
+
     def checkpoint(self) -> StateDelta:
         """One part per rule and key: a restart neither raises a standing alert again nor
         forgets one it must clear, and its `for:` and cooldown clocks go on."""
@@ -261,3 +281,18 @@ def _decode(data: bytes) -> _Episode:
     episode.pending_since, episode.raised_at, episode.alert_id = pending, raised, alert_id
     episode.cooldown_until = float("-inf") if cooldown is None else cooldown
     return episode
+
+
+def raised_alerts(operators: Iterable[Alert], limit: int = MAX_REPORTED_ALERTS) -> dict[str, Any]:
+    """What a health record says of the alerts held raised: `{"ids": [...], "complete": b}`.
+
+    `complete` is False when the list was cut at `limit`; the cloud then closes nothing.
+    """
+    ids: list[str] = []
+    complete = True
+    for op in operators:
+        some, complete = op.raised_ids(limit - len(ids))
+        ids += some
+        if not complete:
+            break
+    return {"ids": ids, "complete": complete}

@@ -1,18 +1,22 @@
 """The console in Chromium: sign in, a reading on the edge broker shows up in an open alert
 list without a reload, acknowledge and resolve persist and are audited, a viewer cannot
-act, a forged post is refused, markup from a device is text, and axe finds nothing serious.
+act, a forged post is refused, markup from a device is text, axe finds nothing serious,
+and an episode a restarted gateway lost says who closed it and why.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 from browserkit import AXE, sign_in
 from playwright.async_api import Browser, Page, expect
-from support import Broker, Collector
+from support import Broker, Collector, eventually
 
 from cloud.app import Cloud
+from cloud.models import Alert as AlertModel
 from gateway.app import Gateway
 
 TIMEOUT = 10_000  # ms
@@ -200,3 +204,43 @@ async def test_bulk_actions_silences_and_the_keyboard(
     await expect(page.get_by_role("link", name="silenced 1")).to_be_visible()
     await page.goto("/silences")
     await expect(page.locator("table tbody tr")).to_contain_text("maintenance on m-14")
+
+
+# One alert rule, its clear threshold filled in: a gateway restarted with another threshold
+# starts that step afresh (its state no longer fits) and loses the raised episode.
+LOSING = """
+name: losing
+key: [machine]
+sources:
+  - mqtt: {{topics: ["lost/{{machine}}/t"], qos: 1}}
+steps:
+  - alert:
+      id: alerts
+      rules: [{{name: hot, raise: temperature > 90, clear: temperature < {clear}}}]
+outputs:
+  - uplink: {{from: alerts, kind: alert}}
+health_every: 0.5s
+"""
+
+
+async def test_an_alert_a_restarted_gateway_lost_says_who_closed_it_and_why(
+    cloud: Cloud, browser: Browser, gateway_options: Any, collector_factory: Any
+) -> None:
+    device = collector_factory([])
+    async with Gateway(gateway_options(LOSING.format(clear=80), "gw-lost")):
+        device.publish("lost/m-09/t", json.dumps({"temperature": 95.0}))
+        await eventually(lambda: cloud.store.count(AlertModel) == 1, 15, "the raise stored")
+    async with Gateway(gateway_options(LOSING.format(clear=75), "gw-lost")):
+        page = await sign_in(browser, cloud, "ada", bypass_csp=True)  # axe is injected inline
+        timeline = page.locator(".timeline")
+        deadline = time.monotonic() + 15
+        while True:
+            await page.goto("/alerts/1")
+            if "Closed by the gateway" in await timeline.inner_text():
+                break
+            assert time.monotonic() < deadline, "the episode to be closed"
+            await asyncio.sleep(0.2)
+        await expect(timeline).to_contain_text("the gateway no longer holds this alert")
+        await expect(page.locator("dl.facts")).to_contain_text("Closed by")
+        await expect(page.locator("table.audit tbody tr").nth(1)).to_contain_text("closed")
+        assert await _axe(page) == []

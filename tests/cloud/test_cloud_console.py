@@ -164,6 +164,24 @@ async def test_every_page_renders_and_forms_follow_roles(cloud: Cloud) -> None:
         assert "No alert episode 999." in missing.text
 
 
+async def test_an_episode_the_gateway_no_longer_holds_shows_who_closed_it_and_why(
+    cloud: Cloud,
+) -> None:
+    cloud.store.write([batch("gw1", "alert", [(1, "line-1/m-0", alert("a0", "raised"))])])
+    health = {"ts": NOW + 60, "alerts_raised": {"ids": [], "complete": True}}
+    cloud.store.write([batch("gw1", "health", [(2, "", health)])])
+    (episode_id,) = numbers(cloud)
+    async with await signed_in(cloud, "viewer") as http:
+        page = (await http.get(f"/alerts/{episode_id}")).text
+        api = (await http.get(f"/api/alerts/{episode_id}")).json()
+    assert "Closed by the gateway" in page
+    assert "the gateway no longer holds this alert (restart or state reset)" in page
+    assert "health seq 2" in page
+    assert (api["state"], api["closed_by"], api["cleared_at"]) == ("cleared", "gateway", NOW + 60)
+    assert api["close_reason"].startswith("the gateway no longer holds this alert")
+    assert [a["action"] for a in api["activity"]] == ["raised", "closed"]
+
+
 async def test_the_live_stream_sends_changes(cloud: Cloud) -> None:
     async with (
         await signed_in(cloud, "viewer") as http,

@@ -124,6 +124,25 @@ async def test_raise_acknowledge_clear_reach_a_generic_and_a_slack_hook(
     assert [(w["id"], w["sent"], w["failed"]) for w in listed] == [(1, 3, 0), (slack["id"], 1, 0)]
 
 
+async def test_a_hook_on_clears_hears_an_episode_the_gateway_closed(
+    cloud: Cloud, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await hook(http, receiver.url, on=["cleared"])
+    await hook(http, receiver.url + "/slack", shape="slack", on=["cleared"])
+    write(cloud, 1, alert("hot/1", "raised"))
+    health = {"ts": NOW + 60, "alerts_raised": {"ids": [], "complete": True}}
+    cloud.store.write([batch("gw1", "health", [(2, "", health)])])
+    await eventually(lambda: len(receiver.bodies) == 2, 10, "two deliveries")
+    (generic,) = [b for b in receiver.bodies if "event" in b]
+    assert (generic["event"], generic["actor"], generic["alert"]["state"]) == (
+        "closed",
+        "gateway gw1",
+        "cleared",
+    )
+    (text,) = [b["text"] for b in receiver.bodies if "text" in b]
+    assert text.startswith("🔴 CRITICAL hot closed: the gateway no longer holds it: line-1/m-01")
+
+
 async def test_a_failing_receiver_is_retried_and_its_failures_show(
     cloud: Cloud, http: httpx.AsyncClient, receiver: Receiver
 ) -> None:

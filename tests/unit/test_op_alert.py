@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oplab import make_op, rec, run_op
 
-from gateway.operators.alert import EVENT_FIELDS
+from gateway.operators.alert import EVENT_FIELDS, raised_alerts
 
 HYSTERESIS = {"name": "hot", "raise": "x > 85", "clear": "x < 80"}
 
@@ -228,3 +228,23 @@ def test_message_with_a_format_spec_on_a_null_field_falls_back_and_keeps_the_eve
     assert states(run) == [(0, "raised"), (1, "cleared")]
     assert run.out[0].fields["message"].startswith("hot raised (message template failed: ")
     assert run.out[1].fields["message"] == "m1: 2.0 A"
+
+
+def test_raised_ids_list_what_is_held_raised_and_say_when_cut():
+    run = make_op("alert", {"rules": [HYSTERESIS, {"name": "cold", "raise": "x < 0"}]})
+    run.feed([rec("m1", 1, x=90), rec("m2", 2, x=90), rec("m3", 3, x=-5), rec("m4", 4, x=50)])
+    assert sorted(run.op.raised_ids(10)[0]) == ["cold/m3/3000", "hot/m1/1000", "hot/m2/2000"]
+    run.feed([rec("m1", 5, x=70)])  # cleared: no longer listed
+    assert run.op.raised_ids(10) == (["hot/m2/2000", "cold/m3/3000"], True)
+    assert run.op.raised_ids(1) == (["hot/m2/2000"], False)
+    other = make_op("alert", {"rules": [HYSTERESIS]})
+    other.feed([rec("m9", 9, x=99)])
+    assert raised_alerts([run.op, other.op]) == {
+        "ids": ["hot/m2/2000", "cold/m3/3000", "hot/m9/9000"],
+        "complete": True,
+    }
+    assert raised_alerts([run.op, other.op], limit=2) == {
+        "ids": ["hot/m2/2000", "cold/m3/3000"],
+        "complete": False,
+    }
+    assert raised_alerts([]) == {"ids": [], "complete": True}
