@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from fogline import __version__
 from fogline.identity import IDENTITY_FILE, Identity, IdentityError, read_identity
@@ -50,6 +51,14 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
     _add(gw, "metrics-port", "serve /metrics and /healthz on this port")
     _add(gw, "metrics-host", "address for the metrics server", "127.0.0.1")
     _add(gw, "durability", "outbox sync: normal (survives a crash) or full (power loss)", "normal")
+    _add(
+        gw,
+        "ack-readings",
+        "when a QoS 1 reading is acknowledged to the broker: on-commit (once its effect is "
+        "durable: a crash loses none) or on-receipt (faster; a crash loses what was not yet "
+        "committed)",
+        "on-commit",
+    )
     _add(gw, "outbox-max-bytes", "outbox bound; beyond it evict by class", "256MiB")
     _add(gw, "outbox-ttl", "per-kind expiry, e.g. digest=7d,health=1d")
     _add(gw, "uplink-max-rate", "records/s cap while a backlog drains")
@@ -243,6 +252,12 @@ def _check_durability(value: str) -> None:
         raise ValueError(f"--durability: expected normal or full, got {value!r}")
 
 
+def _ack_readings(value: str) -> Literal["on-commit", "on-receipt"]:
+    if value not in {"on-commit", "on-receipt"}:
+        raise ValueError(f"--ack-readings: expected on-commit or on-receipt, got {value!r}")
+    return "on-commit" if value == "on-commit" else "on-receipt"
+
+
 def _ttl(spec: str) -> dict[str, float]:
     """`digest=7d,health=1d` -> {"digest": 604800.0, "health": 86400.0}."""
     from gateway.outbox import CLASS  # noqa: PLC0415
@@ -273,6 +288,7 @@ def _gateway(args: argparse.Namespace) -> int:
         uplink = parse_broker_url(args.uplink) if args.uplink else broker
         metrics_port = int(args.metrics_port) if args.metrics_port else None
         _check_durability(args.durability)
+        ack_readings = _ack_readings(args.ack_readings)
         max_bytes = parse_size(args.outbox_max_bytes)
         ttl = _ttl(args.outbox_ttl or "")
         max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
@@ -305,6 +321,7 @@ def _gateway(args: argparse.Namespace) -> int:
         metrics_port=metrics_port,
         metrics_host=args.metrics_host,
         durability=args.durability,
+        ack_readings=ack_readings,
         outbox_max_bytes=max_bytes,
         outbox_ttl=ttl,
         uplink_max_rate=max_rate,

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import orjson
 
@@ -74,6 +74,8 @@ class GatewayOptions:
     shutdown_deadline: float = 10.0
     status: bool = True
     durability: Durability = "normal"
+    # on-commit: a QoS 1 reading is PUBACKed once its effect is committed (gateway/delivery.py)
+    ack_readings: Literal["on-commit", "on-receipt"] = "on-commit"
     outbox_max_bytes: int = 256 * 1024 * 1024
     outbox_ttl: dict[str, float] = field(default_factory=dict)
     uplink_max_rate: float | None = None
@@ -106,6 +108,7 @@ class Gateway:
             options.clock.now,
             self.ready,
         )
+        on_commit = options.ack_readings == "on-commit"
         coap = [cfg for _, cfg in pipeline.sources if isinstance(cfg, CoapSourceConfig)]
         if coap:  # aiocoap and cbor2 cost memory: load them only for pipelines that use CoAP
             from gateway.sources.coap import CoapSource  # noqa: PLC0415
@@ -122,7 +125,7 @@ class Gateway:
             name="edge",
             subscriptions=self.source.subscriptions,
             on_message=self.source.on_message,
-            on_delivery=self.source.on_delivery,
+            on_delivery=self.source.on_delivery if on_commit else None,
             session_expiry=SESSION_EXPIRY,
             on_reconnect=self._edge_reconnected,
             tls=options.broker_tls,
@@ -186,7 +189,7 @@ class Gateway:
         )
         self.outbox.start(DELIVERY_SCHEMA, self.delivery.restore)
         self.outbox.participants += [self.state, self.delivery]
-        if self.coap is not None:
+        if self.coap is not None and on_commit:
             self.coap.delivery = self.delivery
         self.inference = {sid: op for sid, _, _, op in self.engine.steps if isinstance(op, Infer)}
         self.alerts = [op for _, _, _, op in self.engine.steps if isinstance(op, Alert)]
