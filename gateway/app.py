@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ class Gateway:
         # QoS 1 readings and CoAP requests are acknowledged once their effect is committed.
         self.delivery = Delivery(self.edge.ack)
         self.source.delivery = self.delivery
+        self.metrics.gauges["redeliveries_skipped"] = lambda: {(): self.delivery.duplicates}
         self.source.pause = self.edge.pause_reading
         self.source.resume = self.edge.resume_reading
         self.outbox = Outbox(
@@ -292,7 +294,17 @@ class Gateway:
         if self.coap is not None:
             self.engine.process(self.coap.take())
         self.uplink.send("health", [("", self.health())])
-        self.outbox.flush()  # durable now; what is not acknowledged is sent after a restart
+        failed: sqlite3.Error | None = None
+        try:
+            self.outbox.flush()  # durable now; what is not acknowledged is sent after a restart
+        except sqlite3.Error as exc:
+            failed = exc
+        if failed is not None:
+            log.error(
+                "could not commit at the stop (%s): the broker delivers the readings not "
+                "acknowledged again at the next start",
+                failed,
+            )
 
     async def _send_last(self) -> None:
         """Give the uplink a moment to send what the last commit holds."""

@@ -33,6 +33,7 @@ UPLINK_COUNTERS = {
     "acked_records": "Records the cloud acknowledged as stored.",
     "stale_acks": "Acks naming seqs that were not waiting (repeated, stale or forged).",
     "bad_acks": "Acks that could not be read.",
+    "commit_failures": "Outbox commits that failed (a full disk, an I/O error), then retried.",
 }
 
 

@@ -24,6 +24,7 @@ it did not receive, and the outbox still delivers every seq it holds).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections import defaultdict
@@ -201,6 +202,7 @@ class Outbox:
         now = time.time() if now is None else now
         db = self._db
         heads = dict(self.heads)
+        accounts = self._accounts()
         db.execute("BEGIN IMMEDIATE")
         try:
             if appends:
@@ -234,6 +236,8 @@ class Outbox:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self.heads = heads
+            self._restore_accounts(accounts)
+            self.urgent = self.urgent or any(p.cls == 0 for p in appends)
             self._appends = appends + self._appends
             self._acks = acks + self._acks
             for participant in self.participants:
@@ -244,6 +248,25 @@ class Outbox:
         self.commits += 1
         self._note_oldest()
         return len(appends)
+
+    def _accounts(self) -> tuple[Any, ...]:
+        """What a transaction changes in memory, to put back when it rolls back (a full disk)."""
+        return (
+            self.bytes,
+            self.depth,
+            dict(self.evicted),
+            dict(self.expired),
+            list(self.dropped_ranges),
+            self.ranges_filled,
+            self._ranges_dirty,
+        )
+
+    def _restore_accounts(self, accounts: tuple[Any, ...]) -> None:
+        (size, depth, evicted, expired, ranges, filled, dirty) = accounts
+        self.bytes, self.depth = size, depth
+        self.evicted = defaultdict(int, evicted)
+        self.expired = defaultdict(int, expired)
+        self.dropped_ranges, self.ranges_filled, self._ranges_dirty = ranges, filled, dirty
 
     def _link(self, p: Pending) -> tuple[int, bytes, bytes]:
         """Chain `p` to the head of its kind: (predecessor's seq and hash, its own hash)."""
@@ -446,7 +469,8 @@ class Outbox:
 
     def close(self) -> None:
         if self.wants_commit:
-            self.flush()
+            with contextlib.suppress(sqlite3.Error):  # the stop said so; the broker redelivers
+                self.flush()
         self._db.close()
 
 

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from gateway.outbox import Outbox
 log = logging.getLogger("fogline.gateway.uplink")
 
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the event loop)
+COMMIT_RETRY = (0.2, 5.0)  # first and longest wait before committing again after a failure
 SEND_ORDER = ("alert", "health", "escalation", "event", "digest")
 """Alerts first; health second, because it is the heartbeat the cloud watches for silence."""
 MIN_BATCH_BYTES = 1024
@@ -133,6 +135,8 @@ class Uplink:
         self.signer: Signer | None = None
         self.ack_topic = downlink_topic(gateway_id, "ack")
         self.counts = metrics.uplink
+        self.storage_error: str | None = None  # why the last commit failed, while it does
+        self.storage_failing_since = 0.0
         metrics.gauges["outbox_records"] = lambda: {(): outbox.depth}
         metrics.gauges["outbox_bytes"] = lambda: {(): outbox.bytes}
         metrics.gauges["outbox_evicted"] = lambda: {
@@ -262,17 +266,50 @@ class Uplink:
     # -- tasks ----------------------------------------------------------------------------
 
     async def run_commits(self) -> None:
-        """Group commit: every `flush_interval`, or at once when an alert or a full group waits."""
+        """Group commit: every `flush_interval`, or at once when an alert or a full group waits.
+
+        A commit that fails (a full disk, an I/O error) is counted, reported in `problems`,
+        and tried again with backoff. Nothing is lost meanwhile: the records, the state and
+        the acknowledgements wait in memory together, and the broker keeps every reading not
+        acknowledged, which also bounds intake (it sends no more than its in-flight window).
+        """
         checkpointed = time.monotonic()
+        retry = COMMIT_RETRY[0]
         while True:
             if time.monotonic() - checkpointed > CHECKPOINT_EVERY:
-                await asyncio.to_thread(self.outbox.checkpoint)
+                with contextlib.suppress(sqlite3.Error):  # the next commit says what is wrong
+                    await asyncio.to_thread(self.outbox.checkpoint)
                 checkpointed = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), self._flush_interval)
             self._flush_now.clear()
-            if self.outbox.wants_commit and self.outbox.flush():
+            if not self.outbox.wants_commit:
+                continue
+            try:
+                appended = self.outbox.flush()
+            except sqlite3.Error as exc:
+                self._commit_failed(exc)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, COMMIT_RETRY[1])
+                continue
+            if self.storage_error is not None:
+                log.warning("the outbox commits again after %s", self.storage_error)
+                self.storage_error = None
+            retry = COMMIT_RETRY[0]
+            if appended:
                 self._wake.set()
+
+    def _commit_failed(self, exc: sqlite3.Error) -> None:
+        self.counts["commit_failures"] += 1
+        if self.storage_error is None:
+            self.storage_error = str(exc)
+            self.storage_failing_since = time.monotonic()
+            log.error(
+                "the outbox cannot commit (%s) in %s: readings stay unacknowledged at the "
+                "broker and local actions go on; free space there and it resumes by itself",
+                exc,
+                self.outbox.path.parent,
+            )
 
     async def run_publish(self, link: MqttLink) -> None:
         self.link = link
@@ -445,6 +482,12 @@ class Uplink:
             down = now - link.disconnected_at
             if down > DISCONNECTED_GRACE:
                 reasons.append(f"uplink broker {link.url} unreachable for {down:.0f}s")
+        if self.storage_error is not None:
+            failing = now - self.storage_failing_since
+            reasons.append(
+                f"the outbox cannot commit for {failing:.0f}s ({self.storage_error}): "
+                f"free space in {self.outbox.path.parent}"
+            )
         pending = self.outbox.pending
         if pending and self._waiting_since is not None:
             quiet = now - self._waiting_since

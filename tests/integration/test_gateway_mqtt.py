@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 import urllib.request
 from collections import Counter
@@ -251,3 +253,51 @@ async def test_a_new_alert_overtakes_an_unacknowledged_backlog(
         )
         assert decode_batch(alerts[0][1])["records"][0]["data"]["machine"] == "hot"
         assert gw.uplink.pending >= 1000, "the backlog is still there, unacknowledged"
+
+
+def fill(db: sqlite3.Connection) -> None:
+    """Use up the free pages too."""
+    for _ in range(64):
+        db.execute("INSERT INTO filler VALUES (zeroblob(512))")
+
+
+async def test_a_full_disk_holds_readings_acts_locally_and_loses_nothing_once_freed(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    """Issue 11: an outbox that cannot commit (SQLite's max_page_count, like a full disk)."""
+    watch = collector_factory(["fogline/gw1/up/digest", "plant/+/actions"])
+    async with Gateway(gateway_options(FAST)) as gw:
+        db = gw.outbox._db
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages + 8}")  # not a page more: the disk is full
+        db.execute("CREATE TABLE filler (x BLOB)")
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            fill(db)
+        sent = 0
+        while gw.metrics.uplink["commit_failures"] < 3:  # until what fitted in free pages is used
+            assert sent < 5000, "the outbox never filled up"
+            for _ in range(20):
+                body = orjson.dumps({"temperature": 20.0 + sent % 7})
+                watch.publish(f"plant/d{sent % 4}/telemetry", body)
+                sent += 1
+            await asyncio.sleep(0.05)
+        watch.publish("plant/d9/telemetry", orjson.dumps({"temperature": 99.0}))
+        sent += 1
+        # Local actions never wait on the outbox.
+        await eventually(lambda: watch.on("plant/d9/actions"), what="the stop action")
+        status = gw.health_status()
+        assert status["status"] == "degraded"
+        assert any("cannot commit" in r for r in status["reasons"]), status["reasons"]
+        assert gw.delivery.pending()  # the readings are held unacknowledged at the broker
+        db.execute("PRAGMA max_page_count = 1073741823")  # space again
+        await eventually(lambda: gw.uplink.storage_error is None, what="commits again")
+
+        def counted() -> int:
+            seen = {}
+            for _, payload in watch.on("fogline/gw1/up/digest"):
+                for entry in decode_batch(payload)["records"]:
+                    seen[entry["seq"]] = entry["data"]["count"]
+            return sum(seen.values())
+
+        await eventually(lambda: counted() == sent, timeout=20, what="every reading in a digest")
+    assert gw.metrics.total_rejects() == 0
