@@ -63,7 +63,7 @@ class _Endpoint(resource.Resource, resource.PathCapable):
         committed = asyncio.get_running_loop().create_future()
         source.answers.append(committed)
         try:
-            await asyncio.wait_for(asyncio.shield(committed), COMMIT_WAIT)
+            await asyncio.wait_for(asyncio.shield(committed), source.answers_wait)
         except TimeoutError:
             return _unavailable("the readings could not be stored yet; send again")
         return reply
@@ -96,6 +96,7 @@ class CoapSource:
         self.closing = False
         self.delivery: Delivery | None = None
         self.answers: list[asyncio.Future[None]] = []  # requests waiting for a commit
+        self.answers_wait = COMMIT_WAIT
         self.endpoints = [
             _Endpoint(
                 self,

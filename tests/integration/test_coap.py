@@ -200,3 +200,26 @@ async def test_a_bignum_timestamp_is_a_counted_4_00_not_a_5_00(coap_gateway, cli
     assert str(reply.code) == "2.04 Changed"  # and the source keeps serving
     assert coap_gateway.metrics.rejects[("source", "unsupported_cbor")] == 2
     assert coap_gateway.metrics.rejects[("source", "topic_too_long")] == 1
+
+
+async def test_a_reading_is_answered_only_once_committed(coap_gateway, client) -> None:
+    """Issue 11: 2.04 means the reading's effect is durable (here: the alert it raised)."""
+    db = coap_gateway.outbox._db
+    reply = await post(
+        client, coap_gateway.coap_port, "plant/c7/telemetry", b'{"temperature": 97.5}'
+    )
+    assert str(reply.code) == "2.04 Changed"
+    # At the answer, the alert state the reading raised is in the committed state table.
+    parts = [p for (p,) in db.execute("SELECT part FROM state WHERE step = 'alert'")]
+    assert '["hot","c7"]' in parts
+    # When no commit can be made (the store turned read-only), the device hears "not stored
+    # yet, send again" instead of a 2.04 that would be a lie.
+    db.execute("PRAGMA query_only = ON")
+    coap_gateway.coap.answers_wait = 0.5
+    reply = await post(
+        client, coap_gateway.coap_port, "plant/c8/telemetry", b'{"temperature": 99.5}'
+    )
+    assert str(reply.code) == "5.03 Service Unavailable"
+    assert reply.opt.max_age == 5
+    assert coap_gateway.metrics.uplink["commit_failures"] >= 1
+    db.execute("PRAGMA query_only = OFF")
