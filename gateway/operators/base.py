@@ -139,7 +139,8 @@ class Operator(ABC):
         return []
 
     def flush(self) -> list[Record]:
-        """Everything still held, at shutdown."""
+        """Everything still held, for runs that end (simulations, tests). A gateway's stop
+        commits the state instead (`checkpoint`), so that its next start goes on with it."""
         return []
 
     def open_state(self) -> int:
