@@ -61,7 +61,9 @@ async def _start_broker(workdir: Path, extra: str = "") -> tuple[asyncio.subproc
         raise SystemExit("fogline demo needs mosquitto: apt-get install -y mosquitto")
     port = _free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\npersistence false\nset_tcp_nodelay true\n{extra}")
+    # Queue for a gateway that holds acknowledgements until its commit (gateway/delivery.py).
+    settings = "persistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
+    conf.write_text(f"listener {port} 127.0.0.1\n{settings}{extra}")
     proc = await asyncio.create_subprocess_exec(
         binary,
         "-c",
