@@ -91,14 +91,23 @@ class KeyedState(Generic[V]):
     def values(self) -> Iterator[V]:
         return iter(self._values.values())
 
-    def get(self, key: Key, now: float) -> V | None:
-        """The state of `key`, marked as seen at `now`; None for a key not held."""
+    def get(self, key: Key, now: float, *, changes: bool = True) -> V | None:
+        """The state of `key`, marked as seen at `now`; None for a key not held.
+
+        `changes=False`: the caller calls `changed(key)` itself when it changes the value,
+        so a checkpoint skips the keys that were only read.
+        """
         value = self._values.get(key)
         if value is not None:
             self._values.move_to_end(key)
             self._seen[key] = now
-            self._changed.add(key)
+            if changes:
+                self._changed.add(key)
         return value
+
+    def changed(self, key: Key) -> None:
+        """The value of `key` was changed in place."""
+        self._changed.add(key)
 
     def put(self, key: Key, value: V, now: float) -> None:
         """Hold `value` for `key`; a new key at the cap first evicts the least recently seen."""

@@ -179,10 +179,11 @@ class Alert(Operator):
         return out
 
     def _step(self, rule: _CompiledRule, record: Record, now: float) -> Record | None:
-        episode = rule.episodes.get(record.key, now)
+        episodes = rule.episodes
+        episode = episodes.get(record.key, now, changes=False)
         if episode is None:
             episode = _Episode()
-            rule.episodes.put(record.key, episode, now)
+            episodes.put(record.key, episode, now)
         fields, ts = record.fields, record.ts
         if episode.raised_at is not None:
             cleared = rule.clear(fields) if rule.clear is not None else not rule.raise_(fields)
@@ -191,12 +192,16 @@ class Alert(Operator):
             event = self._event(rule, record, episode, "cleared")
             episode.raised_at = None
             episode.cooldown_until = ts + rule.cooldown
+            episodes.changed(record.key)
             return event
         if not rule.raise_(fields):
-            episode.pending_since = None
+            if episode.pending_since is not None:
+                episode.pending_since = None
+                episodes.changed(record.key)
             return None
         if episode.pending_since is None:
             episode.pending_since = ts
+            episodes.changed(record.key)
         if ts - episode.pending_since < rule.duration:
             return None
         if ts < episode.cooldown_until:
@@ -205,6 +210,7 @@ class Alert(Operator):
         episode.pending_since = None
         episode.raised_at = ts
         episode.alert_id = f"{rule.name}/{'/'.join(record.key)}/{round(ts * 1000)}"
+        episodes.changed(record.key)
         return self._event(rule, record, episode, "raised")
 
     def _event(self, rule: _CompiledRule, record: Record, episode: _Episode, state: str) -> Record:
@@ -254,13 +260,13 @@ class Alert(Operator):
         forgets one it must clear, and its `for:` and cooldown clocks go on."""
         return merge(keyed_delta(r.episodes, _encode, (r.name,)) for r in self._rules)
 
-    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
         rules = {rule.name: rule for rule in self._rules}
-        for part, segments in parts.items():
+        for part, data in parts.items():
             name, *key = part_key(part)
             rule = rules.get(name)
             if rule is not None:
-                rule.episodes.restore(tuple(key), _decode(segments[-1]), now)
+                rule.episodes.restore(tuple(key), _decode(data), now)
 
 
 def _encode(episode: _Episode) -> bytes:

@@ -109,6 +109,6 @@ class AnomalyScore(Operator):
     def checkpoint(self) -> StateDelta:
         return keyed_delta(self._state, orjson.dumps)
 
-    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
         for key, value in restored_keys(parts):
             self._state.restore(key, list(value), now)

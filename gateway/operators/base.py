@@ -155,8 +155,8 @@ class Operator(ABC):
         """
         return None
 
-    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
-        """Take back what checkpoints stored: part -> its segments, oldest first.
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
+        """Take back what checkpoints stored: part -> its bytes, in part order.
 
         `now` is the restart's processing time: idle clocks start from it.
         """

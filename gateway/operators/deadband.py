@@ -102,6 +102,6 @@ class Deadband(Operator):
     def checkpoint(self) -> StateDelta:
         return keyed_delta(self._last, orjson.dumps)
 
-    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
         for key, (ts, values) in restored_keys(parts):
             self._last.restore(key, (ts, values), now)

@@ -169,12 +169,12 @@ class Features(Window):
                 blocks.samples[i].extend(samples)  # a memcpy
                 blocks.sizes[i].append(len(samples))
 
-    def arrays(self, buf: WindowBuffer, create: bool = False) -> list[array[Any]]:
-        blocks: _Blocks | None = buf.extra
-        if blocks is None and create:
-            blocks = buf.extra = _Blocks(len(self._block_fields))
-        kept: list[array[Any]] = [] if blocks is None else [*blocks.samples, *blocks.sizes]
-        return super().arrays(buf) + kept
+    def replay_fields(self, extra: list[array[float] | None]) -> dict[str, Any]:
+        return {
+            name: samples.tolist()
+            for name, samples in zip(self._block_fields, extra, strict=True)
+            if samples is not None
+        }
 
     def window_fields(self, windows: list[ClosingWindow], out: list[Record]) -> None:
         super().window_fields(windows, out)

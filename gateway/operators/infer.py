@@ -278,9 +278,9 @@ class Infer(Operator):
 
         return StateDelta(put=[("", orjson.dumps(tokens))], undo=undo)
 
-    def restore(self, parts: dict[str, list[bytes]], now: float) -> None:
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
         if "" in parts:
-            tokens, refilled = orjson.loads(parts[""][-1])
+            tokens, refilled = orjson.loads(parts[""])
             self._tokens, self._refilled = min(float(tokens), self._budget), float(refilled)
             self._saved_tokens = (self._tokens, self._refilled)
 
