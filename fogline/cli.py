@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -167,6 +168,17 @@ def _trust_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that stops early (`fogline pipeline schema | head`) ends
+    it quietly, as it would a Unix filter, with the shell's status for SIGPIPE."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python would report the pipe again while flushing stdout at exit: point it away.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(with_devices="devices" in argv).parse_args(argv)
     logging.basicConfig(

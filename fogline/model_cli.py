@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         edge = Model.from_file(args.model)
         cloud = Model.from_file(args.cloud) if args.cloud else None
         return _calibrate(edge, cloud, args.data, args.tolerance)
+    except BrokenPipeError:
+        raise  # the reader left: `fogline.cli.main` ends quietly
     except (ModelError, ValueError, OSError) as exc:
         print(f"fogline model {args.model_command}: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from support import Broker, Collector
 
 from fogline.envelope import decode_batch
@@ -165,3 +166,34 @@ def test_gateway_refuses_a_data_dir_it_cannot_write_in_one_line(tmp_path: Path) 
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr
         assert "Traceback" not in result.stderr
+
+
+PRINTING = [
+    ["pipeline", "schema"],
+    ["pipeline", "docs"],
+    ["pipeline", "check", "pipelines/factory.yaml"],
+    ["model", "info", "models/factory-vibration.tflite"],
+    ["--help"],
+    ["gateway", "--help"],
+    ["devices", "factory", "--help"],
+    ["--version"],
+]
+
+
+@pytest.mark.parametrize("args", PRINTING, ids=" ".join)
+def test_a_reader_that_stops_early_ends_the_command_quietly(args: list[str]) -> None:
+    """`fogline pipeline schema | head`: the reader is gone before the first write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [*FOGLINE, *args], stdout=write_end, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr
+    assert "Broken pipe" not in result.stderr
+    assert "BrokenPipeError" not in result.stderr
+    # argparse's --help and --version drop what the pipe refused and exit 0
+    assert result.returncode in {0, 128 + signal.SIGPIPE}
