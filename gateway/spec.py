@@ -8,6 +8,7 @@ problem at once, each located as `file:line:col path: expected X, got Y`.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Iterator
@@ -346,19 +347,19 @@ def parse_pipeline(text: str, file: str = "<pipeline>") -> Pipeline:
             ]
         )
     header = _validate(PipelineHeader, doc.data, (), doc, problems)
-    if header is None:
-        # Still look inside the lists that parsed, so one run reports as much as it can.
-        for section, registry in (("sources", SOURCES), ("steps", REGISTRY), ("outputs", OUTPUTS)):
-            items = doc.data.get(section)
-            if isinstance(items, list):
-                _entries(items, section, registry, doc, problems)
-        raise PipelineError(problems)
-    sources = _entries(header.sources, "sources", SOURCES, doc, problems)
-    steps_raw = _entries(header.steps, "steps", REGISTRY, doc, problems, keep_failed=True)
-    outputs = _entries(header.outputs, "outputs", OUTPUTS, doc, problems)
-    steps, streams = _wire(header, sources, steps_raw, doc, problems)
+    # A bad header (a missing name, a wrong tick) does not hide what is wrong further down:
+    # the lists that parsed are checked and wired all the same, so one run reports it all.
+    sections = {
+        section: items if isinstance(items := doc.data.get(section), list) else []
+        for section in ("sources", "steps", "outputs")
+    }
+    sources = _entries(sections["sources"], "sources", SOURCES, doc, problems)
+    steps_raw = _entries(sections["steps"], "steps", REGISTRY, doc, problems, keep_failed=True)
+    outputs = _entries(sections["outputs"], "outputs", OUTPUTS, doc, problems)
+    key = header.key if header is not None else _names(doc.data.get("key"))
+    steps, streams = _wire(tuple(key), sources, steps_raw, doc, problems)
     _check_outputs(outputs, streams, doc, problems)
-    if problems:
+    if problems or header is None:
         raise PipelineError(problems)
     return Pipeline(
         header,
@@ -412,8 +413,40 @@ def _entries(
         if config is not None:
             out.append((i, kind, config))
         elif keep_failed:
-            out.append((i, kind, body if isinstance(body, dict) else {}))
+            out.append((i, kind, _without_bad_keys(model, body, doc)))
     return out
+
+
+def _without_bad_keys(model: type[BaseModel], body: Any, doc: Document) -> Any:
+    """A step that failed only on keys it can do without (a misspelled optional key, at
+    any depth) is still wired, so the fields its expressions read are checked in the same
+    run; else its raw mapping. Its problems are already reported."""
+    if not isinstance(body, dict):
+        return {}
+    context = {"base": FsPath(doc.file).parent}
+    try:
+        model.model_validate(body, context=context)
+    except ValidationError as exc:
+        trimmed = copy.deepcopy(body)
+        for err in exc.errors():
+            _drop(trimmed, [p for p in err["loc"] if not str(p).startswith("function-")])
+    else:
+        return body
+    try:
+        return model.model_validate(trimmed, context=context)
+    except ValidationError:
+        return body
+
+
+def _drop(data: Any, loc: list[Any]) -> None:
+    """Delete the key or item at `loc` inside `data`, if it is there."""
+    for part in loc[:-1]:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if loc and isinstance(data, dict):
+        data.pop(loc[-1], None)
 
 
 def _validate(
@@ -466,15 +499,19 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _names(value: Any) -> list[str]:
+    """The strings of a list that failed validation as a whole (a best guess at the key)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def _wire(
-    header: PipelineHeader,
+    key: tuple[str, ...],
     sources: list[tuple[int, str, Any]],
     steps_raw: list[tuple[int, str, Any]],
     doc: Document,
     problems: list[Problem],
 ) -> tuple[list[StepSpec], dict[str, Fields]]:
     """Give steps ids, resolve `from:`, and follow the fields each stream carries."""
-    key = tuple(header.key)
     segments = (
         set().union(*(getattr(cfg, "segment_fields", set)() for _, _, cfg in sources))
         if sources

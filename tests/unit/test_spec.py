@@ -458,3 +458,36 @@ outputs:
   - action: {from: filter, topic: "x/{anything}"}
 """
     )
+
+
+STRUCTURE_AND_SPELLING = """\
+key: [machine]
+tick: fast
+sources:
+  - mqtt: {topics: ["f/{machine}/t"]}
+steps:
+  - validate:
+      fields: {temperature: {type: number}}
+  - alert:
+      rules:
+        - {name: hot, raise: temprature > 95, severty: critical}
+  - filter: {from: validate, when: temprature > 3}
+outputs:
+  - uplink: {from: filter, kind: event}
+"""
+
+
+def test_misspelled_fields_are_reported_with_the_structural_errors():
+    # A bad header or a misspelled key in the same step used to hide the field mistakes
+    # until they were fixed: `pipeline check` promises every problem at once.
+    hint = "got 'temprature' which no step produces; did you mean 'temperature'?"
+    found = problems(STRUCTURE_AND_SPELLING)
+    assert [p.split(": ")[0] for p in found] == [
+        "p.yaml:1:1 name",
+        "p.yaml:2:1 tick",
+        "p.yaml:10:47 steps[1].alert.rules[0].severty",
+        "p.yaml:10:23 steps[1].alert.rules[0].raise",
+        "p.yaml:11:30 steps[2].filter.when",
+    ]
+    assert found[3].endswith(hint)
+    assert found[4].endswith(hint)
