@@ -132,6 +132,14 @@ def test_cooldown_suppresses_a_re_raise_and_counts_it():
     assert run.op.suppressed == 3
 
 
+def test_cooldown_counts_from_the_clear_not_the_raise():
+    # A long episode (0-200 s): 5 min after its raise has passed at 400 s, not after its clear.
+    points = [(0, 90), (200, 70), (400, 90), (499, 90), (500, 90)]
+    run = alert([{**HYSTERESIS, "cooldown": "5m"}], [rec("m1", t, x=x) for t, x in points])
+    assert states(run) == [(0, "raised"), (200, "cleared"), (500, "raised")]
+    assert run.op.suppressed == 2
+
+
 def test_cooldown_is_per_key():
     records = [rec("m1", 0, x=90), rec("m1", 1, x=70), rec("m2", 2, x=90), rec("m1", 3, x=90)]
     run = alert([{**HYSTERESIS, "cooldown": 60}], records)

@@ -210,3 +210,25 @@ class OutboxMachine(RuleBasedStateMachine):
 
 TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+def test_eviction_order_is_pinned_for_every_budget(tmp_path: Path) -> None:
+    """Every kind present, interleaved; for each budget the survivors are exactly what the
+    rule leaves: evict health, then digests, events, escalations, alerts, oldest first."""
+    from fogline.envelope import KINDS  # noqa: PLC0415
+
+    record = {"pad": "z" * 60}
+    one = len(orjson.dumps(record))
+    kinds = ["digest", "alert", "health", "event", "escalation"] * 4  # seq = index + 1
+    victims = sorted(range(1, len(kinds) + 1), key=lambda s: (-KINDS.index(kinds[s - 1]), s))
+    for room in range(len(kinds), 0, -1):
+        box = Outbox(tmp_path / f"o{room}.db", max_bytes=one * room)
+        for kind in kinds:
+            box.append(kind, "d", record)
+        box.flush()
+        gone = set(victims[: len(kinds) - room])
+        kept = {seq for kind in KINDS for seq in read_all(box, kind)}
+        assert kept == set(range(1, len(kinds) + 1)) - gone, f"room for {room}"
+        reported = {s for lo, hi in box.stats()["evicted_ranges"] for s in range(lo, hi + 1)}
+        assert reported == gone, f"room for {room}"
+        box.close()
