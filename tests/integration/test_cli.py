@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import Broker, Collector
+from support import Broker, Collector, mid_window
 
 from fogline.envelope import decode_batch
 
@@ -115,7 +115,7 @@ def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
         while not watch.on("fogline/gw1/up/health"):  # the first health record: it is up
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.05)
-        now = time.time()
+        now = mid_window(10.0)  # both readings in one 10 s window
         watch.publish(
             "factory/l1/m-01/telemetry",
             orjson.dumps({"ts": now, "vibration": 2.0, "temperature": 60.0}),
