@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -12,8 +13,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
+import psycopg
 import pytest
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -23,6 +26,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+POSTGRES = os.environ.get(
+    "FOGLINE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_admin() -> psycopg.Connection[Any]:
+    """An autocommit connection to the FOGLINE_TEST_POSTGRES server, for making schemas:
+    the same server, user and database the processes under test are pointed at."""
+    from sqlalchemy import make_url  # noqa: PLC0415
+
+    url = make_url(POSTGRES)
+    try:
+        return psycopg.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 5432,
+            user=url.username or "postgres",
+            password=url.password,
+            dbname=url.database or "test",
+            autocommit=True,
+            connect_timeout=5,
+        )
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES} ({exc}); start one "
+            "(apt-get install -y postgresql) or point FOGLINE_TEST_POSTGRES at one"
+        )
 
 
 def mid_window(size: float, now: float | None = None) -> float:

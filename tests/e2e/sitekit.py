@@ -197,6 +197,14 @@ class Site:
         assert not required, f"the gateway reports no {line_start}"
         return 0.0
 
+    def cloud_metric(self, replica: str, line_start: str) -> float:
+        """A sample from one cloud replica's /metrics; the metric must be there."""
+        url = f"http://127.0.0.1:{self.http[replica]}/metrics"
+        for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"cloud {replica} reports no {line_start}")
+
     def committed(self) -> bool:
         """Everything the gateway appended to its outbox is in a group commit."""
         return self.gateway_metric("fogline_outbox_uncommitted", required=True) == 0

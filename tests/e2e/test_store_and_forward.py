@@ -74,6 +74,10 @@ def test_two_ingest_replicas_split_the_load(site: Site) -> None:
     with site.engine.connect() as conn:
         seqs = conn.execute(select(func.count(), func.count(func.distinct(Received.seq)))).one()
     assert seqs[0] == seqs[1], "a record stored twice"
+    # Both replicas took a share: each stored events first-hand (its own /metrics says so).
+    for replica in ("a", "b"):
+        stored = site.cloud_metric(replica, 'fogline_cloud_records_stored_total{kind="event"}')
+        assert stored > 0, f"replica {replica} stored nothing"
 
 
 def test_a_full_outbox_evicts_by_class_and_the_cloud_knows(site: Site) -> None:
