@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fogline.units import ByteSize, Duration
-from fogline.yamldoc import Document, Path, Problem, YamlDocumentError, load
+from fogline.yamldoc import Document, Path, Problem, Substitution, YamlDocumentError, load
 from gateway.expr import compile_expr
 from gateway.operators import REGISTRY
 from gateway.operators.base import Expression, FieldName, Fields, OpConfig, RelPath
@@ -291,6 +292,7 @@ class Pipeline:
     outputs: list[tuple[str, Any]]
     streams: dict[str, Fields]
     file: str
+    variables: tuple[Substitution, ...] = ()  # each `${NAME}` and what it became
 
     @property
     def name(self) -> str:
@@ -309,6 +311,7 @@ class Pipeline:
         for kind, cfg in self.outputs:
             target = cfg.kind if kind == "uplink" else cfg.topic
             lines.append(f"  output  {kind} {target} <- {', '.join(cfg.from_)}")
+        lines += [f"  var     {v}" for v in self.variables]
         return "\n".join(lines)
 
 
@@ -318,8 +321,10 @@ class PipelineError(ValueError):
         self.problems = problems
 
 
-def load_pipeline(file: str | FsPath) -> Pipeline:
-    """Read, validate and check a pipeline file; raise PipelineError with every problem."""
+def load_pipeline(file: str | FsPath, env: Mapping[str, str] | None = None) -> Pipeline:
+    """Read, validate and check a pipeline file; raise PipelineError with every problem.
+
+    `${NAME}` references are filled from `env` (default: the process environment)."""
     name = str(file)
     try:
         text = FsPath(file).read_text(encoding="utf-8")
@@ -327,12 +332,14 @@ def load_pipeline(file: str | FsPath) -> Pipeline:
         raise PipelineError(
             [Problem(name, 1, 1, "", f"cannot read the file: {exc.strerror}")]
         ) from exc
-    return parse_pipeline(text, name)
+    return parse_pipeline(text, name, env)
 
 
-def parse_pipeline(text: str, file: str = "<pipeline>") -> Pipeline:
+def parse_pipeline(
+    text: str, file: str = "<pipeline>", env: Mapping[str, str] | None = None
+) -> Pipeline:
     try:
-        doc = load(text, file)
+        doc = load(text, file, os.environ if env is None else env)
     except YamlDocumentError as exc:
         raise PipelineError(exc.problems) from exc
     problems: list[Problem] = []
@@ -368,6 +375,7 @@ def parse_pipeline(text: str, file: str = "<pipeline>") -> Pipeline:
         [(k, c) for _, k, c in outputs],
         streams,
         file,
+        doc.substitutions,
     )
 
 
