@@ -136,6 +136,18 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
     check = psub.add_parser("check", help="validate pipeline files and report every problem")
     check.add_argument("files", nargs="+", type=Path)
+    test = psub.add_parser(
+        "test",
+        help="run the tests beside pipeline files (input in, expected output out)",
+        description="Run each pipeline's own test file (factory.yaml -> factory.test.yaml) "
+        "through the real engine in simulated time: a 10 s window takes no wall time. "
+        "Every expected output that did not come is reported with its file:line:col. "
+        "The file format is in docs/tutorial.md.",
+        epilog="example: fogline pipeline test pipelines/*.yaml",
+    )
+    test.add_argument(
+        "files", nargs="+", type=Path, help="pipeline files (or their .test.yaml files)"
+    )
     psub.add_parser("schema", help="print the pipeline JSON Schema")
     psub.add_parser("docs", help="print the operator reference (Markdown)")
 
@@ -234,11 +246,19 @@ def _pipeline(args: argparse.Namespace) -> int:
     if args.pipeline_command == "docs":
         sys.stdout.write(operators_markdown())
         return 0
+    if args.pipeline_command == "test":
+        return _pipeline_test(args.files)
+    from gateway.pipeline_tests import SUFFIX, CaseFileError, load_cases  # noqa: PLC0415
+
     problems = 0
     for file in args.files:
         try:
+            if file.name.endswith(SUFFIX):  # a pipeline's tests: checked, not run
+                cases, _, pipeline = load_cases(file)
+                print(f"{file}: {len(cases.tests)} tests of pipeline '{pipeline.name}'")
+                continue
             pipeline = load_pipeline(file)
-        except PipelineError as exc:
+        except (PipelineError, CaseFileError) as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             problems += len(exc.problems)
@@ -248,6 +268,32 @@ def _pipeline(args: argparse.Namespace) -> int:
         print(f"{problems} problem{'s' if problems != 1 else ''} found", file=sys.stderr)
         return 1
     return 0
+
+
+def _pipeline_test(files: list[Path]) -> int:
+    """Each file's cases: `ok`/`FAIL` per case on stdout, each difference located on stderr."""
+    from gateway.pipeline_tests import cases_for, run_file  # noqa: PLC0415
+
+    if logging.getLogger().level > logging.DEBUG:  # rejects are what `rejects:` checks
+        logging.getLogger("fogline.gateway.engine").setLevel(logging.ERROR)
+    passed = failed = 0
+    for file in dict.fromkeys(cases_for(f) for f in files):  # once each, in order
+        if not file.exists():
+            print(f"{file}:1:1 no test file: write one beside the pipeline", file=sys.stderr)
+            failed += 1
+            continue
+        outcomes, problems = run_file(file)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        failed += bool(problems)
+        for outcome in outcomes:
+            print(f"{'ok  ' if not outcome.problems else 'FAIL'}  {file}: {outcome.name}")
+            for problem in outcome.problems:
+                print(f"  {problem}", file=sys.stderr)
+            passed += not outcome.problems
+            failed += bool(outcome.problems)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def _check_durability(value: str) -> None:

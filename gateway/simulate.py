@@ -21,7 +21,9 @@ from gateway.outputs import ActionOutput, record_body
 from gateway.record import Record
 from gateway.spec import ActionOutputConfig, Pipeline, UplinkOutputConfig
 
-START = 1_700_000_000.0  # where simulated time starts unless told otherwise
+# Where simulated time starts: midnight UTC (2023-11-15), so that every clock-aligned window
+# (10 s, 30 s, 1 min, 1 h, a day) starts with the simulation and `at: 35s` reads plainly.
+START = 1_700_006_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ class Simulation:
             for _, cfg in self.pipeline.sources
             for patterns in [TopicPatterns(getattr(cfg, "topics", None) or cfg.paths)]
         ]
-        self._next_tick = self.start + self.pipeline.header.tick
+        self._ticks = 1  # ticks are start + n * tick: summing 0.1 s drifts at epoch scale
 
     def _decoder(self, patterns: TopicPatterns, cfg: Any) -> Decoder:
         return Decoder(
@@ -92,10 +94,10 @@ class Simulation:
     def advance_to(self, at: float) -> None:
         """Move the clock to `at`, firing every tick on the way."""
         tick = self.pipeline.header.tick
-        while self._next_tick <= at:
-            self.clock.t = self._next_tick
-            self.engine.tick(self._next_tick)
-            self._next_tick += tick
+        while (due := self.start + self._ticks * tick) <= at:
+            self.clock.t = due
+            self.engine.tick(due)
+            self._ticks += 1
         self.clock.t = max(self.clock.t, at)
 
     def send(self, topic: str, payload: bytes, at: float) -> None:

@@ -197,3 +197,26 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(args: list[str]) -> 
     assert "BrokenPipeError" not in result.stderr
     # argparse's --help and --version drop what the pipe refused and exit 0
     assert result.returncode in {0, 128 + signal.SIGPIPE}
+
+
+def test_pipeline_test_runs_the_demo_tests_and_fails_on_a_broken_one(tmp_path: Path) -> None:
+    result = run("pipeline", "test", "pipelines/factory.yaml", "pipelines/farm.test.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "ok    pipelines/factory.test.yaml: a machine past 95 °C is stopped" in result.stdout
+    assert result.stdout.splitlines()[-1] == "7 passed, 0 failed"
+    here = tmp_path / "pipelines"
+    here.mkdir()
+    for name in ("factory.yaml", "factory.test.yaml"):
+        text = (ROOT / "pipelines" / name).read_text()
+        (here / name).write_text(text.replace("temperature > 95", "temperature > 99"))
+    (tmp_path / "models").symlink_to(ROOT / "models")  # the pipeline names ../models/...
+    broken = run("pipeline", "test", str(here / "factory.yaml"))
+    assert broken.returncode == 1
+    assert "FAIL  " in broken.stdout
+    assert f"{here}/factory.test.yaml:10:9 tests[0].expect[0]: expected uplink alert at 1s" in (
+        broken.stderr
+    )
+    missing = run("pipeline", "test", str(tmp_path / "nope.yaml"))
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1, f"{tmp_path}/nope.test.yaml:1:1 no test file: write one beside the pipeline"
+    )  # fmt: skip
