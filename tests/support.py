@@ -98,19 +98,19 @@ def start_mosquitto(conf: Path, log_path: Path, port: int) -> subprocess.Popen[b
 class Broker:
     """A private mosquitto that a test can stop and start again on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: str = "") -> None:
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self._conf = workdir / "mosquitto.conf"
         self._conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\n"
+            f"max_queued_messages 100000\n{extra}"
         )
-        self._log = workdir / "mosquitto.log"
+        self.log = workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self._proc = start_mosquitto(self._conf, self._log, self.port)
+        self._proc = start_mosquitto(self._conf, self.log, self.port)
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
