@@ -37,4 +37,5 @@ lint: $(BIN)/fogline
 
 test: $(BIN)/fogline system-deps lint
 	$(BIN)/fogline pipeline check pipelines/*.yaml
+	$(BIN)/fogline pipeline test pipelines/*.yaml
 	$(BIN)/python -m pytest

@@ -363,6 +363,7 @@ def list_models(
     },
     responses={
         404: {"model": ErrorOut, "description": "Unknown gateway"},
+        409: {"model": ErrorOut, "description": "The gateway would refuse it: the reason"},
         413: {"model": ErrorOut, "description": "Larger than the limit"},
         422: {"model": ErrorOut, "description": "Not a loadable Fogline model, or bad names"},
         503: {"model": ErrorOut, "description": "The broker is away: nothing was stored"},

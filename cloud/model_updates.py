@@ -4,7 +4,10 @@
 its latest health must name an `infer` step of that id, before the bytes are even looked
 at; then they are loaded, self-tested and timed in a limited child process
 (`fogline.sandbox`: one damaged upload used to segfault the cloud), and only then loaded
-here for their metadata. Nothing is kept or sent before all of that passed. Then the chunks of
+here for their metadata. What the cloud already knows the gateway would refuse is answered
+409 at once, not found later in `GET .../models`: bytes it refused before, labels other
+than the running model's, inputs the step does not receive (its health names them).
+Nothing is kept or sent before all of that passed. Then the chunks of
 `fogline.ota` are published retained, QoS 1, on the cloud's own downlink connection (the
 one acks leave on), so that a gateway that is away gets the model when it comes back;
 chunk topics beyond the new count, left by a longer earlier upload, are cleared with
@@ -24,6 +27,7 @@ sha256) and the next upload clears.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -51,6 +55,8 @@ CONFIRM_WITHIN = 10.0  # seconds the broker has to acknowledge one window of chu
 # Chunks in flight at once: within mosquitto's receive maximum (20), which acks share.
 WINDOW = 10
 AWAY = "the broker is not taking messages from the cloud; try again later"
+# A refusal that a retry may cure (gateway/model_updates.py says so for damaged chunks).
+DAMAGED = "damaged in transit"
 
 
 class UploadError(Exception):
@@ -112,12 +118,15 @@ class ModelUpdates:
         check_segment("gateway id", gateway, MAX_GATEWAY)
         check_segment("step", step, MAX_STEP)
         check_size(len(data), self.max_bytes)
-        await asyncio.to_thread(self._target, gateway, step)
+        described = await asyncio.to_thread(self._target, gateway, step, data)
         try:
             await sandbox.check_async(data, self.limits)
         except ModelError as exc:
             raise UploadError(422, f"not a loadable Fogline model: {exc}") from exc
         model = await asyncio.to_thread(load, data)
+        refused = _would_refuse(model, described)
+        if refused is not None:
+            raise UploadError(409, f"gateway {gateway!r} would refuse it: {refused}")
         version = model.info.version if version is None else version
         if not 0 < len(version) <= MAX_VERSION:
             raise UploadError(422, f"version must be 1 to {MAX_VERSION} characters")
@@ -151,16 +160,33 @@ class ModelUpdates:
         )
         return upload_out(row, running)
 
-    def _target(self, gateway: str, step: str) -> None:
-        """404 unless the gateway exists and its latest health names the infer step."""
+    def _target(self, gateway: str, step: str, data: bytes) -> dict[str, Any]:
+        """404 unless the gateway exists and its latest health names the infer step; 409 if
+        it refused these very bytes before (a retry cannot change its mind, unless they were
+        damaged on the way). What the health says the step runs."""
         with self.engine.connect() as conn:
             health = conn.execute(select(Gateway.health).where(Gateway.id == gateway)).first()
-        if health is None:
-            raise UploadError(404, f"unknown gateway {gateway!r}")
-        steps = [s.step for s in inference_steps(health[0])]
-        if step not in steps:
-            known = ", ".join(steps) or "none reported"
-            raise UploadError(404, f"gateway {gateway!r} has no infer step {step!r} ({known})")
+            if health is None:
+                raise UploadError(404, f"unknown gateway {gateway!r}")
+            steps = [s.step for s in inference_steps(health[0])]
+            if step not in steps:
+                known = ", ".join(steps) or "none reported"
+                raise UploadError(404, f"gateway {gateway!r} has no infer step {step!r} ({known})")
+            reason = conn.execute(
+                select(ModelUpload.reason)
+                .where(
+                    ModelUpload.gateway_id == gateway,
+                    ModelUpload.step == step,
+                    ModelUpload.sha256 == hashlib.sha256(data).hexdigest(),
+                    ModelUpload.status == "refused",
+                )
+                .order_by(ModelUpload.id.desc())
+                .limit(1)
+            ).scalar()
+        if reason is not None and not reason.startswith(DAMAGED):
+            raise UploadError(409, f"gateway {gateway!r} refused this model before: {reason}")
+        described: dict[str, Any] = health[0]["inference"][step]
+        return described
 
     def _before(self, gateway: str, step: str) -> tuple[int, list[InferenceStep]]:
         """The most chunk topics earlier uploads to this step may have left retained, and
@@ -198,6 +224,15 @@ class ModelUpdates:
         with writing(self.engine) as conn, Session(conn) as session:
             session.add(row)
             session.flush()  # assigns row.id; `writing` commits
+
+
+def _would_refuse(model: Model, running: dict[str, Any]) -> str | None:
+    """The gateway's own check (`ModelInfo.replaces`) against the labels and inputs its
+    health says the step's model has; None when the health does not say (older gateways)."""
+    labels, inputs = running.get("labels"), running.get("inputs")
+    if not isinstance(labels, list) or not isinstance(inputs, list):
+        return None
+    return model.info.replaces([str(x) for x in labels], [str(x) for x in inputs])
 
 
 def apply_model_events(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -37,6 +37,21 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+
+# Swagger UI from cloud/static (swagger-ui-dist, see VENDORED), never a CDN: FastAPI's own
+# /docs loads it from the internet and is blank on an offline site.
+API_DOCS = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Fogline cloud API</title>
+<link rel="stylesheet" href="/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/static/swagger-ui-bundle.js"></script>
+<script src="/static/api-docs.js"></script></body></html>
+"""
+
+
+async def _api_docs() -> HTMLResponse:
+    return HTMLResponse(API_DOCS)
 
 
 async def _bad_cursor(_request: Request, exc: Exception) -> JSONResponse:
@@ -77,6 +92,8 @@ def create_app(
 ) -> FastAPI:
     """The app; `clock` dates ages and silence, `gap_grace` is `cloud.gaps`' grace period."""
     app = FastAPI(
+        docs_url=None,  # served below, offline
+        redoc_url=None,
         title="Fogline cloud",
         version=__version__,
         description="Digests, alerts, escalations and gateway health received from Fogline "
@@ -105,6 +122,7 @@ def create_app(
             response.headers.setdefault(name, value)
         return response
 
+    app.add_api_route("/docs", _api_docs, include_in_schema=False)
     app.include_router(api.router)
     app.include_router(api.service)
     app.include_router(auth.router)

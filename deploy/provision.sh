@@ -12,4 +12,7 @@ for gw in $FOGLINE_GATEWAYS; do
     fogline cloud gateway add "$gw" --broker-dir /auth --broker-owner 1883:1883 \
       --out "/identities/$gw/identity.json"
   fi
+  chown -R 10001:10001 "/identities/$gw"  # the gateway's data volume: it runs as fogline
 done
+# What the cloud (fogline, uid 10001) reads; the broker's own files stay 1883's.
+chown 10001:10001 /secrets /secrets/cloud-broker-password /secrets/cloud.key

@@ -41,6 +41,7 @@ from devices.transport import (
     Transport,
     coap_base,
 )
+from fogline.clihelp import Formatter
 from fogline.tls import tls_files, with_password_file
 from fogline.urls import parse_broker_url
 
@@ -102,6 +103,8 @@ def add_parser(subparsers: _Subparsers) -> None:
         "devices",
         help="simulate a factory or a farm, with fault injection and ground truth",
         description="Simulated fleets for the demo deployments. Deterministic per --seed.",
+        epilog="example:\n  fogline devices factory --count 8 --faults overheating:m-03@15s",
+        formatter_class=Formatter,
     )
     fleets = devices.add_subparsers(dest="fleet", required=True, metavar="{factory,farm}")
     for name, about in FLEETS.items():

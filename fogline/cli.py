@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from fogline import __version__
+from fogline.clihelp import Formatter, command
 from fogline.identity import IDENTITY_FILE, Identity, IdentityError, read_identity
 from fogline.redact import install as install_redaction
 from fogline.redact import redact, remember_url
@@ -35,14 +37,34 @@ def _add(p: argparse.ArgumentParser, flag: str, help_: str, default: str | None 
 def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa: PLR0915
     """The whole command line; `devices` (numpy, aiocoap, cbor2) only when it is asked for,
     so that a gateway's memory holds none of it."""
-    parser = argparse.ArgumentParser(prog="fogline", description="Edge stream analytics for IoT.")
+    parser = argparse.ArgumentParser(
+        prog="fogline",
+        description="Edge stream analytics for IoT: gateways run declarative pipelines near "
+        "the sensors and send digests and exceptions to the cloud. `fogline COMMAND --help` "
+        "says more about each command.",
+        epilog="example:\n  fogline demo                               # see it all work\n"
+        "  fogline pipeline check pipelines/*.yaml    # then docs/tutorial.md",
+        formatter_class=Formatter,
+    )
     parser.add_argument("--version", action="version", version=f"fogline {__version__}")
     parser.add_argument(
         "--log-level", default=_env("log-level", "INFO"), help="DEBUG, INFO, WARNING"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gw = sub.add_parser("gateway", help="run a pipeline at the edge")
+    gw = command(
+        sub,
+        "gateway",
+        "run a pipeline at the edge",
+        "fogline gateway --pipeline pipelines/factory.yaml --id gw1 --identity gw1.json \\\n"
+        "    --broker mqtt://127.0.0.1:1883 --uplink mqtts://cloud:8883 --ca ca.pem\n"
+        "fogline gateway --pipeline my.yaml --id dev --insecure-unsigned   # trying it out",
+        description="Run a pipeline at the edge: take readings from the edge broker (and "
+        "CoAP), act on them at once, and send digests, alerts and escalations to the cloud "
+        "through a durable outbox in --data-dir. A terminal shows a live status line. "
+        "Without a cloud identity (`fogline cloud gateway add`) it runs only with "
+        "--insecure-unsigned.",
+    )
     _add(gw, "pipeline", "pipeline YAML file")
     _add(gw, "broker", "edge broker URL", "mqtt://127.0.0.1:1883")
     _add(gw, "uplink", "uplink (cloud) broker URL; defaults to the edge broker")
@@ -94,7 +116,18 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
 
     gateways_cli.add_key_parser(gw)
 
-    cloud = sub.add_parser("cloud", help="run the cloud aggregator: ingest, API, retention")
+    cloud = command(
+        sub,
+        "cloud",
+        "run the cloud aggregator: ingest, API, retention",
+        "fogline cloud --broker mqtt://127.0.0.1:1883 --db sqlite:///./fogline.db "
+        "--http 0.0.0.0:8080\n"
+        "fogline cloud user add ana --role admin      # the first admin, then sign in at /",
+        description="Run the cloud: store what gateways send (SQLite or PostgreSQL), "
+        "acknowledge it, decide their escalations, and serve the console at / and the API "
+        "under /api/ (reference at /docs). Its subcommands manage users, API tokens and "
+        "gateways.",
+    )
     _add(cloud, "broker", "broker URL the gateways publish to", "mqtt://127.0.0.1:1883")
     _add(
         cloud,
@@ -140,25 +173,81 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
     people_cli.add_parsers(cloud)
     gateways_cli.add_parsers(cloud)  # after people_cli: the two share `cloud_command`
 
-    pipe = sub.add_parser("pipeline", help="check pipelines, or print their schema and reference")
+    pipe = command(
+        sub,
+        "pipeline",
+        "check and test pipelines, or print their schema and reference",
+        "fogline pipeline check pipelines/*.yaml && fogline pipeline test pipelines/*.yaml",
+    )
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
-    check = psub.add_parser("check", help="validate pipeline files and report every problem")
-    check.add_argument("files", nargs="+", type=Path)
-    psub.add_parser("schema", help="print the pipeline JSON Schema")
-    psub.add_parser("docs", help="print the operator reference (Markdown)")
+    check = command(
+        psub,
+        "check",
+        "validate pipeline files and report every problem",
+        "fogline pipeline check pipelines/factory.yaml\n"
+        "MAX_BAR=4.5 fogline pipeline check boiler.yaml   # shows what ${MAX_BAR} became",
+        description="Validate pipeline files without running them and report every "
+        "problem at once, each as `file:line:col path: expected X, got Y`. A valid file "
+        "prints how its steps are wired and what each ${VAR} became. Exit 1 on any problem.",
+    )
+    check.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="pipeline files (`*.test.yaml` files are checked as tests of their pipeline)",
+    )
+    test = command(
+        psub,
+        "test",
+        "run the tests beside pipeline files (input in, expected output out)",
+        "fogline pipeline test pipelines/*.yaml",
+        description="Run each pipeline's own test file (factory.yaml -> factory.test.yaml) "
+        "through the real engine in simulated time: a 10 s window takes no wall time. "
+        "Every expected output that did not come is reported with its file:line:col. "
+        "The file format: docs/tutorial.md, section 4.",
+    )
+    test.add_argument(
+        "files", nargs="+", type=Path, help="pipeline files (or their .test.yaml files)"
+    )
+    command(
+        psub,
+        "schema",
+        "print the pipeline JSON Schema (for an editor's YAML plugin)",
+        "fogline pipeline schema > pipeline.schema.json",
+    )
+    command(
+        psub,
+        "docs",
+        "print the operator reference (Markdown), as in docs/operators.md",
+        "fogline pipeline docs | less",
+    )
 
     if with_devices:
         from devices import cli as devices_cli  # noqa: PLC0415
 
         devices_cli.add_parser(sub)
     else:
-        sub.add_parser("devices", help="simulate a factory or a farm fleet, with faults")
+        command(
+            sub,
+            "devices",
+            "simulate a factory or a farm fleet, with faults",
+            "fogline devices factory --count 8 --faults overheating:m-03@15s",
+        )
 
     from fogline import model_cli  # noqa: PLC0415
 
     model_cli.add_parser(sub)
 
-    demo = sub.add_parser("demo", help="run the factory demo on a private broker and watch it work")
+    demo = command(
+        sub,
+        "demo",
+        "run the factory demo on a private broker and watch it work",
+        "fogline demo                 # until Ctrl-C\nfogline demo --duration 120",
+        description="Run the whole platform on this machine: a private mosquitto, the "
+        "cloud, a gateway on pipelines/factory.yaml and eight simulated machines, two of "
+        "which develop faults. Prints every action, alert and digest, the console's "
+        "address with a sign-in, and an API token.",
+    )
     _add(demo, "duration", "seconds to run (0: until Ctrl-C)", "0")
     return parser
 
@@ -176,6 +265,17 @@ def _trust_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that stops early (`fogline pipeline schema | head`) ends
+    it quietly, as it would a Unix filter, with the shell's status for SIGPIPE."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python would report the pipe again while flushing stdout at exit: point it away.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(with_devices="devices" in argv).parse_args(argv)
     logging.basicConfig(
@@ -231,11 +331,19 @@ def _pipeline(args: argparse.Namespace) -> int:
     if args.pipeline_command == "docs":
         sys.stdout.write(operators_markdown())
         return 0
+    if args.pipeline_command == "test":
+        return _pipeline_test(args.files)
+    from gateway.pipeline_tests import SUFFIX, CaseFileError, load_cases  # noqa: PLC0415
+
     problems = 0
     for file in args.files:
         try:
+            if file.name.endswith(SUFFIX):  # a pipeline's tests: checked, not run
+                cases, _, pipeline = load_cases(file)
+                print(f"{file}: {len(cases.tests)} tests of pipeline '{pipeline.name}'")
+                continue
             pipeline = load_pipeline(file)
-        except PipelineError as exc:
+        except (PipelineError, CaseFileError) as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             problems += len(exc.problems)
@@ -245,6 +353,32 @@ def _pipeline(args: argparse.Namespace) -> int:
         print(f"{problems} problem{'s' if problems != 1 else ''} found", file=sys.stderr)
         return 1
     return 0
+
+
+def _pipeline_test(files: list[Path]) -> int:
+    """Each file's cases: `ok`/`FAIL` per case on stdout, each difference located on stderr."""
+    from gateway.pipeline_tests import cases_for, run_file  # noqa: PLC0415
+
+    if logging.getLogger().level > logging.DEBUG:  # rejects are what `rejects:` checks
+        logging.getLogger("fogline.gateway.engine").setLevel(logging.ERROR)
+    passed = failed = 0
+    for file in dict.fromkeys(cases_for(f) for f in files):  # once each, in order
+        if not file.exists():
+            print(f"{file}:1:1 no test file: write one beside the pipeline", file=sys.stderr)
+            failed += 1
+            continue
+        outcomes, problems = run_file(file)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        failed += bool(problems)
+        for outcome in outcomes:
+            print(f"{'ok  ' if not outcome.problems else 'FAIL'}  {file}: {outcome.name}")
+            for problem in outcome.problems:
+                print(f"  {problem}", file=sys.stderr)
+            passed += not outcome.problems
+            failed += bool(outcome.problems)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def _check_durability(value: str) -> None:

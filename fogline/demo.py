@@ -160,6 +160,7 @@ async def run_demo(duration: float) -> int:
                 password, token = await asyncio.to_thread(_demo_user, cloud)
                 print(f"fogline demo: broker mqtt://127.0.0.1:{port}, pipeline {PIPELINE.name}")
                 print(f"  the console: {api}/  sign in as {DEMO_USER} / {password}")
+                print(f"  the gateway: {api}/gateways/{demo_trust.GATEWAY} (health, gaps, models)")
                 print(
                     f"  the API: curl -H 'Authorization: Bearer {token}' {api}/api/alerts "
                     f"(also /api/escalations, /api/inference; reference at {api}/docs)"

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fogline.clihelp import command
+
 DEFAULT_SIGNING_KEY = "./fogline-cloud.key"
 
 
@@ -33,12 +35,20 @@ def _subcommands(parser: argparse.ArgumentParser) -> Any:
 
 def add_parsers(cloud: argparse.ArgumentParser) -> None:
     sub = _subcommands(cloud)
-    gateway = sub.add_parser("gateway", help="provision gateways: add, revoke, list")
+    gateway = command(
+        sub,
+        "gateway",
+        "provision gateways: add, revoke, list",
+        "fogline cloud gateway add gw1 --broker-dir /etc/mosquitto/fogline --out gw1.json",
+        description="Provision gateways: each gets its own broker user (confined to its "
+        "topics), a registered Ed25519 key and an identity file to copy to it; the cloud "
+        "stores only batches signed by a registered key. docs/security.md has the model.",
+    )
     sub.metavar = "{" + ",".join(sub.choices) + "}"  # {user,token,gateway}: people's first
     gateways = gateway.add_subparsers(dest="gateway_command", required=True)
 
-    def leaf(name: str, help_: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = gateways.add_parser(name, help=help_)
+    def leaf(name: str, help_: str, example: str) -> argparse.ArgumentParser:
+        p = command(gateways, name, help_, example)
         # SUPPRESS: a default here would overwrite `fogline cloud --db URL gateway ...`.
         p.add_argument("--db", default=argparse.SUPPRESS, help="database URL, as for the cloud")
         return p
@@ -58,8 +68,13 @@ def add_parsers(cloud: argparse.ArgumentParser) -> None:
             "--broker-owner", help="UID:GID the broker runs as (files stay 0600, its own)"
         )
 
-    add = leaf("add", "register a gateway's key, give it broker credentials, write its identity")
-    add.add_argument("id")
+    add = leaf(
+        "add",
+        "register a gateway's key, give it broker credentials, write its identity",
+        "fogline cloud gateway add gw1 --broker-dir /etc/mosquitto/fogline \\\n"
+        "    --reload 'systemctl reload mosquitto' --out gw1.json",
+    )
+    add.add_argument("id", help="the gateway's id (its --id)")
     add.add_argument("--public-key", help="the gateway's (fogline gateway key); default: make one")
     add.add_argument("--out", help="write the identity file here (default: print it)")
     add.add_argument(
@@ -68,13 +83,24 @@ def add_parsers(cloud: argparse.ArgumentParser) -> None:
         help=f"the cloud's signing key (default: {DEFAULT_SIGNING_KEY}, made if missing)",
     )
     broker(add)
-    revoke = leaf("revoke", "refuse a gateway from now on: its keys and its broker user")
-    revoke.add_argument("id")
+    revoke = leaf(
+        "revoke",
+        "refuse a gateway from now on: its keys and its broker user",
+        "fogline cloud gateway revoke gw1 --broker-dir /etc/mosquitto/fogline "
+        "--reload 'systemctl reload mosquitto'",
+    )
+    revoke.add_argument("id", help="the gateway's id")
     revoke.add_argument("--key-id", help="revoke only this key (after a key rotation)")
     broker(revoke)
-    leaf("list", "gateways and their keys")
-    init = gateways.add_parser(
-        "init", help="once per deployment: the broker's ACL, the cloud's broker user and key"
+    leaf(
+        "list", "gateways and their keys", "fogline cloud gateway list --db sqlite:///./fogline.db"
+    )
+    init = command(
+        gateways,
+        "init",
+        "once per deployment: the broker's ACL, the cloud's broker user and key",
+        "fogline cloud gateway init --broker-dir /etc/mosquitto/fogline "
+        "--password-out cloud-broker-password",
     )
     init.add_argument(
         "--password-out", required=True, help="write the cloud's broker password here (0600)"
@@ -90,7 +116,12 @@ def add_parsers(cloud: argparse.ArgumentParser) -> None:
 def add_key_parser(gateway: argparse.ArgumentParser) -> None:
     """`fogline gateway key`: print (making it if needed) the gateway's public key."""
     sub = gateway.add_subparsers(dest="gateway_command")
-    key = sub.add_parser("key", help="print this gateway's public key (made on first use)")
+    key = command(
+        sub,
+        "key",
+        "print this gateway's public key (made on first use)",
+        "fogline gateway key --data-dir /var/lib/fogline   # then: cloud gateway add --public-key",
+    )
     key.add_argument("--data-dir", default=argparse.SUPPRESS, help="as for the gateway")
 
 

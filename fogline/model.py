@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -126,6 +127,23 @@ class ModelInfo:
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+    def replaces(self, labels: Sequence[str], inputs: Sequence[str]) -> str | None:
+        """Why this model cannot take the place of one with these labels and inputs (rules
+        downstream read the labels; the step receives only those inputs), or None.
+
+        The gateway refuses such a swap; the cloud refuses the upload before sending it."""
+        if set(self.labels) != set(labels):
+            return (
+                f"labels {list(self.labels)} differ from the running model's {list(labels)}: "
+                "rules downstream read them"
+            )
+        missing = sorted(set(self.inputs) - set(inputs))
+        if missing:
+            return (
+                f"inputs {missing} are not fields this step receives (it receives {list(inputs)})"
+            )
+        return None
 
 
 def parse_meta(raw: bytes | None) -> dict[str, Any]:

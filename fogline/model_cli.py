@@ -16,25 +16,43 @@ from pathlib import Path
 from typing import Any
 
 from fogline.calibration import TOLERANCE
+from fogline.clihelp import command
 
 DEMOS = ("factory", "farm")
 
 
 def add_parser(sub: Any) -> None:
-    model = sub.add_parser("model", help="inspect models, make labelled data, calibrate")
-    msub = model.add_subparsers(dest="model_command", required=True)
-    info = msub.add_parser("info", help="what a model says about itself")
-    info.add_argument("model", type=Path)
-    data = msub.add_parser(
-        "dataset", help="labelled feature windows from a demo fleet through its pipeline (CSV)"
+    model = command(
+        sub,
+        "model",
+        "inspect models, make labelled data, calibrate",
+        "fogline model info models/factory-vibration.tflite",
     )
-    data.add_argument("demo", choices=DEMOS)
+    msub = model.add_subparsers(dest="model_command", required=True)
+    info = command(
+        msub,
+        "info",
+        "what a model says about itself: inputs in order, labels, escalation threshold",
+        "fogline model info models/factory-vibration.tflite",
+    )
+    info.add_argument("model", type=Path, help="a Fogline .tflite file")
+    data = command(
+        msub,
+        "dataset",
+        "labelled feature windows from a demo fleet through its pipeline (CSV)",
+        "fogline model dataset factory --seed 9 --out f9.csv",
+    )
+    data.add_argument("demo", choices=DEMOS, help="which demo fleet and pipeline")
     data.add_argument("--seed", type=int, default=9, help="fleet and fault seed (default: 9)")
     data.add_argument("--hours", type=float, help="simulated hours (default: the demo's)")
     data.add_argument("--devices", type=int, help="fleet size (default: 48)")
     data.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    cal = msub.add_parser(
-        "calibrate", help="local-exit rate and accuracy for each escalation threshold"
+    cal = command(
+        msub,
+        "calibrate",
+        "local-exit rate and accuracy for each escalation threshold",
+        "fogline model calibrate models/factory-vibration.tflite --data f9.csv \\\n"
+        "    --cloud models/factory-vibration-cloud.tflite",
     )
     cal.add_argument("model", type=Path, help="the edge model")
     cal.add_argument("--data", type=Path, required=True, help="CSV: the model's inputs + label")
@@ -58,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         edge = Model.from_file(args.model)
         cloud = Model.from_file(args.cloud) if args.cloud else None
         return _calibrate(edge, cloud, args.data, args.tolerance)
+    except BrokenPipeError:
+        raise  # the reader left: `fogline.cli.main` ends quietly
     except (ModelError, ValueError, OSError) as exc:
         print(f"fogline model {args.model_command}: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fogline.clihelp import command
+
 if TYPE_CHECKING:  # sqlalchemy is imported only when a people command runs
     from sqlalchemy import Engine
 
@@ -27,40 +29,98 @@ ROLES = ("viewer", "operator", "admin")
 def add_parsers(cloud: argparse.ArgumentParser) -> None:
     sub = cloud.add_subparsers(dest="cloud_command", metavar="{user,token}")
 
-    def leaf(parent: Any, name: str, help_: str) -> argparse.ArgumentParser:
+    def leaf(parent: Any, name: str, help_: str, example: str) -> argparse.ArgumentParser:
         """A command that takes --db after it too (`fogline cloud user add x --db URL`)."""
-        p: argparse.ArgumentParser = parent.add_parser(name, help=help_)
+        p = command(parent, name, help_, example)
         # SUPPRESS: without it the default here would overwrite `fogline cloud --db URL`.
         p.add_argument("--db", default=argparse.SUPPRESS, help="database URL, as for the cloud")
         return p
 
-    user = sub.add_parser("user", help="add, list, change or remove users of the console and API")
+    user = command(
+        sub,
+        "user",
+        "add, list, change or remove users of the console and API",
+        "fogline cloud user add ana --role admin --db sqlite:///./fogline.db",
+        description="Users of the console and the API, each with a role: viewer reads, "
+        "operator also acts on alerts and silences, admin also sends models and manages "
+        "webhooks. The first admin can only be made here, on the cloud's machine.",
+    )
     users = user.add_subparsers(dest="user_command", required=True)
-    add = leaf(users, "add", "add a user (the first admin too)")
-    add.add_argument("name")
+    add = leaf(
+        users,
+        "add",
+        "add a user (the first admin too); asks for the password in a terminal",
+        "fogline cloud user add ana --role admin --db sqlite:///./fogline.db\n"
+        'echo "$PW" | fogline cloud user add night --role operator --password-stdin',
+    )
+    add.add_argument("name", help="the name they sign in with")
     add.add_argument("--role", choices=ROLES, default="viewer", help="default: viewer")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.add_argument(
         "--no-password", action="store_true", help="a user for API tokens only (no sign-in)"
     )
-    leaf(users, "list", "list users and their roles")
-    passwd = leaf(users, "passwd", "set a user's password (signs them out everywhere)")
-    passwd.add_argument("name")
-    passwd.add_argument("--password-stdin", action="store_true")
-    role = leaf(users, "role", "change a user's role")
-    role.add_argument("name")
-    role.add_argument("role", choices=ROLES)
-    remove = leaf(users, "remove", "remove a user, their tokens and sessions")
-    remove.add_argument("name")
+    leaf(
+        users,
+        "list",
+        "list users and their roles",
+        "fogline cloud user list --db sqlite:///./fogline.db",
+    )
+    passwd = leaf(
+        users,
+        "passwd",
+        "set a user's password (signs them out everywhere)",
+        "fogline cloud user passwd ana --db sqlite:///./fogline.db",
+    )
+    passwd.add_argument("name", help="the user")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    role = leaf(
+        users,
+        "role",
+        "change a user's role",
+        "fogline cloud user role night admin --db sqlite:///./fogline.db",
+    )
+    role.add_argument("name", help="the user")
+    role.add_argument("role", choices=ROLES, help="their new role")
+    remove = leaf(
+        users,
+        "remove",
+        "remove a user, their tokens and sessions",
+        "fogline cloud user remove night --db sqlite:///./fogline.db",
+    )
+    remove.add_argument("name", help="the user")
 
-    token = sub.add_parser("token", help="API tokens: add (printed once), list, revoke")
+    token = command(
+        sub,
+        "token",
+        "API tokens: add (printed once), list, revoke",
+        "fogline cloud token add --user ana --name grafana --db sqlite:///./fogline.db",
+        description="API tokens (`Authorization: Bearer fgl_...`): each acts as a user, "
+        "with that user's role. A token is printed once; only its hash is kept.",
+    )
     tokens = token.add_subparsers(dest="token_command", required=True)
-    tadd = leaf(tokens, "add", "make an API token for a user; it is printed once")
+    tadd = leaf(
+        tokens,
+        "add",
+        "make an API token for a user; it is printed once",
+        "fogline cloud token add --user ana --name grafana --db sqlite:///./fogline.db",
+    )
     tadd.add_argument("--user", required=True, help="the user it acts as (and with whose role)")
     tadd.add_argument("--name", default="", help="what it is for, e.g. grafana")
-    leaf(tokens, "list", "list tokens (never the secrets)")
-    revoke = leaf(tokens, "revoke", "revoke a token by id")
-    revoke.add_argument("id", type=int)
+    leaf(
+        tokens,
+        "list",
+        "list tokens (never the secrets)",
+        "fogline cloud token list --db sqlite:///./fogline.db",
+    )
+    revoke = leaf(
+        tokens,
+        "revoke",
+        "revoke a token by id",
+        "fogline cloud token revoke 3 --db sqlite:///./fogline.db",
+    )
+    revoke.add_argument("id", type=int, help="the token's id, from `token list`")
 
 
 def _password(args: argparse.Namespace) -> str:

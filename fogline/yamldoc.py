@@ -7,10 +7,18 @@ A pipeline file may come from anywhere, so the loader is bounded: aliases (`*nam
 refused at their position (502 bytes of nested aliases expanded to 4 GB in `pipeline
 check`), and so are a text over `MAX_BYTES` and nesting deeper than `MAX_DEPTH` (the
 composer recurses). Without aliases the number of nodes is at most the size of the text.
+
+`${NAME}` and `${NAME:-default}` in a scalar are replaced from the environment passed in
+(one pipeline file serves many gateways: each sets its own bind address or topics), before
+the scalar is typed, so `port: ${PORT:-5683}` is a number. `$${` is a literal `${`. Each
+replacement is recorded with its position (`pipeline check` shows the resolved values);
+an unset name without a default is a located problem.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,12 +82,29 @@ class YamlDocumentError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Substitution:
+    """One `${NAME}` replaced: where, and with what (from the environment or the default)."""
+
+    line: int
+    col: int
+    path: str
+    name: str
+    value: str
+    default: bool
+
+    def __str__(self) -> str:
+        source = "default" if self.default else "environment"
+        return f"{self.line}:{self.col} {self.path}: ${{{self.name}}} = {self.value!r} ({source})"
+
+
+@dataclass(frozen=True, slots=True)
 class Document:
     """Plain data plus the 1-based (line, column) of every path in it."""
 
     file: str
     data: Any
     marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    substitutions: tuple[Substitution, ...] = ()
 
     def where(self, path: Path) -> tuple[int, int]:
         """Position of `path`, or of its nearest located ancestor."""
@@ -105,8 +130,10 @@ def format_path(path: Path) -> str:
     return out
 
 
-def load(text: str, file: str = "<string>") -> Document:
-    """Parse `text` into a located document; YamlDocumentError names each problem."""
+def load(text: str, file: str = "<string>", env: Mapping[str, str] | None = None) -> Document:
+    """Parse `text` into a located document; YamlDocumentError names each problem.
+
+    `env` fills `${NAME}` references; None leaves them as they are written."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         message = f"expected at most {MAX_BYTES} bytes of YAML, got {size}"
@@ -115,13 +142,15 @@ def load(text: str, file: str = "<string>") -> Document:
     try:
         loader = _BoundedLoader(text)  # the reader checks the characters here already
         node = loader.get_single_node()
-        marks: dict[Path, tuple[int, int]] = {}
-        problems: list[Problem] = []
-        data = _build(loader, node, (), marks, problems, file) if node is not None else None
+        build = _Builder(loader, file, env)
+        data = build(node, ()) if node is not None else None
+        marks, problems = build.marks, build.problems
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = exc.problem or exc.context or "invalid YAML"
+        if mark is not None and text[max(0, mark.index - 1) : mark.index + 1] == "${":
+            reason += '; inside [...] or {...} a ${NAME} needs quotes: "${NAME}"'
         raise YamlDocumentError([Problem(file, line, col, "", f"invalid YAML: {reason}")]) from exc
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (found by fuzzing)
         before = text[: exc.position]
@@ -134,34 +163,82 @@ def load(text: str, file: str = "<string>") -> Document:
             loader.dispose()
     if problems:
         raise YamlDocumentError(problems)
-    return Document(file, data, marks)
+    return Document(file, data, marks, tuple(build.substitutions))
 
 
-def _build(
-    loader: yaml.SafeLoader,
-    node: yaml.Node,
-    path: Path,
-    marks: dict[Path, tuple[int, int]],
-    problems: list[Problem],
-    file: str,
-) -> Any:
-    marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            child = (*path, key if isinstance(key, str | int) else str(key))
-            if key in out:
-                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                problems.append(
-                    Problem(file, line, col, format_path(child), "duplicate key; keep only one")
-                )
-            marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _build(loader, value_node, child, marks, problems, file)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _build(loader, item, (*path, i), marks, problems, file)
-            for i, item in enumerate(node.value)
-        ]
-    return loader.construct_object(node, deep=True)
+# `$${` (a literal), or `${NAME}` / `${NAME:-default}`, or a `${` that is neither.
+_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+
+
+class _Builder:
+    """Plain data from the node tree, with marks, problems and substitutions."""
+
+    def __init__(self, loader: yaml.SafeLoader, file: str, env: Mapping[str, str] | None) -> None:
+        self.loader = loader
+        self.file = file
+        self.env = env
+        self.marks: dict[Path, tuple[int, int]] = {}
+        self.problems: list[Problem] = []
+        self.substitutions: list[Substitution] = []
+
+    def __call__(self, node: yaml.Node, path: Path) -> Any:
+        loader, marks = self.loader, self.marks
+        marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                child = (*path, key if isinstance(key, str | int) else str(key))
+                where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if key in out:
+                    self.problems.append(
+                        Problem(
+                            self.file, *where, format_path(child), "duplicate key; keep only one"
+                        )
+                    )
+                marks[child] = where
+                out[key] = self(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self(item, (*path, i)) for i, item in enumerate(node.value)]
+        if self.env is not None and isinstance(node, yaml.ScalarNode) and "${" in node.value:
+            node = self._substitute(node, path, self.env)
+        return loader.construct_object(node, deep=True)
+
+    def _substitute(
+        self, node: yaml.ScalarNode, path: Path, env: Mapping[str, str]
+    ) -> yaml.ScalarNode:
+        """The scalar with its references replaced, typed again if it was plain."""
+        quoted = 1 if node.style in {"'", '"'} else 0
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1 + quoted
+
+        def replace(match: re.Match[str]) -> str:
+            text, name, default = match.group(0), match.group(1), match.group(2)
+            at = (line, col + match.start())
+            if text == "$${":
+                return "${"
+            if name is None:
+                self.problems.append(
+                    Problem(self.file, *at, format_path(path),
+                            "expected ${NAME} or ${NAME:-default}, got an unclosed '${'")
+                )  # fmt: skip
+                return text
+            value = env.get(name)
+            if value is None and default is None:
+                self.problems.append(
+                    Problem(self.file, *at, format_path(path),
+                            f"${{{name}}} is not set: set {name} in the environment, or give "
+                            f"a default: ${{{name}:-value}}")
+                )  # fmt: skip
+                return text
+            resolved = value if value is not None else str(default)
+            self.substitutions.append(
+                Substitution(*at, format_path(path), name, resolved, value is None)
+            )
+            return resolved
+
+        text = _REFERENCE.sub(replace, node.value)
+        tag = node.tag
+        if node.style is None:  # plain: `${PORT:-5683}` becomes the number 5683
+            tag = self.loader.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+        return yaml.ScalarNode(tag, text, node.start_mark, node.end_mark, node.style)

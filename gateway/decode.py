@@ -287,9 +287,17 @@ def _looks_senml(data: list[Any]) -> bool:
 
 
 def _senml(pack: list[Any], now: float, ts_field: str) -> list[dict[str, Any]] | str:
-    """Resolve a SenML pack (RFC 8428 4.6) and group its values by time into readings."""
-    base_name, base_time, base_value = "", 0.0, 0.0
-    by_time: dict[float, dict[str, Any]] = {}
+    """Resolve a SenML pack (RFC 8428 4.6) and group its values into readings.
+
+    One reading per base name and time: a pack may carry several devices (a multi-sensor
+    node, a field gateway forwarding others), each under its own `bn`, and one device's
+    values never land in another's reading. A reading holds its `bn` and each value under
+    its short name `n`; a record without `n` is named by its unit (`u`, else `bu`; RFC 8428
+    5.1.3 tells humidity and position apart only so), else `value`. `bv` is added to `v`,
+    `bs` to `s`.
+    """
+    base_name, base_time, base_value, base_sum, base_unit = "", 0.0, 0.0, 0.0, ""
+    readings: dict[tuple[str, float], dict[str, Any]] = {}
     for i, rec in enumerate(pack):
         if type(rec) is not dict:
             return f"record {i}: expected a SenML object, got {_kind(rec)}"
@@ -297,6 +305,8 @@ def _senml(pack: list[Any], now: float, ts_field: str) -> list[dict[str, Any]] |
             base_name = rec.get("bn", base_name)
             base_time = float(rec.get("bt", base_time))
             base_value = float(rec.get("bv", base_value))
+            base_sum = float(rec.get("bs", base_sum))
+            base_unit = rec.get("bu", base_unit)
             name = base_name + rec.get("n", "")
             t = base_time + float(rec.get("t", 0.0))
         except (TypeError, ValueError) as exc:
@@ -316,18 +326,20 @@ def _senml(pack: list[Any], now: float, ts_field: str) -> list[dict[str, Any]] |
             value = rec["vd"]
         elif "s" in rec:
             value = rec["s"]
+            if type(value) not in (int, float):
+                return f"record {i}: s must be a number, got {value!r}"
+            value = base_sum + value
         else:
             continue  # a base-only record
         if abs(t) < SENML_RELATIVE_LIMIT:
             t += now
-        reading = by_time.get(t)
+        reading = readings.get((base_name, t))
         if reading is None:
-            reading = by_time[t] = {ts_field: t}
+            reading = readings[(base_name, t)] = {ts_field: t}
             if base_name:
                 reading["bn"] = base_name
-        short = rec.get("n") or name
-        reading[short] = value
-    return list(by_time.values())
+        reading[rec.get("n") or rec.get("u") or base_unit or "value"] = value
+    return list(readings.values())
 
 
 def _kind(value: Any) -> str:

@@ -8,9 +8,11 @@ problem at once, each located as `file:line:col path: expected X, got Y`.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, Literal
@@ -18,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fogline.units import ByteSize, Duration
-from fogline.yamldoc import Document, Path, Problem, YamlDocumentError, load
+from fogline.yamldoc import Document, Path, Problem, Substitution, YamlDocumentError, load
 from gateway.expr import compile_expr
 from gateway.operators import REGISTRY
 from gateway.operators.base import Expression, FieldName, Fields, OpConfig, RelPath
@@ -290,6 +292,7 @@ class Pipeline:
     outputs: list[tuple[str, Any]]
     streams: dict[str, Fields]
     file: str
+    variables: tuple[Substitution, ...] = ()  # each `${NAME}` and what it became
 
     @property
     def name(self) -> str:
@@ -308,6 +311,7 @@ class Pipeline:
         for kind, cfg in self.outputs:
             target = cfg.kind if kind == "uplink" else cfg.topic
             lines.append(f"  output  {kind} {target} <- {', '.join(cfg.from_)}")
+        lines += [f"  var     {v}" for v in self.variables]
         return "\n".join(lines)
 
 
@@ -317,8 +321,10 @@ class PipelineError(ValueError):
         self.problems = problems
 
 
-def load_pipeline(file: str | FsPath) -> Pipeline:
-    """Read, validate and check a pipeline file; raise PipelineError with every problem."""
+def load_pipeline(file: str | FsPath, env: Mapping[str, str] | None = None) -> Pipeline:
+    """Read, validate and check a pipeline file; raise PipelineError with every problem.
+
+    `${NAME}` references are filled from `env` (default: the process environment)."""
     name = str(file)
     try:
         text = FsPath(file).read_text(encoding="utf-8")
@@ -326,12 +332,14 @@ def load_pipeline(file: str | FsPath) -> Pipeline:
         raise PipelineError(
             [Problem(name, 1, 1, "", f"cannot read the file: {exc.strerror}")]
         ) from exc
-    return parse_pipeline(text, name)
+    return parse_pipeline(text, name, env)
 
 
-def parse_pipeline(text: str, file: str = "<pipeline>") -> Pipeline:
+def parse_pipeline(
+    text: str, file: str = "<pipeline>", env: Mapping[str, str] | None = None
+) -> Pipeline:
     try:
-        doc = load(text, file)
+        doc = load(text, file, os.environ if env is None else env)
     except YamlDocumentError as exc:
         raise PipelineError(exc.problems) from exc
     problems: list[Problem] = []
@@ -346,19 +354,19 @@ def parse_pipeline(text: str, file: str = "<pipeline>") -> Pipeline:
             ]
         )
     header = _validate(PipelineHeader, doc.data, (), doc, problems)
-    if header is None:
-        # Still look inside the lists that parsed, so one run reports as much as it can.
-        for section, registry in (("sources", SOURCES), ("steps", REGISTRY), ("outputs", OUTPUTS)):
-            items = doc.data.get(section)
-            if isinstance(items, list):
-                _entries(items, section, registry, doc, problems)
-        raise PipelineError(problems)
-    sources = _entries(header.sources, "sources", SOURCES, doc, problems)
-    steps_raw = _entries(header.steps, "steps", REGISTRY, doc, problems, keep_failed=True)
-    outputs = _entries(header.outputs, "outputs", OUTPUTS, doc, problems)
-    steps, streams = _wire(header, sources, steps_raw, doc, problems)
+    # A bad header (a missing name, a wrong tick) does not hide what is wrong further down:
+    # the lists that parsed are checked and wired all the same, so one run reports it all.
+    sections = {
+        section: items if isinstance(items := doc.data.get(section), list) else []
+        for section in ("sources", "steps", "outputs")
+    }
+    sources = _entries(sections["sources"], "sources", SOURCES, doc, problems)
+    steps_raw = _entries(sections["steps"], "steps", REGISTRY, doc, problems, keep_failed=True)
+    outputs = _entries(sections["outputs"], "outputs", OUTPUTS, doc, problems)
+    key = header.key if header is not None else _names(doc.data.get("key"))
+    steps, streams = _wire(tuple(key), sources, steps_raw, doc, problems)
     _check_outputs(outputs, streams, doc, problems)
-    if problems:
+    if problems or header is None:
         raise PipelineError(problems)
     return Pipeline(
         header,
@@ -367,6 +375,7 @@ def parse_pipeline(text: str, file: str = "<pipeline>") -> Pipeline:
         [(k, c) for _, k, c in outputs],
         streams,
         file,
+        doc.substitutions,
     )
 
 
@@ -412,8 +421,40 @@ def _entries(
         if config is not None:
             out.append((i, kind, config))
         elif keep_failed:
-            out.append((i, kind, body if isinstance(body, dict) else {}))
+            out.append((i, kind, _without_bad_keys(model, body, doc)))
     return out
+
+
+def _without_bad_keys(model: type[BaseModel], body: Any, doc: Document) -> Any:
+    """A step that failed only on keys it can do without (a misspelled optional key, at
+    any depth) is still wired, so the fields its expressions read are checked in the same
+    run; else its raw mapping. Its problems are already reported."""
+    if not isinstance(body, dict):
+        return {}
+    context = {"base": FsPath(doc.file).parent}
+    try:
+        model.model_validate(body, context=context)
+    except ValidationError as exc:
+        trimmed = copy.deepcopy(body)
+        for err in exc.errors():
+            _drop(trimmed, [p for p in err["loc"] if not str(p).startswith("function-")])
+    else:
+        return body
+    try:
+        return model.model_validate(trimmed, context=context)
+    except ValidationError:
+        return body
+
+
+def _drop(data: Any, loc: list[Any]) -> None:
+    """Delete the key or item at `loc` inside `data`, if it is there."""
+    for part in loc[:-1]:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if loc and isinstance(data, dict):
+        data.pop(loc[-1], None)
 
 
 def _validate(
@@ -466,15 +507,19 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _names(value: Any) -> list[str]:
+    """The strings of a list that failed validation as a whole (a best guess at the key)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def _wire(
-    header: PipelineHeader,
+    key: tuple[str, ...],
     sources: list[tuple[int, str, Any]],
     steps_raw: list[tuple[int, str, Any]],
     doc: Document,
     problems: list[Problem],
 ) -> tuple[list[StepSpec], dict[str, Fields]]:
     """Give steps ids, resolve `from:`, and follow the fields each stream carries."""
-    key = tuple(header.key)
     segments = (
         set().union(*(getattr(cfg, "segment_fields", set)() for _, _, cfg in sources))
         if sources

@@ -139,6 +139,8 @@ class Uplink:
         self.storage_failing_since = 0.0
         metrics.gauges["outbox_records"] = lambda: {(): outbox.depth}
         metrics.gauges["outbox_bytes"] = lambda: {(): outbox.bytes}
+        # Appended, not yet in a group commit: 0 means a crash now loses nothing.
+        metrics.gauges["outbox_uncommitted"] = lambda: {(): outbox.buffered}
         metrics.gauges["outbox_evicted"] = lambda: {
             (("kind", k),): n for k, n in outbox.evicted.items()
         }
@@ -147,6 +149,9 @@ class Uplink:
         }
         metrics.gauges["uplink_inflight_batches"] = lambda: {
             (("kind", k),): len(q) for k, q in self._batches.items()
+        }
+        metrics.gauges["uplink_awaiting_puback"] = lambda: {
+            (): sum(1 for b in self._by_mid.values() if b.puback_at is None)
         }
         metrics.gauges["uplink_connected"] = lambda: {(): int(self._connected())}
         metrics.gauges["uplink_degraded"] = lambda: {(): int(bool(self.problems()))}

@@ -10,12 +10,14 @@
         cooldown: 5m                   # after a clear, no new raise for this key within 5 min
         severity: critical
         message: "{machine} at {temperature_max:.1f} °C"
+        clear_message: "{machine} back to {temperature_max:.1f} °C"
 ```
 
 The output stream carries only transitions: one `raised` and one `cleared` event per
 episode, each with the key fields, `rule`, `severity`, `state`, `alert_id` (the same for
 both events of an episode), `raised_at`, `cleared_at`, `message` and `values` (the fields
-the rule reads, as they were).
+the rule reads, as they were). A clear never repeats the raise's `message` (which may say
+"stopping"): it takes `clear_message`, or says `<rule> cleared for <key>`.
 
 `raised_ids` lists the episodes it holds raised; the gateway's health record carries them
 (`raised_alerts`), so the cloud can close an episode the gateway no longer holds, e.g. one
@@ -70,9 +72,14 @@ class Rule(BaseModel):
         0.0, description="After a clear, how long before the same key may raise again."
     )
     severity: Literal["info", "warning", "critical"] = Field("warning", description="Severity.")
-    message: str | None = Field(None, description="Text with `{field}` placeholders.")
+    message: str | None = Field(None, description="Text of the raise, with `{field}` placeholders.")
+    clear_message: str | None = Field(
+        None,
+        description="Text of the clear, with `{field}` placeholders; default "
+        "`<rule> cleared for <key>` (never the raise's text).",
+    )
 
-    @field_validator("message")
+    @field_validator("message", "clear_message")
     @classmethod
     def _template(cls, value: str | None) -> str | None:
         if value is not None:
@@ -100,8 +107,10 @@ class AlertConfig(KeyedConfig):
             refs.append((("rules", i, "raise"), compile_expr(rule.raise_).fields))
             if rule.clear is not None:
                 refs.append((("rules", i, "clear"), compile_expr(rule.clear).fields))
-            if rule.message is not None:
-                refs.append((("rules", i, "message"), compile_template(rule.message).fields))
+            for name in ("message", "clear_message"):
+                text = getattr(rule, name)
+                if text is not None:
+                    refs.append((("rules", i, name), compile_template(text).fields))
         return refs
 
     def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
@@ -127,6 +136,7 @@ def _is_raised(episode: _Episode) -> bool:
 class _CompiledRule:
     __slots__ = (
         "clear",
+        "clear_message",
         "cooldown",
         "duration",
         "episodes",
@@ -146,6 +156,7 @@ class _CompiledRule:
         self.duration = rule.for_
         self.cooldown = rule.cooldown
         self.message = compile_template(rule.message) if rule.message else None
+        self.clear_message = compile_template(rule.clear_message) if rule.clear_message else None
         self.reads = sorted(rule.reads())
         # A raised episode outlives silence (its clear must still come); the cap still applies.
         self.episodes: KeyedState[_Episode] = KeyedState(
@@ -226,9 +237,10 @@ class Alert(Operator):
             values={name: fields.get(name) for name in rule.reads},
         )
         message = None
-        if rule.message is not None:
+        template = rule.message if state == "raised" else rule.clear_message
+        if template is not None:
             try:
-                message = rule.message.render({**fields, **event})
+                message = template.render({**fields, **event})
             except KeyError as exc:
                 message = f"{rule.name} {state} (message template failed: no field {exc})"
             except Exception as exc:  # e.g. a null field with a format spec

@@ -47,7 +47,8 @@ class DetectorConfig(KeyedConfig):
 
 
 class AnomalyScore(Operator):
-    """Adds a per-key score field; rejects records whose field is missing or not numeric."""
+    """Adds a per-key score field; rejects records whose field is missing (`missing_input`,
+    as `infer` does) or not numeric (`wrong_type`)."""
 
     config: DetectorConfig
 
@@ -80,6 +81,9 @@ class AnomalyScore(Operator):
         now = self.ctx.clock.now()
         for record in batch:
             x = record.fields.get(self._field)
+            if x is None:  # an optional input absent here (a window of readings without it)
+                self.ctx.reject(record, "missing_input", f"no field '{self._field}' (or null)")
+                continue
             if type(x) is not float and type(x) is not int:
                 self.ctx.reject(
                     record, "wrong_type", f"field '{self._field}': expected a number, got {x!r}"

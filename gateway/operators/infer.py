@@ -153,18 +153,9 @@ class Infer(Operator):
     def check_compatible(self, model: Model) -> None:
         """Raise ModelError unless `model` can take this step's place of the current one."""
         current = self.model.info
-        new = model.info
-        if set(new.labels) != set(current.labels):
-            raise ModelError(
-                f"labels {list(new.labels)} differ from the running model's "
-                f"{list(current.labels)}: rules downstream read them"
-            )
-        missing = sorted(set(new.inputs) - set(current.inputs))
-        if missing:
-            raise ModelError(
-                f"inputs {missing} are not fields this step receives "
-                f"(it receives {list(current.inputs)})"
-            )
+        problem = model.info.replaces(current.labels, current.inputs)
+        if problem is not None:
+            raise ModelError(problem)
 
     def swap(self, model: Model) -> None:
         """Take `model` from the next micro-batch on (checked, test-invoked, or ModelError)."""
@@ -286,4 +277,12 @@ class Infer(Operator):
 
     def status(self) -> dict[str, Any]:
         """For the health record: which model runs here, and where decisions were taken."""
-        return {**self.model.info.summary(), "threshold": self.threshold, **self.decided}
+        info = self.model.info
+        return {
+            **info.summary(),
+            # what a replacement must keep: the cloud refuses an upload that would not
+            "labels": list(info.labels),
+            "inputs": list(info.inputs),
+            "threshold": self.threshold,
+            **self.decided,
+        }

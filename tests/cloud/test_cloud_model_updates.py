@@ -322,3 +322,41 @@ async def test_bytes_that_crash_the_runtime_are_refused_and_the_cloud_lives_on(
     )
     assert (await http.get("/healthz")).status_code == 200
     assert (await put(http, FACTORY.read_bytes())).status_code == 200
+
+
+async def test_what_the_gateway_would_refuse_is_refused_at_once(
+    cloud: Cloud, http: httpx.AsyncClient
+) -> None:
+    edge = Model.from_file(FACTORY).info
+    described = {"name": edge.name, "version": edge.version, "sha256": edge.sha256,
+                 "labels": list(edge.labels), "inputs": list(edge.inputs)}  # fmt: skip
+    cloud.store.write(
+        [batch("gw1", "health", [(2, "", {**HEALTH, "inference": {"diagnosis": described}})])]
+    )
+    other_labels = await put(http, tiny_model(list(edge.inputs), ["normal", "loose"], kind="edge"))
+    assert other_labels.status_code == 409
+    assert other_labels.json()["detail"] == (
+        "gateway 'gw1' would refuse it: labels ['normal', 'loose'] differ from the running "
+        f"model's {list(edge.labels)}: rules downstream read them"
+    )
+    odd = tiny_model([*edge.inputs[:3], "vibration_kurtosis"], list(edge.labels), kind="edge")
+    odd_inputs = await put(http, odd)
+    assert odd_inputs.status_code == 409
+    assert (
+        "inputs ['vibration_kurtosis'] are not fields this step receives"
+        in (odd_inputs.json()["detail"])
+    )
+    assert (await http.get("/api/gateways/gw1/models")).json()["uploads"] == []
+    # Bytes the gateway refused once are refused again, with its reason; unless they were
+    # damaged on the way, where a retry may go through.
+    fine = tiny_model(list(edge.inputs), list(edge.labels), kind="edge", version="8")
+    sent = (await put(http, fine)).json()
+    refusal = event("diagnosis", sent["sha256"], "refused", NOW + 3, "self-test failed")
+    cloud.store.write([batch("gw1", "event", [(3, "", refusal)])])
+    again = await put(http, fine)
+    assert (again.status_code, again.json()) == (
+        409, {"detail": "gateway 'gw1' refused this model before: self-test failed"},
+    )  # fmt: skip
+    damaged = event("diagnosis", sent["sha256"], "refused", NOW + 4, "damaged in transit: x")
+    cloud.store.write([batch("gw1", "event", [(4, "", damaged)])])
+    assert (await put(http, fine)).status_code == 200

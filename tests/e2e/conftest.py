@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sitekit import Site
-from support import Broker
+from support import POSTGRES, Broker, postgres_admin
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -18,18 +17,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     import uuid  # noqa: PLC0415
 
-    import psycopg  # noqa: PLC0415
-
     schema = f"t_{uuid.uuid4().hex}"
-    base = os.environ.get(
-        "FOGLINE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    )
-    with psycopg.connect(
-        "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True
-    ) as admin:
+    with postgres_admin() as admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
-            yield f"{base}?options=-csearch_path%3D{schema}"
+            yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

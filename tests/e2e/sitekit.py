@@ -189,14 +189,28 @@ class Site:
             temperature = 95.0 if (n // hot_every) % 2 == 0 else 60.0
             self.device.publish("sf/m1/t", f'{{"n": {n}, "temperature": {temperature}}}'.encode())
 
-    def gateway_metric(self, line_start: str) -> float:
+    def gateway_metric(self, line_start: str, *, required: bool = False) -> float:
+        """The first sample whose line starts so; 0 when absent, unless `required`."""
         body = urllib.request.urlopen(
             f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
         ).read()
         for line in body.decode().splitlines():
             if line.startswith(line_start):
                 return float(line.rsplit(" ", 1)[1])
+        assert not required, f"the gateway reports no {line_start}"
         return 0.0
+
+    def cloud_metric(self, replica: str, line_start: str) -> float:
+        """A sample from one cloud replica's /metrics; the metric must be there."""
+        url = f"http://127.0.0.1:{self.http[replica]}/metrics"
+        for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"cloud {replica} reports no {line_start}")
+
+    def committed(self) -> bool:
+        """Everything the gateway appended to its outbox is in a group commit."""
+        return self.gateway_metric("fogline_outbox_uncommitted", required=True) == 0
 
     def processed(self) -> float:
         return self.gateway_metric('fogline_step_records_in_total{step="readings"}')

@@ -18,7 +18,15 @@ def test_uplink_broker_restart_loses_nothing(site: Site) -> None:
     site.stop_cloud()  # the broker now queues for the cloud's persistent session...
     site.publish(range(40, 80))
     site.wait(lambda: site.processed() == 80, 20, "the gateway to forward 80 readings")
-    time.sleep(0.5)  # ...PUBACKed by the broker, held for the absent cloud
+    site.wait(site.committed, 10, "a group commit")
+    site.wait(  # ...PUBACKed by the broker, held for the absent cloud
+        lambda: (
+            site.gateway_metric("fogline_uplink_awaiting_puback", required=True) == 0
+            and site.gateway_metric("fogline_uplink_records_sent_total") >= 80
+        ),
+        20,
+        "the broker to take what the gateway sent",
+    )
     site.uplink.stop()  # without persistence: those are gone from the broker
     site.publish(range(80, 120))
     site.uplink.start()
@@ -31,7 +39,7 @@ def test_gateway_sigkill_while_the_uplink_is_down(site: Site) -> None:
     site.start_gateway()
     site.publish(range(60))
     site.wait(lambda: site.processed() == 60, 20, "60 readings processed")
-    time.sleep(0.5)  # past the group commit
+    site.wait(site.committed, 10, "the group commit")  # what the SIGKILL must not lose
     site.kill_gateway()
     site.publish(range(60, 100))  # the edge broker keeps these for the gateway's session
     site.start_gateway()
@@ -66,6 +74,10 @@ def test_two_ingest_replicas_split_the_load(site: Site) -> None:
     with site.engine.connect() as conn:
         seqs = conn.execute(select(func.count(), func.count(func.distinct(Received.seq)))).one()
     assert seqs[0] == seqs[1], "a record stored twice"
+    # Both replicas took a share: each stored events first-hand (its own /metrics says so).
+    for replica in ("a", "b"):
+        stored = site.cloud_metric(replica, 'fogline_cloud_records_stored_total{kind="event"}')
+        assert stored > 0, f"replica {replica} stored nothing"
 
 
 def test_a_full_outbox_evicts_by_class_and_the_cloud_knows(site: Site) -> None:
@@ -74,7 +86,7 @@ def test_a_full_outbox_evicts_by_class_and_the_cloud_knows(site: Site) -> None:
     site.start_gateway("--outbox-max-bytes", "12KiB")
     site.publish(range(400), hot_every=20)  # 20 alert transitions, 400 events
     site.wait(lambda: site.processed() == 400, 30, "400 readings processed")
-    time.sleep(0.5)
+    site.wait(site.committed, 10, "the group commit, which evicts")
     evicted_events = site.gateway_metric('fogline_outbox_evicted{kind="event"}')
     assert evicted_events > 0
     assert site.gateway_metric('fogline_outbox_evicted{kind="alert"}') == 0

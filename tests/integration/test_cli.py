@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import orjson
-from support import Broker, Collector
+import pytest
+from support import Broker, Collector, mid_window
 
 from fogline.envelope import decode_batch
 
@@ -120,7 +121,7 @@ def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
         while not watch.on("fogline/gw1/up/health"):  # the first health record: it is up
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.05)
-        now = time.time()
+        now = mid_window(10.0)  # both readings in one 10 s window
         watch.publish(
             "factory/l1/m-01/telemetry",
             orjson.dumps({"ts": now, "vibration": 2.0, "temperature": 60.0}),
@@ -174,3 +175,57 @@ def test_gateway_refuses_a_data_dir_it_cannot_write_in_one_line(tmp_path: Path) 
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr
         assert "Traceback" not in result.stderr
+
+
+PRINTING = [
+    ["pipeline", "schema"],
+    ["pipeline", "docs"],
+    ["pipeline", "check", "pipelines/factory.yaml"],
+    ["model", "info", "models/factory-vibration.tflite"],
+    ["--help"],
+    ["gateway", "--help"],
+    ["devices", "factory", "--help"],
+    ["--version"],
+]
+
+
+@pytest.mark.parametrize("args", PRINTING, ids=" ".join)
+def test_a_reader_that_stops_early_ends_the_command_quietly(args: list[str]) -> None:
+    """`fogline pipeline schema | head`: the reader is gone before the first write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [*FOGLINE, *args], stdout=write_end, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr
+    assert "Broken pipe" not in result.stderr
+    assert "BrokenPipeError" not in result.stderr
+    # argparse's --help and --version drop what the pipe refused and exit 0
+    assert result.returncode in {0, 128 + signal.SIGPIPE}
+
+
+def test_pipeline_test_runs_the_demo_tests_and_fails_on_a_broken_one(tmp_path: Path) -> None:
+    result = run("pipeline", "test", "pipelines/factory.yaml", "pipelines/farm.test.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "ok    pipelines/factory.test.yaml: a machine past 95 °C is stopped" in result.stdout
+    assert result.stdout.splitlines()[-1] == "7 passed, 0 failed"
+    here = tmp_path / "pipelines"
+    here.mkdir()
+    for name in ("factory.yaml", "factory.test.yaml"):
+        text = (ROOT / "pipelines" / name).read_text()
+        (here / name).write_text(text.replace("temperature > 95", "temperature > 99"))
+    (tmp_path / "models").symlink_to(ROOT / "models")  # the pipeline names ../models/...
+    broken = run("pipeline", "test", str(here / "factory.yaml"))
+    assert broken.returncode == 1
+    assert "FAIL  " in broken.stdout
+    assert f"{here}/factory.test.yaml:10:9 tests[0].expect[0]: expected uplink alert at 1s" in (
+        broken.stderr
+    )
+    missing = run("pipeline", "test", str(tmp_path / "nope.yaml"))
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1, f"{tmp_path}/nope.test.yaml:1:1 no test file: write one beside the pipeline"
+    )  # fmt: skip

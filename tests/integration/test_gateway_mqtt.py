@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
-from support import Broker, eventually
+from support import Broker, eventually, mid_window
 
 from fogline.envelope import decode_batch
 from gateway.app import Gateway
@@ -61,7 +60,7 @@ async def test_digest_alert_and_action_by_content(
 ) -> None:
     watch = collector_factory(["fogline/gw1/up/#", "plant/+/actions"])
     async with Gateway(gateway_options(FAST)) as gw:
-        now = time.time()
+        now = mid_window(1.0)  # the three readings share one 1 s window
         for i, temp in enumerate([20.0, 22.0, 24.0]):
             watch.publish(
                 "plant/m-1/telemetry", orjson.dumps({"ts": now + i * 0.01, "temperature": temp})

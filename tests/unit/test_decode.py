@@ -398,3 +398,112 @@ def test_plain_cbor_passes_and_nesting_cannot_exhaust_the_stack():
         deep = [deep]
     assert cbor_problem(deep) is None
     assert cbor_problem([0] * 200_001) == "more than 100000 items"
+
+
+# -- SenML against RFC 8428 ------------------------------------------------------------------
+
+
+def senml(pack, now=NOW):
+    """Readings of a pack on a topic whose key is the base name (`bn`)."""
+    decode = Harness(patterns=("senml/#",), key=("bn",))
+    out = decode(pack, topic="senml/in", now=now)
+    assert decode.rejects == []
+    return [(r.key, r.ts, {k: v for k, v in r.fields.items() if k not in {"ts", "bn"}})
+            for r in out]  # fmt: skip
+
+
+def test_senml_pack_with_two_base_names_keeps_both_devices():
+    pack = [
+        {"bn": "urn:dev:ow:1/", "bt": 1.7e9, "n": "temp", "v": 20},
+        {"bn": "urn:dev:ow:2/", "n": "temp", "v": 30},
+    ]
+    assert senml(pack) == [
+        (("urn:dev:ow:1/",), 1.7e9, {"temp": 20}),
+        (("urn:dev:ow:2/",), 1.7e9, {"temp": 30}),
+    ]
+
+
+def test_senml_base_sum_is_added_to_sums():
+    pack = [{"bn": "m:", "bt": NOW, "bs": 1000, "n": "energy", "s": 5.5}, {"n": "water", "s": 2}]
+    assert senml(pack) == [(("m:",), NOW, {"energy": 1005.5, "water": 1002.0})]
+
+
+# RFC 8428 section 5's examples, each with the readings they stand for.
+RFC_SINGLE = [{"n": "urn:dev:ow:10e2073a01080063", "u": "Cel", "v": 23.1}]
+RFC_DATAPOINTS = [
+    {"bn": "urn:dev:ow:10e2073a01080063:", "n": "voltage", "u": "V", "v": 120.1},
+    {"n": "current", "u": "A", "v": 1.2},
+]
+RFC_SERIES = [
+    {"bn": "urn:dev:ow:10e2073a0108006:", "bt": 1.276020076001e09, "bu": "A", "bver": 5,
+     "n": "voltage", "u": "V", "v": 120.1},
+    {"n": "current", "t": -5, "v": 1.2},
+    {"n": "current", "t": -4, "v": 1.3},
+    {"n": "current", "t": -3, "v": 1.4},
+    {"n": "current", "t": -2, "v": 1.5},
+    {"n": "current", "t": -1, "v": 1.6},
+    {"n": "current", "v": 1.7},
+]  # fmt: skip
+RFC_MEASUREMENTS = [
+    {"bn": "urn:dev:ow:10e2073a01080063", "bt": 1.320067464e09, "bu": "%RH", "v": 20},
+    {"u": "lon", "v": 24.30621},
+    {"u": "lat", "v": 60.07965},
+    {"t": 60, "v": 20.3},
+    {"u": "lon", "t": 60, "v": 24.30622},
+    {"u": "lat", "t": 60, "v": 60.07965},
+    {"t": 120, "v": 20.7},
+    {"u": "lon", "t": 120, "v": 24.30623},
+    {"u": "lat", "t": 120, "v": 60.07966},
+    {"u": "%EL", "t": 150, "v": 98},
+    {"t": 180, "v": 21.2},
+    {"u": "lon", "t": 180, "v": 24.30628},
+    {"u": "lat", "t": 180, "v": 60.07967},
+]
+RFC_TYPES = [
+    {"bn": "urn:dev:ow:10e2073a01080063:", "n": "temp", "u": "Cel", "v": 23.1},
+    {"n": "label", "vs": "Machine Room"},
+    {"n": "open", "vb": False},
+    {"n": "nfv-reader", "vd": "gmTR9_ZGJ3lHY9eFQ_W-RA"},
+]
+
+
+def test_rfc_8428_examples():
+    dev = "urn:dev:ow:10e2073a01080063"
+    # A pack without bn has no device in it: the topic's key has to say (here: none).
+    single = Harness(patterns=("senml/{bn}",), key=("bn",))
+    [r] = single(RFC_SINGLE, topic="senml/d1")
+    assert (r.ts, r.fields[dev]) == (NOW, 23.1)
+    assert senml(RFC_DATAPOINTS) == [((f"{dev}:",), NOW, {"voltage": 120.1, "current": 1.2})]
+    t0, series = 1.276020076001e09, "urn:dev:ow:10e2073a0108006:"
+    assert senml(RFC_SERIES, now=t0) == [
+        ((series,), t0, {"voltage": 120.1, "current": 1.7}),
+        *[((series,), t0 - k, {"current": round(1.7 - k / 10, 1)}) for k in range(5, 0, -1)],
+    ]
+    t1 = 1.320067464e09
+    assert senml(RFC_MEASUREMENTS, now=t1) == [
+        ((dev,), t1, {"%RH": 20, "lon": 24.30621, "lat": 60.07965}),
+        ((dev,), t1 + 60, {"%RH": 20.3, "lon": 24.30622, "lat": 60.07965}),
+        ((dev,), t1 + 120, {"%RH": 20.7, "lon": 24.30623, "lat": 60.07966}),
+        ((dev,), t1 + 150, {"%EL": 98}),
+        ((dev,), t1 + 180, {"%RH": 21.2, "lon": 24.30628, "lat": 60.07967}),
+    ]
+    assert senml(RFC_TYPES) == [
+        ((f"{dev}:",), NOW, {"temp": 23.1, "label": "Machine Room", "open": False,
+                            "nfv-reader": "gmTR9_ZGJ3lHY9eFQ_W-RA"}),
+    ]  # fmt: skip
+
+
+def test_senml_cbor_decodes_as_its_json_twin():
+    # RFC 8428 section 6: the same records with integer labels, as CoAP devices send them.
+    from gateway.decode import SENML_CBOR_LABELS, senml_from_cbor  # noqa: PLC0415
+
+    labels = {name: code for code, name in SENML_CBOR_LABELS.items()}
+    for pack, now in ((RFC_DATAPOINTS, NOW), (RFC_SERIES, 1.276020076001e09),
+                      (RFC_MEASUREMENTS, 1.320067464e09), (RFC_TYPES, NOW)):  # fmt: skip
+        binary = cbor2.dumps([{labels[k]: v for k, v in rec.items()} for rec in pack])
+        decode = Harness(patterns=("senml/#",), key=("bn",))
+        out: list[Record] = []
+        data = senml_from_cbor(cbor2.loads(binary))
+        decode.decoder.decode_data("senml/in", binary, data, {}, now, out, fmt="senml")
+        assert decode.rejects == []
+        assert out == Harness(patterns=("senml/#",), key=("bn",))(pack, "senml/in", now)

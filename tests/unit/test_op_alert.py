@@ -132,6 +132,14 @@ def test_cooldown_suppresses_a_re_raise_and_counts_it():
     assert run.op.suppressed == 3
 
 
+def test_cooldown_counts_from_the_clear_not_the_raise():
+    # A long episode (0-200 s): 5 min after its raise has passed at 400 s, not after its clear.
+    points = [(0, 90), (200, 70), (400, 90), (499, 90), (500, 90)]
+    run = alert([{**HYSTERESIS, "cooldown": "5m"}], [rec("m1", t, x=x) for t, x in points])
+    assert states(run) == [(0, "raised"), (200, "cleared"), (500, "raised")]
+    assert run.op.suppressed == 2
+
+
 def test_cooldown_is_per_key():
     records = [rec("m1", 0, x=90), rec("m1", 1, x=70), rec("m2", 2, x=90), rec("m1", 3, x=90)]
     run = alert([{**HYSTERESIS, "cooldown": 60}], records)
@@ -143,12 +151,26 @@ def test_cooldown_is_per_key():
     assert run.op.suppressed == 1
 
 
-def test_message_template_is_rendered():
-    rule = {**HYSTERESIS, "message": "{machine} {state} at {x:.1f} °C ({rule}, {severity})"}
+def test_message_templates_are_rendered():
+    rule = {
+        **HYSTERESIS,
+        "message": "{machine} {state} at {x:.1f} °C ({rule}, {severity})",
+        "clear_message": "{machine} {state} at {x:.1f} °C",
+    }
     run = alert([rule], series([90.25, 70]))
     assert [r.fields["message"] for r in run.out] == [
         "m1 raised at 90.2 °C (hot, warning)",
-        "m1 cleared at 70.0 °C (hot, warning)",
+        "m1 cleared at 70.0 °C",
+    ]
+
+
+def test_a_clear_never_repeats_the_raise_message():
+    # "... stopping" on a clear told operators the machine was being stopped again.
+    rule = {**HYSTERESIS, "severity": "critical", "message": "{machine} at {x:.1f} °C: stopping"}
+    run = alert([rule], series([90, 70]))
+    assert [r.fields["message"] for r in run.out] == [
+        "m1 at 90.0 °C: stopping",
+        "hot cleared for m1",
     ]
 
 
@@ -222,12 +244,12 @@ def test_message_with_a_format_spec_on_a_null_field_falls_back_and_keeps_the_eve
     # A reading may carry null for an optional field (validate lets `required: false`
     # fields be null). Rendering `{current:.1f}` with None raises TypeError, which must
     # fall back like a missing field does, never swallow the raise.
-    rule = {**HYSTERESIS, "message": "{machine}: {current:.1f} A"}
+    rule = {**HYSTERESIS, "message": "{machine}: {current:.1f} A", "clear_message": "{current} A"}
     run = alert([rule], [rec("m1", 0, x=90, current=None), rec("m1", 1, x=70, current=2.0)])
     assert run.rejects == []
     assert states(run) == [(0, "raised"), (1, "cleared")]
     assert run.out[0].fields["message"].startswith("hot raised (message template failed: ")
-    assert run.out[1].fields["message"] == "m1: 2.0 A"
+    assert run.out[1].fields["message"] == "2.0 A"
 
 
 def test_raised_ids_list_what_is_held_raised_and_say_when_cut():

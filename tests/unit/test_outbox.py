@@ -395,3 +395,29 @@ def test_an_8_kib_outbox_reports_thousands_of_evictions_across_kinds(tmp_path: P
     assert missing <= told, f"{len(missing - told)} evicted seqs never reported"
     assert largest < 4096, "a health record stays well under the bound"
     box.close()
+
+
+def test_eviction_order_is_pinned_for_every_budget(tmp_path: Path) -> None:
+    """Every kind present, interleaved; for each budget the survivors are exactly what the
+    rule leaves: evict health, then digests, events, escalations, alerts, oldest first. The
+    newest health record is never evicted and not counted against the bound: it carries the
+    eviction report."""
+    from fogline.envelope import KINDS  # noqa: PLC0415
+
+    record = {"pad": "z" * 60}
+    one = len(orjson.dumps(record))
+    kinds = ["digest", "alert", "health", "event", "escalation"] * 4  # seq = index + 1
+    newest_health = max(i + 1 for i, kind in enumerate(kinds) if kind == "health")
+    others = [s for s in range(1, len(kinds) + 1) if s != newest_health]
+    victims = sorted(others, key=lambda s: (-KINDS.index(kinds[s - 1]), s))
+    for room in range(len(victims), 0, -1):
+        box = Outbox(tmp_path / f"o{room}.db", max_bytes=one * room)
+        for kind in kinds:
+            box.append(kind, "d", record)
+        box.flush()
+        gone = set(victims[: len(victims) - room])
+        kept = {seq for kind in KINDS for seq in read_all(box, kind)}
+        assert kept == set(range(1, len(kinds) + 1)) - gone, f"room for {room}"
+        reported = {s for lo, hi in box.stats()["evicted_ranges"] for s in range(lo, hi + 1)}
+        assert reported == gone, f"room for {room}"
+        box.close()

@@ -458,3 +458,96 @@ outputs:
   - action: {from: filter, topic: "x/{anything}"}
 """
     )
+
+
+STRUCTURE_AND_SPELLING = """\
+key: [machine]
+tick: fast
+sources:
+  - mqtt: {topics: ["f/{machine}/t"]}
+steps:
+  - validate:
+      fields: {temperature: {type: number}}
+  - alert:
+      rules:
+        - {name: hot, raise: temprature > 95, severty: critical}
+  - filter: {from: validate, when: temprature > 3}
+outputs:
+  - uplink: {from: filter, kind: event}
+"""
+
+
+def test_misspelled_fields_are_reported_with_the_structural_errors():
+    # A bad header or a misspelled key in the same step used to hide the field mistakes
+    # until they were fixed: `pipeline check` promises every problem at once.
+    hint = "got 'temprature' which no step produces; did you mean 'temperature'?"
+    found = problems(STRUCTURE_AND_SPELLING)
+    assert [p.split(": ")[0] for p in found] == [
+        "p.yaml:1:1 name",
+        "p.yaml:2:1 tick",
+        "p.yaml:10:47 steps[1].alert.rules[0].severty",
+        "p.yaml:10:23 steps[1].alert.rules[0].raise",
+        "p.yaml:11:30 steps[2].filter.when",
+    ]
+    assert found[3].endswith(hint)
+    assert found[4].endswith(hint)
+
+
+DEPLOYMENT = """\
+name: plant
+description: "$${not a variable}"
+key: [machine]
+sources:
+  - coap:
+      bind: ${COAP_BIND:-127.0.0.1:5683}
+      paths: ["${SITE}/{machine}/t"]
+steps:
+  - validate:
+      fields:
+        temperature: {type: number, max: "${TMAX:-150}"}
+  - alert:
+      rules:
+        - name: hot
+          raise: temperature > ${HOT:-90}
+outputs:
+  - uplink: {from: alert, kind: alert}
+tick: ${TICK:-0.5}
+"""
+
+
+def test_a_variable_in_a_flow_mapping_must_be_quoted_and_the_error_says_so():
+    assert problems("name: p\nkey: [m]\nsources: [{mqtt: {topics: [${T}]}}]\n") == [
+        (
+            "p.yaml:3:29 invalid YAML: expected ',' or ']', but got '{'; inside [...] or {...} "
+            'a ${NAME} needs quotes: "${NAME}"'
+        )
+    ]
+
+
+def test_variables_are_filled_from_the_environment_or_their_defaults():
+    pipeline = parse_pipeline(DEPLOYMENT, "p.yaml", {"SITE": "cell-7", "HOT": "95"})
+    (_, coap), = pipeline.sources  # fmt: skip
+    assert coap.bind == "127.0.0.1:5683"
+    assert coap.paths == ["cell-7/{machine}/t"]
+    assert pipeline.header.tick == 0.5  # a plain scalar is typed after the substitution
+    assert pipeline.steps[1].config.rules[0].raise_ == "temperature > 95"
+    assert pipeline.header.description == "${not a variable}"
+    assert [str(v) for v in pipeline.variables] == [
+        "6:13 sources[0].coap.bind: ${COAP_BIND} = '127.0.0.1:5683' (default)",
+        "7:16 sources[0].coap.paths[0]: ${SITE} = 'cell-7' (environment)",
+        "11:43 steps[0].validate.fields.temperature.max: ${TMAX} = '150' (default)",
+        "15:32 steps[1].alert.rules[0].raise: ${HOT} = '95' (environment)",
+        "18:7 tick: ${TICK} = '0.5' (default)",
+    ]
+    assert "  var     7:16 sources[0].coap.paths[0]: ${SITE} = 'cell-7'" in pipeline.summary()
+
+
+def test_an_unset_variable_without_a_default_is_located():
+    found = problems(DEPLOYMENT.replace("${TICK:-0.5}", "${TICK"))
+    assert found == [
+        (
+            "p.yaml:7:16 sources[0].coap.paths[0]: ${SITE} is not set: set SITE in the "
+            "environment, or give a default: ${SITE:-value}"
+        ),
+        "p.yaml:18:7 tick: expected ${NAME} or ${NAME:-default}, got an unclosed '${'",
+    ]
