@@ -205,20 +205,27 @@ class Outbox:
     def _linked(self, appends: list[Pending]) -> list[tuple[Any, ...]]:
         """The rows to insert, each with its predecessor's seq in its kind's chain; the
         link of each kind's records in this group goes into `chain` (`fogline.chain`)."""
-        by_class: dict[int, list[Pending]] = defaultdict(list)
+        last = {cls: seq for cls, (seq, _) in self.heads.items()}
+        rows = []
         for p in appends:
-            by_class[p.cls].append(p)
-        prev_seq: dict[int, int] = {}
+            rows.append((p.seq, p.cls, p.device, p.data, p.created, last.get(p.cls, 0)))
+            last[p.cls] = p.seq
+        classes = {p.cls for p in appends}
         links = []
-        for cls, group in by_class.items():
-            seq, digest = self.heads.get(cls, (0, chain.GENESIS))
-            for p in group:
-                prev_seq[p.seq], seq = seq, p.seq
-            own = chain.link(digest, KINDS[cls], [(p.seq, p.device, p.data) for p in group])
-            self.heads[cls] = (seq, own)
-            links.append((cls, seq, own))
+        for cls in classes:
+            group = appends if len(classes) == 1 else [p for p in appends if p.cls == cls]
+            prev = self.heads.get(cls, (0, chain.GENESIS))[1]
+            own = chain.link(
+                prev,
+                KINDS[cls],
+                [p.seq for p in group],
+                [p.device for p in group],
+                [p.data for p in group],
+            )
+            self.heads[cls] = (last[cls], own)
+            links.append((cls, last[cls], own))
         self._db.executemany("INSERT INTO chain (class, seq, hash) VALUES (?, ?, ?)", links)
-        return [(p.seq, p.cls, p.device, p.data, p.created, prev_seq[p.seq]) for p in appends]
+        return rows
 
     def _prune_chain(self) -> None:
         """Forget the links no held record needs: those before the first held record's
@@ -249,21 +256,24 @@ class Outbox:
         The run ends where a record does not follow the one before it: one evicted,
         expired or acknowledged alone lay between. Rows from before the chain: no link.
         """
-        out: list[Entry] = []
-        size = 0
-        first: int | None = None
         cls = CLASS[kind]
-        for seq, device, data, prev_seq in self._db.execute(
+        rows = self._db.execute(
             "SELECT seq, device, data, prev_seq FROM outbox "
             "WHERE class = ? AND seq > ? ORDER BY seq LIMIT ?",
             (cls, after, limit),
-        ):
+        )
+        head = rows.fetchone()
+        if head is None:
+            return [], None
+        last, device, data, first = head
+        out: list[Entry] = [(last, device, orjson.loads(data))]
+        size = len(data)
+        for seq, device, data, prev_seq in rows:
             size += len(data)
-            if out and (size > max_bytes or prev_seq != out[-1][0]):
+            if size > max_bytes or prev_seq != last:
                 break
-            if not out:
-                first = prev_seq
             out.append((seq, device, orjson.loads(data)))
+            last = seq
         if first is None:
             return out, None
         before, own = self._hash_at(cls, first), self._hash_at(cls, out[-1][0])

@@ -16,7 +16,8 @@ def _expected(groups: list[list[tuple[int, str, dict]]], kind: str = "digest") -
     """Each record's hash, from its commit groups as `fogline.chain` defines them."""
     hashes, digest = {}, chain.GENESIS
     for group in groups:
-        digest = chain.link(digest, kind, [(s, d, orjson.dumps(data)) for s, d, data in group])
+        seqs, devices, data = zip(*group, strict=True)
+        digest = chain.link(digest, kind, seqs, devices, [orjson.dumps(x) for x in data])
         hashes |= dict.fromkeys((s for s, _, _ in group), digest)
     return hashes
 
@@ -62,18 +63,21 @@ def test_a_run_stops_where_a_record_is_missing(tmp_path: Path) -> None:
 
 
 def test_a_link_commits_to_every_record_and_where_each_ends() -> None:
-    records = [(1, "m1", b'{"a":1}'), (2, "m1", b'{"a":2}')]
-    base = chain.link(chain.GENESIS, "event", records)
-    assert base == chain.link(chain.GENESIS, "event", list(records))  # a function of its input
+    def link(*records: tuple[int, str, bytes], prev: bytes = chain.GENESIS, kind: str = "event"):
+        seqs, devices, data = zip(*records, strict=True)
+        return chain.link(prev, kind, list(seqs), list(devices), list(data))
+
+    one, two = (1, "m1", b'{"a":1}'), (2, "m1", b'{"a":2}')
+    base = link(one, two)
+    assert base == link(one, two)  # a function of its input
     changed = [
-        chain.link(bytes(31) + b"\x01", "event", records),  # another predecessor
-        chain.link(chain.GENESIS, "alert", records),  # another kind
-        chain.link(chain.GENESIS, "event", [(1, "m1", b'{"a":1}'), (3, "m1", b'{"a":2}')]),
-        chain.link(chain.GENESIS, "event", [(1, "m1", b'{"a":1}'), (2, "m2", b'{"a":2}')]),
-        chain.link(chain.GENESIS, "event", [(1, "m1", b'{"a":1}'), (2, "m1", b'{"a":3}')]),
-        # the same bytes, the boundary between two records moved
-        chain.link(chain.GENESIS, "event", [(1, "m1", b'{"a":1}{'), (2, "m1", b'"a":2}')]),
-        chain.link(chain.GENESIS, "event", records[:1]),
+        link(one, two, prev=bytes(31) + b"\x01"),  # another predecessor
+        link(one, two, kind="alert"),
+        link(one, (3, "m1", b'{"a":2}')),  # another seq
+        link(one, (2, "m2", b'{"a":2}')),  # another device
+        link(one, (2, "m1", b'{"a":3}')),  # other data
+        link((1, "m1", b'{"a":1}{'), (2, "m1", b'"a":2}')),  # the same bytes, cut elsewhere
+        link(one),  # a record fewer
     ]
     assert base not in changed
     assert len(set(changed)) == len(changed)
@@ -139,7 +143,7 @@ def test_an_outbox_with_a_hash_on_every_row_keeps_its_chain(tmp_path: Path) -> N
     box.flush()
     rows, link = box.read_linked("digest", 0, 100, 1 << 30)
     assert [r[0] for r in rows] == [2, 3, 4]
-    new = chain.link(digests[3], "digest", [(4, "m1", orjson.dumps({"i": 4}))])
+    new = chain.link(digests[3], "digest", [4], ["m1"], [orjson.dumps({"i": 4})])
     assert link == (1, digests[1], new)
     assert box.read_linked("digest", 2, 1, 1 << 30)[1] == (2, digests[2], digests[3])
     box.close()

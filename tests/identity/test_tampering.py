@@ -111,8 +111,9 @@ def signed_batch(
 ) -> bytes:
     """A batch as a gateway holding `key` would sign it (the chain computed honestly,
     the batch's records committed as one group)."""
-    group = [(seq, device, orjson.dumps(data)) for seq, device, data in records]
-    link = (prev[0], prev[1], records[-1][0], chain.link(prev[1], "event", group))
+    seqs, devices, data = zip(*records, strict=True)
+    own = chain.link(prev[1], "event", seqs, devices, [orjson.dumps(x) for x in data])
+    link = (prev[0], prev[1], records[-1][0], own)
     signer = signing.Signer(key)
     return signer.sign(encode_batch(gid, "event", records, 1.7e9, link, signer.kid))
 
