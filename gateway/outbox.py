@@ -107,6 +107,12 @@ class Outbox:
             int(cls): (int(seq), bytes.fromhex(digest))
             for cls, (seq, digest) in orjson.loads(meta.get("chain", "{}")).items()
         }
+        # Each head has its link row (the next group's first record names it), also in an
+        # outbox converted from a hash on every row whose head record was acknowledged.
+        self._db.executemany(
+            "INSERT OR IGNORE INTO chain (class, seq, hash) VALUES (?, ?, ?)",
+            [(cls, seq, digest) for cls, (seq, digest) in self.heads.items()],
+        )
         top = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
         self.next_seq: int = max(int(meta.get("next_seq", "1")), top + 1)
         self.evicted: defaultdict[str, int] = defaultdict(

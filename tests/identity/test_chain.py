@@ -147,3 +147,32 @@ def test_an_outbox_with_a_hash_on_every_row_keeps_its_chain(tmp_path: Path) -> N
     assert link == (1, digests[1], new)
     assert box.read_linked("digest", 2, 1, 1 << 30)[1] == (2, digests[2], digests[3])
     box.close()
+
+
+def test_an_outbox_converted_after_all_was_acknowledged_follows_its_old_head(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, class INTEGER NOT NULL, device TEXT "
+        "NOT NULL, data BLOB NOT NULL, created REAL NOT NULL, prev_seq INTEGER, prev BLOB, "
+        "hash BLOB);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    )
+    old_head = bytes([7]) * 32  # record 3's hash, held only in meta: its row was acked
+    heads = {"3": (3, old_head.hex())}
+    db.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("next_seq", "4"), ("chain", orjson.dumps(heads).decode())],
+    )
+    db.commit()
+    db.close()
+    box = Outbox(path)
+    box.append("digest", "m1", {"i": 4})
+    box.flush()
+    rows, link = box.read_linked("digest", 0, 100, 1 << 30)
+    assert [r[0] for r in rows] == [4]
+    new = chain.link(old_head, "digest", [4], ["m1"], [orjson.dumps({"i": 4})])
+    assert link == (3, old_head, new)  # what the cloud holds at 3, not the new link
+    box.close()
