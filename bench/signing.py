@@ -150,6 +150,8 @@ def gateway_drains(opts: argparse.Namespace, tmp: Path) -> dict[str, dict[str, A
         bench.start_broker()
         bench.cloud = gt.CloudAcker(bench.port, gt.GATEWAY_ID)
         for name, path in pipelines.items():
+            if name not in opts.pipeline:
+                continue
             runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
             for _ in range(opts.repeat):
                 for signed in (False, True):
@@ -366,7 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=500, help="records per batch (the uplink's)")
     p.add_argument("--rounds", type=int, help="in-process rounds per variant (default 5)")
     p.add_argument("--only", choices=["drain", "batch"], help="one part only")
+    p.add_argument(
+        "--pipeline",
+        choices=["forward_all", "factory"],
+        action="append",
+        help="drain with these pipelines only (repeatable; default both)",
+    )
     opts = p.parse_args(argv)
+    opts.pipeline = opts.pipeline or ["forward_all", "factory"]
     opts.messages = opts.messages or (20_000 if opts.quick else 100_000)
     opts.repeat = opts.repeat or (1 if opts.quick else 5)
     opts.records = opts.records or (5_000 if opts.quick else 20_000)
