@@ -646,6 +646,7 @@ class Bench:
             GATEWAY_ID,
             "--metrics-port",
             str(metrics_port),
+            "--insecure-unsigned",  # no identity to provision; batches are signed all the same
         ]
         if profile and self.args.cprofile:  # the max-rate gateway only
             argv = [

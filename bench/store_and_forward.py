@@ -322,6 +322,7 @@ class Rig:
             str(data),
             "--metrics-port",
             str(port),
+            "--insecure-unsigned",  # no identity to provision; batches are signed all the same
             *extra,
         ]
         proc = self.spawn(args, f"gateway-{gid}")
@@ -337,6 +338,8 @@ class Rig:
     def cloud(self, uplink: Broker, db_url: str, name: str) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         args = ["--broker", uplink.url, "--db", db_url, "--http", f"127.0.0.1:{port}"]
+        # Gateways not provisioned: stored unchecked (bench/signing.py measures the checks).
+        args += ["--allow-unregistered", "--signing-key", str(self.tmp / "cloud.key")]
         proc = self.spawn([*FOGLINE, "cloud", *args, "--replica", "r1"], name)
 
         def healthy() -> bool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -349,11 +350,12 @@ class Ingest:
         """The batches whose chain links agree with what is stored; the others refused."""
         verdicts = self.trust.check_chains(links) if self.trust is not None else []
         kept = []
-        for item, problem in zip(parsed, verdicts, strict=True):
+        for (message, batch), link, problem in zip(parsed, links, verdicts, strict=True):
             if problem is None:
-                kept.append(item)
+                head = None if link is None else (link.head_seq, link.head_hash)
+                kept.append((message, dataclasses.replace(batch, head=head)))
             else:
-                self._reject(item[0][0], RejectError("chain", problem))
+                self._reject(message[0], RejectError("chain", problem))
         return kept
 
     def _refused_records(self, topic: str, batch: Batch) -> None:

@@ -48,6 +48,9 @@ class Batch:
     """Refused records as `dead_letter` events, to be stored under their own seqs."""
     dropped: int = 0
     """Records whose seq is not a valid ledger key: counted, neither stored nor acked."""
+    head: tuple[int, bytes] | None = None
+    """A signed batch's chain head (seq and hash, `cloud.trust`), once its link agrees
+    with the heads held: stored in the transaction that stores the records."""
 
     @property
     def seqs(self) -> list[int]:

@@ -42,6 +42,7 @@ from cloud.models import (
     Activity,
     Alert,
     AlertEvent,
+    ChainHead,
     Digest,
     Escalation,
     Event,
@@ -98,7 +99,10 @@ class Store:
         """Store every record of `batches` once, in one transaction."""
         report = WriteReport()
         fresh: dict[Key, tuple[str, str, dict[str, Any]]] = {}
+        heads: dict[Key, bytes] = {}
         for batch in batches:
+            if batch.head is not None:
+                heads.setdefault((batch.gateway, batch.head[0]), batch.head[1])
             for seq, device, data in batch.entries:
                 key = (batch.gateway, seq)
                 if key in fresh:
@@ -106,6 +110,9 @@ class Store:
                 else:
                     fresh[key] = (batch.kind, device, data)
         if not fresh:
+            if heads:
+                with writing(self.engine) as conn:
+                    self._insert_heads(conn, heads)
             return report
         now = self._clock()
         gateways = sorted({gateway for gateway, _ in fresh})
@@ -120,6 +127,8 @@ class Store:
                 kind, device, data = fresh[key]
                 rows[kind].append((key[0], key[1], device, data))
             self._insert_records(conn, rows)
+            if heads:
+                self._insert_heads(conn, heads)
             diagnoses = self._insert_escalations(conn, rows["escalation"], now)
             # Then the per-gateway part, held only until the commit that follows.
             self._lock_and_count(conn, gateways, new, now)
@@ -130,6 +139,18 @@ class Store:
             if rows["event"]:
                 apply_model_events(conn, rows["event"], now)
         return report
+
+    @staticmethod
+    def _insert_heads(conn: Connection, heads: dict[Key, bytes]) -> None:
+        """The chain heads of the signed batches written (`cloud.trust`), in key order; a
+        head already held stays (`check_chains` refused any batch that disagreed). In the
+        records' transaction rather than one of its own, whose commit (an fsync with
+        `synchronous=FULL`) made the chain check 4 ms of wall time per drain of 32
+        batches here, and which kept heads of records the database then refused."""
+        conn.execute(
+            _insert(conn, ChainHead).on_conflict_do_nothing(),
+            [{"gateway_id": g, "seq": s, "hash": h} for (g, s), h in sorted(heads.items())],
+        )
 
     # -- the ledger and the gateway rows ----------------------------------------------------
 

@@ -34,10 +34,8 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select, tuple_
 
-from cloud.db import writing
 from cloud.models import ChainHead, GatewayKey
 from cloud.parse import RejectError
-from cloud.store import _insert
 from fogline import signing
 
 log = logging.getLogger("fogline.cloud.trust")
@@ -142,7 +140,8 @@ class CloudTrust:
 
     def check_chains(self, links: list[Link | None]) -> list[str | None]:
         """Per link, None if it agrees with the heads held (or there are none to compare
-        with), else why not; the heads of those that agree are stored."""
+        with) and with the links before it, else why not. The heads of those that agree
+        are stored with their records (`Batch.head`, `Store.write`)."""
         wanted = {(k.gateway, s) for k in links if k is not None for s in (k.prev_seq, k.head_seq)}
         if not wanted:
             return [None] * len(links)
@@ -176,14 +175,6 @@ class CloudTrust:
             else:
                 verdicts.append(None)
                 fresh[link.gateway, link.head_seq] = link.head_hash
-        new = [
-            {"gateway_id": g, "seq": s, "hash": h}
-            for (g, s), h in sorted(fresh.items())
-            if (g, s) not in held
-        ]
-        if new:
-            with writing(self.engine) as conn:
-                conn.execute(_insert(conn, ChainHead).on_conflict_do_nothing(), new)
         return verdicts
 
 

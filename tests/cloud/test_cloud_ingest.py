@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from cloudkit import NOW, Database, digest, digests, payload
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from support import Broker, Collector, eventually
 
@@ -21,9 +22,12 @@ from cloud.db import make_engine, migrate
 from cloud.gaps import loss_report
 from cloud.ingest import Ingest, IngestOptions
 from cloud.metrics import CloudMetrics
-from cloud.models import Digest, Gateway, Received
+from cloud.models import ChainHead, Digest, Gateway, Received
+from cloud.provision import add_gateway
 from cloud.store import Store
-from fogline.envelope import decode_ack, uplink_topic
+from cloud.trust import CloudTrust
+from fogline import chain, signing
+from fogline.envelope import decode_ack, encode_batch, uplink_topic
 from fogline.urls import parse_broker_url
 
 Start = Callable[..., Awaitable[Ingest]]
@@ -234,6 +238,43 @@ async def test_a_value_the_database_refuses_is_rejected_alone(
     else:
         assert outcome.acks == [("gw1", [(1, 1)]), ("gw1", [(2, 3)])]
         assert store.count(Digest) == 3
+
+
+def signed_digests(signer: signing.Signer, records: list[tuple[int, str, dict]]) -> bytes:
+    seqs, devices, data = zip(*records, strict=True)
+    own = chain.link(chain.GENESIS, "digest", seqs, devices, [orjson.dumps(x) for x in data])
+    link = (0, chain.GENESIS, records[-1][0], own)
+    return signer.sign(encode_batch("gw1", "digest", records, NOW, link, signer.kid))
+
+
+async def test_a_chain_head_is_stored_with_its_records_and_only_then(
+    database: Database, store: Store
+) -> None:
+    """A signed batch's head commits with its records: not when the database refuses
+    them (PostgreSQL and NUL), and also for a batch whose records were all held."""
+    key = Ed25519PrivateKey.generate()
+    cloud_key = Ed25519PrivateKey.generate()
+    add_gateway(store.engine, "gw1", cloud_key, public_key=signing.public_text(key))
+    trust = CloudTrust(store.engine, signing.Signer(cloud_key), allow_unregistered=False)
+    ingest = Ingest(
+        store, parse_broker_url("mqtt://127.0.0.1:1"), "r1", CloudMetrics(), trust=trust
+    )
+    signer = signing.Signer(key)
+    topic = uplink_topic("gw1", "digest")
+    good = [(1, "line-1/m-01", digest()), (2, "line-1/m-01", digest(1))]
+    nul = signed_digests(signer, [(3, "line-1/\x00", digest(2))])
+
+    def heads() -> set[int]:
+        with store.engine.connect() as conn:
+            return set(conn.execute(select(ChainHead.seq)).scalars())
+
+    outcome = ingest._drain([(topic, signed_digests(signer, good)), (topic, nul)])
+    assert outcome.error is None
+    assert heads() == ({2} if database.kind == "postgresql" else {2, 3})
+    # the first record alone, cut again (a resend after a reconnect): held, and its head kept
+    ingest._drain([(topic, signed_digests(signer, good[:1]))])
+    assert 1 in heads()
+    assert store.count(Digest) == (2 if database.kind == "postgresql" else 3)
 
 
 async def test_a_locked_database_is_retried_without_losing_or_recounting(

@@ -109,11 +109,11 @@ def signed_batch(
     records: list[tuple[int, str, dict]],
     prev: tuple[int, bytes] = (0, chain.GENESIS),
 ) -> bytes:
-    """A batch as a gateway holding `key` would sign it (the chain computed honestly)."""
-    digest = prev[1]
-    for seq, device, data in records:
-        digest = chain.record_hash(digest, "event", seq, device, orjson.dumps(data))
-    link = (prev[0], prev[1], records[-1][0], digest)
+    """A batch as a gateway holding `key` would sign it (the chain computed honestly,
+    the batch's records committed as one group)."""
+    seqs, devices, data = zip(*records, strict=True)
+    own = chain.link(prev[1], "event", seqs, devices, [orjson.dumps(x) for x in data])
+    link = (prev[0], prev[1], records[-1][0], own)
     signer = signing.Signer(key)
     return signer.sign(encode_batch(gid, "event", records, 1.7e9, link, signer.kid))
 
