@@ -8,6 +8,7 @@ forms are shown to operators only, and the handlers check the role again.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -169,11 +170,28 @@ class FragmentCache:
         self._items: OrderedDict[tuple[Any, ...], str] = OrderedDict()
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._guard = threading.Lock()
+        self._pending: dict[tuple[Any, ...], asyncio.Future[str]] = {}  # event loop only
         self.renders = 0
 
     def peek(self, key: tuple[Any, ...]) -> str | None:
         with self._guard:
             return self._items.get(key)
+
+    async def shared(self, key: tuple[Any, ...], render: Callable[[], str]) -> str:
+        """`get` from the event loop: one worker thread per key, however many await it.
+
+        100 streams woken by one change used to send 100 calls to the thread pool, where
+        99 waited on the key's lock and held workers that ingest's writes queue for
+        (cProfile, `bench/console_bench.py streams`: ~88 thread hops per change)."""
+        html = self.peek(key)
+        if html is not None:
+            return html
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(self.get, key, render))
+            self._pending[key] = task
+            task.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(task)  # a stream that leaves does not cancel the others'
 
     def get(self, key: tuple[Any, ...], render: Callable[[], str]) -> str:
         with self._guard:
@@ -196,20 +214,8 @@ class FragmentCache:
             return html
 
 
-def cached_rows(state: Any, query: str, operator: bool) -> str | None:
-    """The list fragment if it is already rendered (no thread hop for the 99 others)."""
-    cache: FragmentCache = state.fragments
-    return cache.peek((query, operator, state.feed.position))
-
-
-def render_rows(state: Any, query: str, operator: bool) -> str:
-    """The list fragment of a view (its query string), from the cache or rendered once.
-
-    The live stream pushes it to every browser watching that view after each change, so
-    browsers make no request of their own (`cloud.live`). Runs in a worker thread.
-    """
-    cache: FragmentCache = state.fragments
-    key = (query, operator, state.feed.position)
+def _rows(state: Any, query: str, operator: bool) -> tuple[tuple[Any, ...], Callable[[], str]]:
+    """The cache key of a view's list fragment and the call that renders it."""
 
     def render() -> str:
         with state.sessions() as db:
@@ -217,7 +223,21 @@ def render_rows(state: Any, query: str, operator: bool) -> str:
             context = _alert_list(params, f"/alerts?{query}" if query else "/alerts", db, operator)
             return templates.get_template("_alert_results.html").render(**context)
 
-    return cache.get(key, render)
+    return (query, operator, state.feed.position), render
+
+
+def render_rows(state: Any, query: str, operator: bool) -> str:
+    """The list fragment of a view (its query string), from the cache or rendered once.
+    Runs in a worker thread."""
+    cache: FragmentCache = state.fragments
+    return cache.get(*_rows(state, query, operator))
+
+
+async def shared_rows(state: Any, query: str, operator: bool) -> str:
+    """`render_rows` for the live stream, which pushes it to every browser watching that
+    view after each change, so browsers make no request of their own (`cloud.live`)."""
+    cache: FragmentCache = state.fragments
+    return await cache.shared(*_rows(state, query, operator))
 
 
 @router.get("/alerts/rows")

@@ -1,0 +1,84 @@
+"""The live stream's fan-out: what 100 browsers share is made once (one rendering per view
+and change, one serialisation per batch), and a browser that does not keep up is told to
+reload rather than slowing the others."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from cloud.live import QUEUE, RESET, Feed, alert_events, rows_event
+from cloud.pages import FragmentCache
+
+
+async def test_a_view_is_rendered_once_for_every_stream_waiting_on_it() -> None:
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+    cache = FragmentCache()
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def render() -> str:
+        calls.append(threading.current_thread().name)
+        started.set()
+        release.wait(5)  # every stream is waiting before the rendering ends
+        return "<table>\n<tr data-id='1'></tr>\n</table>"
+
+    waiting = [
+        asyncio.create_task(cache.shared(("state=active", False, 7), render)) for _ in range(100)
+    ]
+    assert await asyncio.to_thread(started.wait, 5)
+    # The 99 others hold no worker: ingest's writes, which share the pool, still run.
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: "stored"), 2) == "stored"
+    release.set()
+    htmls = await asyncio.gather(*waiting)
+    assert len(calls) == 1
+    assert cache.renders == 1
+    assert all(h is htmls[0] for h in htmls)
+    assert rows_event(htmls[0]) is rows_event(htmls[1])  # framed once, shared
+    assert rows_event(htmls[0]) == (
+        b"event: rows\ndata: <table>\ndata: <tr data-id='1'></tr>\ndata: </table>\n\n"
+    )
+    assert await cache.shared(("state=active", False, 7), render) is htmls[0]  # no new work
+    assert len(calls) == 1
+
+
+async def test_a_stream_that_leaves_does_not_cancel_the_rendering_others_wait_for() -> None:
+    cache = FragmentCache()
+    release = threading.Event()
+
+    def render() -> str:
+        release.wait(5)
+        return "rows"
+
+    first = asyncio.create_task(cache.shared(("", True, 1), render))
+    second = asyncio.create_task(cache.shared(("", True, 1), render))
+    await asyncio.sleep(0)
+    first.cancel()
+    release.set()
+    assert await second == "rows"
+    assert first.cancelled()
+
+
+def test_a_batch_of_changes_is_serialised_once_as_sse_bytes() -> None:
+    chunk = alert_events([{"id": 3, "action": "raised"}, {"id": 4, "action": "cleared"}])
+    assert chunk == (
+        b'event: alert\nid: 3\ndata: {"id":3,"action":"raised"}\n\n'
+        b'event: alert\nid: 4\ndata: {"id":4,"action":"cleared"}\n\n'
+    )
+
+
+async def test_a_browser_that_falls_behind_gets_a_reset_not_a_stall() -> None:
+    feed = Feed(engine=None)  # type: ignore[arg-type] # fan-out only: no polling here
+    with feed.subscribe() as slow, feed.subscribe() as fast:
+        for n in range(QUEUE + 1):
+            Feed._offer(slow, b"%d" % n)
+            Feed._offer(fast, b"%d" % n)
+            if n < QUEUE:
+                fast.get_nowait()
+        assert slow.qsize() == 1
+        assert slow.get_nowait() == RESET
+        assert fast.get_nowait() == b"%d" % QUEUE
+        feed.close()
+        assert slow.get_nowait() is None
+    assert feed.watchers == 0
