@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import Integer, case, cast, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse
 
@@ -527,10 +527,7 @@ def models_page(request: Request, db: Db, user: PageUser) -> Response:
             uploads[gateway] = found
     disagreements = queries.escalations(db, queries.Filters(), None, False, 20, None).items
     steps = sorted({(g, s.step) for g, m in uploads.items() for s in m.running})
-    if db.get_bind().dialect.name == "sqlite":  # SQLite may lack floor(); CAST truncates
-        hour = cast(Escalation.at / 3600, Integer) * 3600
-    else:  # PostgreSQL's CAST rounds
-        hour = func.floor(Escalation.at / 3600) * 3600
+    hour = queries.hour_of(Escalation.at, db.get_bind().dialect.name)
     since = _now(request) - 7 * 86400
     rows = db.execute(
         select(
@@ -543,13 +540,18 @@ def models_page(request: Request, db: Db, user: PageUser) -> Response:
         .group_by(hour)
         .order_by(hour)
     ).all()
+    per_hour = {float(h): (int(n), int(d), int(a or 0)) for h, n, d, a in rows}
+    local = queries.local_exit_trend(db, since)
+    hours = sorted(per_hour.keys() | local.keys())
     trend = {
-        "x": [float(h) for h, *_ in rows],
+        "x": hours,
         "series": {
-            "escalations per hour": [int(n) for _, n, _, _ in rows],
+            "escalations per hour": [per_hour.get(h, (0, 0, 0))[0] for h in hours],
             "cloud agreed (%)": [
-                round(100 * int(a or 0) / int(d), 1) if d else None for _, _, d, a in rows
+                round(100 * a / d, 1) if d else None
+                for _, d, a in (per_hour.get(h, (0, 0, 0)) for h in hours)
             ],
+            "local exit (%)": [round(100 * local[h], 2) if h in local else None for h in hours],
         },
     }
     return _render(
