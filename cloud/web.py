@@ -29,6 +29,7 @@ from cloud.metrics import CloudMetrics
 from cloud.model_updates import ModelUpdates, UploadError
 from cloud.pagination import CursorError
 from cloud.render import STATIC, page
+from cloud.throttle import SignInThrottle
 from fogline import __version__
 
 SECURITY_HEADERS = {
@@ -121,6 +122,7 @@ def create_app(
     app.state.clock = clock
     app.state.gap_grace = gap_grace
     app.state.fragments = pages.FragmentCache()
+    app.state.signin_throttle = SignInThrottle()
     app.add_exception_handler(CursorError, _bad_cursor)
     app.add_exception_handler(UploadError, _bad_upload)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
