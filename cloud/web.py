@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
@@ -78,6 +79,21 @@ async def _bad_upload(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
 
+def invalid_input(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation errors as one line, each naming where (`body.ids.0`)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    )
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """422 with one line (`ErrorOut`, as the API documents), or the error page."""
+    if not isinstance(exc, RequestValidationError):
+        raise exc
+    return await _http_error(request, HTTPException(422, detail=invalid_input(exc)))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """JSON for the API and the live stream, a page for a person in the console."""
     if not isinstance(exc, HTTPException):
@@ -127,6 +143,7 @@ def create_app(
     app.add_exception_handler(UploadError, _bad_upload)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
 
     app.add_middleware(SecurityHeaders)
     app.include_router(api.router)
