@@ -13,8 +13,9 @@ view, role and feed position for every browser watching it (`cloud.pages.shared_
 so a change costs one rendering and no request per browser.
 
 Everything a stream sends is made once and shared as bytes: each poll's batch of events
-is serialised by the feed, each rendered list framed as an SSE event once (`rows_event`),
-and a browser gets one write per batch. Measured with 100 streams (`bench/console_bench.py
+is serialised by the feed, each rendered list framed as an SSE event once (`rows_event`)
+or, for browsers that hold the previous rendering, as a patch against it (`Patches`), and
+a browser gets one write per batch. Measured with 100 streams (`bench/console_bench.py
 streams`): framing the ~25 KB list per browser (split into `data:` lines, joined) and one
 `orjson.dumps` per browser and event were a third of the event loop's time, and slowed
 ingest's commits (the loop and ingest's thread share the GIL).
@@ -27,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
@@ -78,6 +81,7 @@ class Feed:
         self._holes: dict[int, float] = {}
         self._closed = False
         self.polls = 0
+        self.patches = Patches()
 
     @property
     def position(self) -> int:
@@ -196,6 +200,56 @@ class Feed:
 router = APIRouter(include_in_schema=False)
 
 
+class Patches:
+    """What changed in a view's list since its previous rendering, as an SSE `patch` event:
+    made once per change and view in the event loop, sent to every browser that holds the
+    previous rendering; any other browser gets the whole list (`rows_event`).
+
+    A raised alert changes a few lines of the ~25 KB list (its row, the one that leaves the
+    page, the counts), so a patch is 1-2 KB: with 100 browsers, a change was 2.5 MB to
+    write and for the browsers to parse (measured with `bench/console_bench.py streams`).
+    The patch is a JSON list: `[a, b]` keeps lines a..b of the previous text, a string is a
+    new line (`console.js` applies it).
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._latest: dict[tuple[str, bool], tuple[int, str]] = {}
+        self._made: OrderedDict[tuple[str, bool, int], tuple[int, bytes] | None] = OrderedDict()
+
+    def event(self, view: str, operator: bool, position: int, html: str, held: int | None) -> bytes:
+        """The bytes that bring a browser holding the rendering at `held` to `html`."""
+        key = (view, operator, position)
+        if key not in self._made:
+            latest = self._latest.get((view, operator))
+            made = None
+            if latest is not None and latest[0] < position:
+                made = (latest[0], line_patch(latest[1], html))
+            if latest is None or latest[0] < position:
+                self._latest[(view, operator)] = (position, html)
+                if len(self._latest) > self._size:
+                    self._latest.pop(next(iter(self._latest)))
+            self._made[key] = made
+            while len(self._made) > self._size:
+                self._made.popitem(last=False)
+        made = self._made[key]
+        if made is not None and held is not None and made[0] == held:
+            return made[1]
+        return rows_event(html)
+
+
+def line_patch(old: str, new: str) -> bytes:
+    """`new` as an SSE `patch` event against `old` (line runs kept, other lines sent)."""
+    before, after = old.split("\n"), new.split("\n")
+    ops: list[list[int] | str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, after, False).get_opcodes():
+        if tag == "equal":
+            ops.append([i1, i2])
+        else:
+            ops.extend(after[j1:j2])
+    return b"event: patch\ndata: %s\n\n" % orjson.dumps(ops)
+
+
 @functools.lru_cache(maxsize=64)
 def rows_event(html: str) -> bytes:
     """An SSE `rows` event: one `data:` line per line of the fragment. Cached: every browser
@@ -207,6 +261,7 @@ def rows_event(html: str) -> bytes:
 async def _stream(
     request: Request, feed: Feed, view: str | None, operator: bool
 ) -> AsyncIterator[bytes]:
+    held: int | None = None  # the feed position of the list this browser holds
     with feed.subscribe() as queue:
         yield b"retry: 2000\n: connected\n\n"
         while True:
@@ -224,7 +279,10 @@ async def _stream(
             done = chunks[-1] is None
             sent = b"".join(c for c in chunks if c is not None)
             if view is not None and not done:
-                sent += rows_event(await shared_rows(request.app.state, view, operator))
+                position, html = await shared_rows(request.app.state, view, operator)
+                if position != held:
+                    sent += feed.patches.event(view, operator, position, html, held)
+                    held = position
             if sent:
                 yield sent
             if done:

@@ -233,11 +233,13 @@ def render_rows(state: Any, query: str, operator: bool) -> str:
     return cache.get(*_rows(state, query, operator))
 
 
-async def shared_rows(state: Any, query: str, operator: bool) -> str:
-    """`render_rows` for the live stream, which pushes it to every browser watching that
-    view after each change, so browsers make no request of their own (`cloud.live`)."""
+async def shared_rows(state: Any, query: str, operator: bool) -> tuple[int, str]:
+    """`render_rows` for the live stream, with the feed position it was rendered at: the
+    stream pushes it to every browser watching that view after each change, so browsers
+    make no request of their own (`cloud.live`)."""
     cache: FragmentCache = state.fragments
-    return await cache.shared(*_rows(state, query, operator))
+    key, render = _rows(state, query, operator)
+    return key[2], await cache.shared(key, render)
 
 
 @router.get("/alerts/rows")

@@ -1,6 +1,7 @@
 """The live stream's fan-out: what 100 browsers share is made once (one rendering per view
-and change, one serialisation per batch), and a browser that does not keep up is told to
-reload rather than slowing the others."""
+and change, one serialisation per batch, one patch per change for the browsers that hold
+the previous list), and a browser that does not keep up is told to reload rather than
+slowing the others."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from cloud.live import QUEUE, RESET, Feed, alert_events, rows_event
+from cloudkit import apply_patch
+
+from cloud.live import QUEUE, RESET, Feed, Patches, alert_events, line_patch, rows_event
 from cloud.pages import FragmentCache
 
 
@@ -82,3 +85,23 @@ async def test_a_browser_that_falls_behind_gets_a_reset_not_a_stall() -> None:
         feed.close()
         assert slow.get_nowait() is None
     assert feed.watchers == 0
+
+
+def test_a_browser_holding_the_previous_list_gets_a_patch_others_the_whole_list() -> None:
+    rows = [f'<tr data-id="{i}">\n<td>alert {i}</td>\n</tr>' for i in range(50, 0, -1)]
+    first = "<p>open 50</p>\n" + "\n".join(rows)
+    second = "<p>open 51</p>\n" + "\n".join(
+        ['<tr data-id="51">\n<td>alert 51</td>\n</tr>', *rows[:-1]]
+    )
+    patches = Patches()
+    assert patches.event("state=active", False, 7, first, None) == rows_event(first)
+    patch = patches.event("state=active", False, 9, second, 7)
+    assert patch.startswith(b"event: patch\n")
+    assert len(patch) < len(rows_event(second)) / 4
+    assert apply_patch(first, patch) == second
+    assert patches.event("state=active", False, 9, second, 7) is patch  # made once
+    assert patches.event("state=active", False, 9, second, 3) == rows_event(second)  # held another
+    assert patches.event("state=active", False, 9, second, None) == rows_event(second)
+    assert patches.event("state=active", True, 9, second, 7) == rows_event(second)  # other role
+    assert apply_patch("a\nb\nc", line_patch("a\nb\nc", "c\nx\na")) == "c\nx\na"
+    assert apply_patch("", line_patch("", '<p>\u00e9 \\ "q"</p>')) == '<p>\u00e9 \\ "q"</p>'
