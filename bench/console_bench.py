@@ -3,7 +3,7 @@ connected browser (Chromium, live list over SSE), p50/p99; (2) server-side rende
 the alert list, an alert page and the gateway pages with a large store.
 
     python bench/console_bench.py latency [--alerts 200]
-    python bench/console_bench.py streams [--browsers 100 --rounds 4]
+    python bench/console_bench.py streams [--browsers 100 --rounds 10]
     python bench/console_bench.py render --db sqlite:////tmp/big.db|postgresql+psycopg://... \
         [--alerts 100000 --gateways 1000 --digests 1000000]
 
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import random
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from fogline.urls import parse_broker_url
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]  # fmt: skip
+PHASE = 25  # drains per half-round of `streams`
 PASSWORD = "bench password"  # noqa: S105 - a throwaway user of a throwaway store
 
 
@@ -286,8 +288,9 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 
 async def streams(count: int, rounds: int, tmp: Path) -> None:
     """What `count` connected browsers cost the cloud process and its ingest: drains written
-    without and with the streams open, in alternating rounds of 50 (so that other work on
-    the machine weighs on both sides alike)."""
+    without and with the streams open, in alternating rounds of `PHASE` (so that other work
+    on the machine weighs on both sides alike); the slowdown is the median over rounds of
+    each round's ratio of p50s, and the pooled p50s."""
     async with Cloud(options(f"sqlite:///{tmp / 'streams.db'}")) as cloud:
         assert cloud.app is not None  # noqa: S101 - a script
         state = cloud.app.state
@@ -296,10 +299,10 @@ async def streams(count: int, rounds: int, tmp: Path) -> None:
         n = 0
 
         async def phase(writes: list[float]) -> float:
-            """50 drains at random 50-400 ms intervals; the process's CPU seconds meanwhile."""
+            """`PHASE` drains at random 50-400 ms intervals; the process's CPU meanwhile."""
             nonlocal n
             cpu = time.process_time()
-            for _ in range(50):
+            for _ in range(PHASE):
                 n += 1
                 t = time.perf_counter()
                 await asyncio.to_thread(cloud.store.write, drain(n, time.time()))
@@ -310,11 +313,13 @@ async def streams(count: int, rounds: int, tmp: Path) -> None:
         await phase([])  # warm up: the first drains create the tables' pages
         without: list[float] = []
         with_streams: list[float] = []
+        ratios: list[float] = []
         cpu = [0.0, 0.0]
         before = peak = rss_mb()
         polls, renders = cloud.feed.polls, state.fragments.renders
         for _ in range(rounds):
-            cpu[0] += await phase(without)
+            alone: list[float] = []
+            cpu[0] += await phase(alone)
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", CLIENTS, f"http://127.0.0.1:{cloud.http_port}",
                 cookie, str(count), stdout=asyncio.subprocess.PIPE,
@@ -322,24 +327,32 @@ async def streams(count: int, rounds: int, tmp: Path) -> None:
             assert child.stdout is not None  # noqa: S101 - a script
             await child.stdout.readline()
             open_streams = cloud.feed.watchers
-            cpu[1] += await phase(with_streams)
+            watched: list[float] = []
+            cpu[1] += await phase(watched)
             peak = max(peak, rss_mb())
             child.terminate()
             await child.wait()
             while cloud.feed.watchers:  # noqa: ASYNC110 - a count the server keeps, no event
                 await asyncio.sleep(0.05)
-        changes = 50 * rounds
+            ratios.append(pct(watched, 50) / pct(alone, 50))
+            without += alone
+            with_streams += watched
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        clients = usage.ru_utime + usage.ru_stime
+        changes = PHASE * rounds
         print(f"{open_streams} streams open: RSS {before:.0f} -> {peak:.0f} MB "
               f"(+{peak - before:.1f} MB, {(peak - before) * 1024 / count:.0f} KB each); "
               f"{cloud.feed.polls - polls} live polls, {state.fragments.renders - renders} "
               f"list renderings for {changes} changes while streams were open")  # fmt: skip
-        slower = pct(with_streams, 50) / pct(without, 50) - 1
-        print(f"one drain (500 digests + 1 alert, one transaction), {changes} each way: "
-              f"without streams p50 {pct(without, 50):.1f} ms, "
-              f"with {count} streams p50 {pct(with_streams, 50):.1f} ms ({slower:+.1%}); "
-              f"p95 {pct(without, 95):.1f} / {pct(with_streams, 95):.1f} ms; "
-              f"cloud CPU per drain {cpu[0] / changes * 1000:.1f} / "
-              f"{cpu[1] / changes * 1000:.1f} ms")  # fmt: skip
+        pooled = pct(with_streams, 50) / pct(without, 50) - 1
+        print(f"one drain (500 digests + 1 alert, one transaction), {changes} each way in "
+              f"{rounds} rounds: without streams p50 {pct(without, 50):.1f} ms, "
+              f"with {count} streams p50 {pct(with_streams, 50):.1f} ms (pooled {pooled:+.1%}, "
+              f"median of rounds {pct(ratios, 50) - 1:+.1%}); "
+              f"p95 {pct(without, 95):.1f} / {pct(with_streams, 95):.1f} ms")  # fmt: skip
+        print(f"CPU per drain: cloud process {cpu[0] / changes * 1000:.1f} ms without, "
+              f"{cpu[1] / changes * 1000:.1f} ms with streams; the {count} clients "
+              f"{clients / changes * 1000:.1f} ms")  # fmt: skip
 
 
 def main() -> None:
@@ -349,7 +362,7 @@ def main() -> None:
     lat.add_argument("--alerts", type=int, default=200)
     st = sub.add_parser("streams")
     st.add_argument("--browsers", type=int, default=100)
-    st.add_argument("--rounds", type=int, default=4)
+    st.add_argument("--rounds", type=int, default=10)
     ren = sub.add_parser("render")
     ren.add_argument("--db", required=True)
     ren.add_argument("--alerts", type=int, default=100_000)

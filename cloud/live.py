@@ -51,6 +51,7 @@ HOLE_SECONDS = 5.0
 HEARTBEAT = 15.0  # seconds between comments that keep idle proxies from closing a stream
 QUEUE = 256  # batches held per browser; past that it is told to reload its list
 RESET = b'event: alert\ndata: {"action":"reset"}\n\n'
+PING = b": ping\n\n"  # handed to every stream by the feed: no timer per stream and wait
 
 
 def alert_events(events: list[dict[str, Any]]) -> bytes:
@@ -82,6 +83,7 @@ class Feed:
         self._closed = False
         self.polls = 0
         self.patches = Patches()
+        self._offered = clock()  # when subscribers were last handed something
 
     @property
     def position(self) -> int:
@@ -126,11 +128,17 @@ class Feed:
             except Exception:  # a database that is away must not end the feed
                 log.exception("live feed: reading activity failed; retrying")
                 await asyncio.sleep(1.0)
-                continue
+                events = []
+            now = self._clock()
             if events:
                 chunk = alert_events(events)
-                for queue in list(self._subscribers):
-                    self._offer(queue, chunk)
+            elif now - self._offered >= HEARTBEAT:
+                chunk = PING
+            else:
+                continue
+            self._offered = now
+            for queue in list(self._subscribers):
+                self._offer(queue, chunk)
 
     @staticmethod
     def _offer(queue: asyncio.Queue[bytes | None], chunk: bytes | None) -> None:
@@ -242,7 +250,7 @@ def line_patch(old: str, new: str) -> bytes:
     """`new` as an SSE `patch` event against `old` (line runs kept, other lines sent)."""
     before, after = old.split("\n"), new.split("\n")
     ops: list[list[int] | str] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, after, False).get_opcodes():
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, after).get_opcodes():
         if tag == "equal":
             ops.append([i1, i2])
         else:
@@ -265,19 +273,15 @@ async def _stream(
     with feed.subscribe() as queue:
         yield b"retry: 2000\n: connected\n\n"
         while True:
-            try:
-                async with asyncio.timeout(HEARTBEAT):
-                    chunk = await queue.get()
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return
-                yield b": ping\n\n"
+            chunk = await queue.get()  # Starlette ends the stream when the browser leaves
+            if chunk is PING:
+                yield chunk
                 continue
             chunks = [chunk]
             while chunks[-1] is not None and not queue.empty():  # what else already came
                 chunks.append(queue.get_nowait())
             done = chunks[-1] is None
-            sent = b"".join(c for c in chunks if c is not None)
+            sent = b"".join(c for c in chunks if c is not None and c is not PING)
             if view is not None and not done:
                 position, html = await shared_rows(request.app.state, view, operator)
                 if position != held:

@@ -8,10 +8,23 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from cloudkit import apply_patch
+from support import eventually
 
-from cloud.live import QUEUE, RESET, Feed, Patches, alert_events, line_patch, rows_event
+from cloud.db import make_engine, migrate
+from cloud.live import (
+    HEARTBEAT,
+    PING,
+    QUEUE,
+    RESET,
+    Feed,
+    Patches,
+    alert_events,
+    line_patch,
+    rows_event,
+)
 from cloud.pages import FragmentCache
 
 
@@ -105,3 +118,20 @@ def test_a_browser_holding_the_previous_list_gets_a_patch_others_the_whole_list(
     assert patches.event("state=active", True, 9, second, 7) == rows_event(second)  # other role
     assert apply_patch("a\nb\nc", line_patch("a\nb\nc", "c\nx\na")) == "c\nx\na"
     assert apply_patch("", line_patch("", '<p>\u00e9 \\ "q"</p>')) == '<p>\u00e9 \\ "q"</p>'
+
+
+async def test_the_feed_pings_every_stream_when_nothing_happens(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    migrate(engine)
+    now = [0.0]
+    feed = Feed(engine, interval=0.01, clock=lambda: now[0])
+    with feed.subscribe() as queue:
+        async with asyncio.TaskGroup() as tasks:
+            running = tasks.create_task(feed.run())
+            await eventually(lambda: feed.polls >= 3, what="three polls")
+            assert queue.empty()  # polls with nothing new hand out nothing
+            now[0] = HEARTBEAT
+            assert await asyncio.wait_for(queue.get(), 5) == PING
+            feed.close()
+            running.cancel()
+    engine.dispose()
