@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Integer, Select, case, cast, func, select, tuple_
+from sqlalchemy import Integer, Select, case, cast, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cloud.gaps import in_flight_from, loss_report
@@ -461,22 +461,22 @@ def local_exit_trend(session: Session, since: float) -> dict[float, float]:
     """Per hour from `since`: the share of model decisions taken at the edge (confident or
     over the escalation budget), from the counters of the gateways' health records.
 
-    Counters are cumulative since the gateway started, so each hour counts what grew since
-    the same gateway's previous hour (the last record of each hour); a counter that went
-    down is a restart and counts from zero. An hour with no earlier one to compare with
-    gives no rate. One record per gateway and hour is read (a subquery picks its id), and
-    only its `inference` object."""
+    Counters are cumulative since the gateway started, so what a gateway decided between
+    two of its records is the growth from one to the next, counted in the later one's hour;
+    a counter that went down is a restart and counts from zero. Only the first and the last
+    record of each gateway and hour are read (a subquery picks their ids), and of them only
+    the `inference` object; the hour before `since` gives the first baseline."""
     hour = hour_of(Health.ts, session.get_bind().dialect.name)
-    last = (
-        select(func.max(Health.id))
+    ends = (
+        select(func.min(Health.id).label("first"), func.max(Health.id).label("last"))
         .where(Health.ts >= since - 3600)
         .group_by(Health.gateway_id, hour)
-        .scalar_subquery()
+        .subquery()
     )
     rows = session.execute(
         select(Health.gateway_id, hour, Health.data["inference"])
-        .where(Health.id.in_(last))
-        .order_by(Health.gateway_id, hour)
+        .where(or_(Health.id.in_(select(ends.c.first)), Health.id.in_(select(ends.c.last))))
+        .order_by(Health.gateway_id, Health.id)
     ).all()
     local: dict[float, int] = {}
     total: dict[float, int] = {}

@@ -265,11 +265,16 @@ async def test_local_exit_rate_per_hour_from_health_counters(cloud: Cloud) -> No
                 (1, "", at(h1 + 100, 50, 0, 50)),  # no earlier hour: a baseline only
                 (2, "", at(h2 + 100, 80, 0, 70)),  # h2: 30 local of 50
             ]),
+            batch("gw3", "health", [
+                (1, "", at(h2 + 10, 10, 0, 10)),  # its first record: a baseline
+                (2, "", at(h2 + 20, 20, 0, 10)),  # neither first nor last of h2: not read
+                (3, "", at(h2 + 30, 40, 0, 20)),  # h2: 30 local of 40 since its first
+            ]),
         ]
     )  # fmt: skip
     with Session(cloud.engine) as db:
         assert queries.local_exit_trend(db, h1) == pytest.approx(
-            {h1: 190 / 200, h2: (9 + 30) / (10 + 50)}
+            {h1: 190 / 200, h2: (9 + 30 + 30) / (10 + 50 + 40)}
         )
         assert queries.local_exit_trend(db, h2 + 3600) == {}
     user = people.add_user(cloud.engine, "ana", "viewer", None, NOW)
@@ -281,4 +286,4 @@ async def test_local_exit_rate_per_hour_from_health_counters(cloud: Cloud) -> No
     block = re.search(r'<script type="application/json" id="trend">(.*?)</script>', page, re.DOTALL)
     assert block is not None
     trend = json.loads(block.group(1))
-    assert trend["series"]["local exit (%)"][trend["x"].index(h2)] == 65.0
+    assert trend["series"]["local exit (%)"][trend["x"].index(h2)] == 69.0
