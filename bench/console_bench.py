@@ -352,7 +352,8 @@ async def streams(count: int, rounds: int, tmp: Path) -> None:
               f"p95 {pct(without, 95):.1f} / {pct(with_streams, 95):.1f} ms")  # fmt: skip
         print(f"CPU per drain: cloud process {cpu[0] / changes * 1000:.1f} ms without, "
               f"{cpu[1] / changes * 1000:.1f} ms with streams; the {count} clients "
-              f"{clients / changes * 1000:.1f} ms")  # fmt: skip
+              f"{clients / changes * 1000:.1f} ms (with starting Python and opening the "
+              "streams each round)")  # fmt: skip
 
 
 def main() -> None:
