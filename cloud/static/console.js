@@ -116,7 +116,9 @@
       const opts = {
         width, height: 220,
         series: [{}].concat(names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.5, spanGaps: true, scale: n.endsWith("(%)") ? "%" : "y" }))),
-        scales: pct ? { "%": { range: [0, 100] } } : {},
+        scales: Object.assign(pct ? { "%": { range: [0, 100] } } : {},
+          // One point alone would get an axis of years around it: show its hour and one each side.
+          data.x.length === 1 ? { x: { time: true, range: [data.x[0] - 3600, data.x[0] + 7200] } } : {}),
         axes: pct ? [{}, { scale: "y" }, { scale: "%", side: 1, grid: { show: false } }] : [{}, {}],
         cursor: { drag: { x: true, y: false } },
         plugins: [markPlugin],
