@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +24,7 @@ from cloud.metrics import CloudMetrics
 from cloud.model_updates import ModelUpdates, check_size
 from cloud.models import MAX_VERSION
 from cloud.schemas import (
+    MAX_ID,
     ActionIn,
     ActionOut,
     AlertCounts,
@@ -84,7 +85,24 @@ AUTH: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorOut, "description": "The caller's role does not allow it"},
 }
 WRITE = AUTH
-router = APIRouter(dependencies=[Depends(Require("viewer"))], responses=AUTH)
+INPUT: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "A body that is not JSON"},
+    422: {"model": ErrorOut, "description": "Input that does not fit, in one line naming where"},
+}
+
+
+def _single_valued(request: Request) -> None:
+    """Every query parameter of the API takes one value: a repeated one is refused rather
+    than read as its last value."""
+    for name in request.query_params:
+        if len(request.query_params.getlist(name)) > 1:
+            raise HTTPException(422, detail=f"query.{name}: given more than once; expected once")
+
+
+router = APIRouter(
+    dependencies=[Depends(Require("viewer")), Depends(_single_valued)],
+    responses={**AUTH, **INPUT},
+)
 service = APIRouter()
 
 
@@ -181,7 +199,7 @@ def count_alerts(
     summary="One episode with its timeline and audit",
     responses={404: {"model": ErrorOut, "description": "Unknown episode"}},
 )
-def get_alert(db: Db, alert_id: int) -> AlertDetail:
+def get_alert(db: Db, alert_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> AlertDetail:
     found = queries.alert_detail(db, alert_id)
     if found is None:
         raise HTTPException(404, detail=f"no alert episode {alert_id}")
@@ -247,7 +265,9 @@ def add_silence(request: Request, body: SilenceIn, user: Operator, db: Db) -> Si
     summary="End a silence now",
     responses={**WRITE, 404: {"model": ErrorOut, "description": "No such active silence"}},
 )
-def end_silence(request: Request, silence_id: int, user: Operator) -> None:
+def end_silence(
+    request: Request, silence_id: Annotated[int, Path(ge=1, le=MAX_ID)], user: Operator
+) -> None:
     if not alerts.end_silence(request.app.state.engine, silence_id, user.name, _now(request)):
         raise HTTPException(404, detail=f"no active silence {silence_id}")
     _changed(request)
@@ -281,7 +301,9 @@ def add_webhook(request: Request, body: WebhookIn, user: Admin) -> WebhookOut:
     summary="Stop a webhook",
     responses={**WRITE, 404: {"model": ErrorOut, "description": "No such webhook"}},
 )
-def remove_webhook(request: Request, webhook_id: int, _user: Admin) -> None:
+def remove_webhook(
+    request: Request, webhook_id: Annotated[int, Path(ge=1, le=MAX_ID)], _user: Admin
+) -> None:
     if not notify.remove_webhook(request.app.state.engine, webhook_id, _now(request)):
         raise HTTPException(404, detail=f"no webhook {webhook_id}")
 

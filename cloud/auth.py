@@ -8,6 +8,8 @@
   before any session exists, a double-submit cookie. Cookies are HttpOnly,
   SameSite=Strict, and Secure when the page was served over HTTPS (behind a proxy, uvicorn
   takes the scheme from `X-Forwarded-Proto` sent by 127.0.0.1).
+* Sign-in is throttled per account and per source address (`cloud.throttle`); sessions
+  end after an idle time and after an absolute lifetime (`cloud.people`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import HTMLResponse
 
+from cloud.metrics import CloudMetrics
 from cloud.people import (
+    SESSION_HOURS,
     Principal,
     close_session,
     count_users,
@@ -33,6 +37,7 @@ from cloud.people import (
     token_principal,
 )
 from cloud.render import page
+from cloud.throttle import SignInThrottle
 
 SESSION_COOKIE = "fogline_session"
 LOGIN_COOKIE = "fogline_login"
@@ -197,12 +202,24 @@ async def login(
     if not expected or not hmac.compare_digest(expected, csrf):
         return _login_page(request, next, "The form expired: please sign in again.", 403)
     engine = request.app.state.engine
+    throttle: SignInThrottle = request.app.state.signin_throttle
+    metrics: CloudMetrics = request.app.state.metrics
+    address = request.client.host if request.client else "?"
+    refused = throttle.check(name, address, _now(request))
+    if refused is not None:  # before argon2: a refused guess costs no CPU
+        metrics.signin_refused[refused.by] += 1
+        busy = _login_page(request, next, refused.message(), 429)
+        busy.headers["Retry-After"] = str(max(1, round(refused.retry_after)))
+        return busy
     user = await run_in_threadpool(sign_in, engine, name, password)  # argon2: ~0.1 s of CPU
     if user is None:
+        metrics.signin_failures += 1
+        throttle.failed(name, address, _now(request))
         return _login_page(request, next, "Wrong name or password.", 401)
+    throttle.succeeded(name)
     value, _ = await run_in_threadpool(open_session, engine, user.user_id, _now(request))
     response = RedirectResponse(local_path(next), status_code=303)
-    _set_cookie(request, response, SESSION_COOKIE, value, 12 * 3600)
+    _set_cookie(request, response, SESSION_COOKIE, value, round(SESSION_HOURS * 3600))
     response.delete_cookie(LOGIN_COOKIE, path="/")
     return response
 

@@ -9,8 +9,16 @@ higher one: ids skipped over are asked for again for `HOLE_SECONDS`.
 
 A browser showing the first page of the alert list asks for its view (`?rows=<the list's
 query>`); after each batch of changes the stream also carries that list, rendered once per
-view, role and feed position for every browser watching it (`cloud.pages.render_rows`),
+view, role and feed position for every browser watching it (`cloud.pages.shared_rows`),
 so a change costs one rendering and no request per browser.
+
+Everything a stream sends is made once and shared as bytes: each poll's batch of events
+is serialised by the feed, each rendered list framed as an SSE event once (`rows_event`)
+or, for browsers that hold the previous rendering, as a patch against it (`Patches`), and
+a browser gets one write per batch. Measured with 100 streams (`bench/console_bench.py
+streams`): framing the ~25 KB list per browser (split into `data:` lines, joined) and one
+`orjson.dumps` per browser and event were a third of the event loop's time, and slowed
+ingest's commits (the loop and ingest's thread share the GIL).
 
 SSE rather than WebSockets: one direction is all we need, it is plain HTTP (proxies, the
 session cookie, no extra dependency), and `EventSource` reconnects by itself.
@@ -20,8 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
+import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
@@ -32,17 +43,28 @@ from sqlalchemy import Engine, func, or_, select
 
 from cloud.auth import Viewer
 from cloud.models import Activity, Alert
-from cloud.pages import cached_rows, render_rows
+from cloud.pages import shared_rows
 
 log = logging.getLogger("fogline.cloud.live")
 
 HOLE_SECONDS = 5.0
 HEARTBEAT = 15.0  # seconds between comments that keep idle proxies from closing a stream
-QUEUE = 256  # events held per browser; past that it is told to reload its list
+QUEUE = 256  # batches held per browser; past that it is told to reload its list
+RESET = b'event: alert\ndata: {"action":"reset"}\n\n'
+PING = b": ping\n\n"  # handed to every stream by the feed: no timer per stream and wait
+
+
+def alert_events(events: list[dict[str, Any]]) -> bytes:
+    """A batch of changes as SSE `alert` events, made once for every subscriber."""
+    return b"".join(
+        b"event: alert\nid: %d\ndata: %s\n\n" % (event["id"], orjson.dumps(event))
+        for event in events
+    )
 
 
 class Feed:
-    """Polls `activity` and hands new rows to subscribers (bounded queues, never blocking)."""
+    """Polls `activity` and hands each batch of new rows, as SSE bytes, to subscribers
+    (bounded queues, never blocking)."""
 
     def __init__(
         self,
@@ -53,13 +75,15 @@ class Feed:
         self._engine = engine
         self.interval = interval
         self._clock = clock
-        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._subscribers: set[asyncio.Queue[bytes | None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last = 0
         self._holes: dict[int, float] = {}
         self._closed = False
         self.polls = 0
+        self.patches = Patches()
+        self._offered = clock()  # when subscribers were last handed something
 
     @property
     def position(self) -> int:
@@ -76,8 +100,8 @@ class Feed:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     @contextlib.contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[dict[str, Any] | None]]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE)
+    def subscribe(self) -> Iterator[asyncio.Queue[bytes | None]]:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE)
         if self._closed:
             queue.put_nowait(None)
         self._subscribers.add(queue)
@@ -104,19 +128,26 @@ class Feed:
             except Exception:  # a database that is away must not end the feed
                 log.exception("live feed: reading activity failed; retrying")
                 await asyncio.sleep(1.0)
+                events = []
+            now = self._clock()
+            if events:
+                chunk = alert_events(events)
+            elif now - self._offered >= HEARTBEAT:
+                chunk = PING
+            else:
                 continue
-            for event in events:
-                for queue in list(self._subscribers):
-                    self._offer(queue, event)
+            self._offered = now
+            for queue in list(self._subscribers):
+                self._offer(queue, chunk)
 
     @staticmethod
-    def _offer(queue: asyncio.Queue[dict[str, Any] | None], event: dict[str, Any] | None) -> None:
+    def _offer(queue: asyncio.Queue[bytes | None], chunk: bytes | None) -> None:
         try:
-            queue.put_nowait(event)
+            queue.put_nowait(chunk)
         except asyncio.QueueFull:  # a browser that does not keep up reloads its list instead
             while not queue.empty():
                 queue.get_nowait()
-            queue.put_nowait({"action": "reset"} if event is not None else None)
+            queue.put_nowait(RESET if chunk is not None else None)
 
     def _max_id(self) -> int:
         with self._engine.connect() as conn:
@@ -177,8 +208,60 @@ class Feed:
 router = APIRouter(include_in_schema=False)
 
 
-def _rows_event(html: str) -> bytes:
-    """An SSE `rows` event: one `data:` line per line of the fragment."""
+class Patches:
+    """What changed in a view's list since its previous rendering, as an SSE `patch` event:
+    made once per change and view in the event loop, sent to every browser that holds the
+    previous rendering; any other browser gets the whole list (`rows_event`).
+
+    A raised alert changes a few lines of the ~25 KB list (its row, the one that leaves the
+    page, the counts), so a patch is 1-2 KB: with 100 browsers, a change was 2.5 MB to
+    write and for the browsers to parse (measured with `bench/console_bench.py streams`).
+    The patch is a JSON list: `[a, b]` keeps lines a..b of the previous text, a string is a
+    new line (`console.js` applies it).
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._latest: dict[tuple[str, bool], tuple[int, str]] = {}
+        self._made: OrderedDict[tuple[str, bool, int], tuple[int, bytes] | None] = OrderedDict()
+
+    def event(self, view: str, operator: bool, position: int, html: str, held: int | None) -> bytes:
+        """The bytes that bring a browser holding the rendering at `held` to `html`."""
+        key = (view, operator, position)
+        if key not in self._made:
+            latest = self._latest.get((view, operator))
+            made = None
+            if latest is not None and latest[0] < position:
+                made = (latest[0], line_patch(latest[1], html))
+            if latest is None or latest[0] < position:
+                self._latest[(view, operator)] = (position, html)
+                if len(self._latest) > self._size:
+                    self._latest.pop(next(iter(self._latest)))
+            self._made[key] = made
+            while len(self._made) > self._size:
+                self._made.popitem(last=False)
+        made = self._made[key]
+        if made is not None and held is not None and made[0] == held:
+            return made[1]
+        return rows_event(html)
+
+
+def line_patch(old: str, new: str) -> bytes:
+    """`new` as an SSE `patch` event against `old` (line runs kept, other lines sent)."""
+    before, after = old.split("\n"), new.split("\n")
+    ops: list[list[int] | str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, after).get_opcodes():
+        if tag == "equal":
+            ops.append([i1, i2])
+        else:
+            ops.extend(after[j1:j2])
+    return b"event: patch\ndata: %s\n\n" % orjson.dumps(ops)
+
+
+@functools.lru_cache(maxsize=64)
+def rows_event(html: str) -> bytes:
+    """An SSE `rows` event: one `data:` line per line of the fragment. Cached: every browser
+    on a view is handed the same rendered string (hashed once, compared by identity)."""
     lines = html.encode().split(b"\n")
     return b"event: rows\n" + b"".join(b"data: %s\n" % line for line in lines) + b"\n"
 
@@ -186,30 +269,28 @@ def _rows_event(html: str) -> bytes:
 async def _stream(
     request: Request, feed: Feed, view: str | None, operator: bool
 ) -> AsyncIterator[bytes]:
+    held: int | None = None  # the feed position of the list this browser holds
     with feed.subscribe() as queue:
         yield b"retry: 2000\n: connected\n\n"
         while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), HEARTBEAT)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return
-                yield b": ping\n\n"
+            chunk = await queue.get()  # Starlette ends the stream when the browser leaves
+            if chunk is PING:
+                yield chunk
                 continue
-            events = [event]
-            while events[-1] is not None and not queue.empty():  # what else already came
-                events.append(queue.get_nowait())
-            for item in events:
-                if item is None:
-                    return
-                data = orjson.dumps(item)
-                yield b"event: alert\nid: %d\ndata: %s\n\n" % (item.get("id", 0), data)
-            if view is not None:
-                state = request.app.state
-                html = cached_rows(state, view, operator)
-                if html is None:
-                    html = await asyncio.to_thread(render_rows, state, view, operator)
-                yield _rows_event(html)
+            chunks = [chunk]
+            while chunks[-1] is not None and not queue.empty():  # what else already came
+                chunks.append(queue.get_nowait())
+            done = chunks[-1] is None
+            sent = b"".join(c for c in chunks if c is not None and c is not PING)
+            if view is not None and not done:
+                position, html = await shared_rows(request.app.state, view, operator)
+                if position != held:
+                    sent += feed.patches.event(view, operator, position, html, held)
+                    held = position
+            if sent:
+                yield sent
+            if done:
+                return
 
 
 @router.get("/live/alerts")

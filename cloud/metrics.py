@@ -34,6 +34,8 @@ class CloudMetrics:
     retention_deleted: int = 0
     silences_raised: int = 0
     silences_resolved: int = 0
+    signin_failures: int = 0
+    signin_refused: Counter[str] = field(default_factory=Counter)
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -99,6 +101,18 @@ class CloudMetrics:
             "counter",
             "gateway_silent episodes this replica cleared (the gateway was heard again).",
             {(): self.silences_resolved},
+        )
+        family(
+            "signin_failures_total",
+            "counter",
+            "Console sign-ins with a wrong name or password.",
+            {(): self.signin_failures},
+        )
+        family(
+            "signin_refused_total",
+            "counter",
+            "Console sign-ins refused unchecked after too many failures, per account or address.",
+            {(("by", k),): self.signin_refused[k] for k in ("account", "address")},
         )
         out.append("# HELP fogline_cloud_drain_seconds Decode and store time per drain.")
         out.append("# TYPE fogline_cloud_drain_seconds histogram")

@@ -53,9 +53,15 @@ class WebhookError(ValueError):
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or len(url) > 2048:
-        raise WebhookError(f"url: expected http(s)://host/path, got {url!r}")
+    """An http(s) URL with a host and, if any, a port that parses (one that did not was
+    once stored, and then every listing of webhooks failed on it)."""
+    try:
+        parts = urlsplit(url)  # raises on a bracketed host that is no IP address
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # includes a port that is not a number or past 65535
+        ok = False
+    if not ok or len(url) > 2048:
+        raise WebhookError(f"url: expected http(s)://host[:port]/path, got {url!r}")
     return url
 
 

@@ -8,6 +8,7 @@ forms are shown to operators only, and the handlers check the role again.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -18,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import Integer, case, cast, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse
 
@@ -169,11 +170,28 @@ class FragmentCache:
         self._items: OrderedDict[tuple[Any, ...], str] = OrderedDict()
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._guard = threading.Lock()
+        self._pending: dict[tuple[Any, ...], asyncio.Future[str]] = {}  # event loop only
         self.renders = 0
 
     def peek(self, key: tuple[Any, ...]) -> str | None:
         with self._guard:
             return self._items.get(key)
+
+    async def shared(self, key: tuple[Any, ...], render: Callable[[], str]) -> str:
+        """`get` from the event loop: one worker thread per key, however many await it.
+
+        100 streams woken by one change used to send 100 calls to the thread pool, where
+        99 waited on the key's lock and held workers that ingest's writes queue for
+        (cProfile, `bench/console_bench.py streams`: ~88 thread hops per change)."""
+        html = self.peek(key)
+        if html is not None:
+            return html
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(self.get, key, render))
+            self._pending[key] = task
+            task.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(task)  # a stream that leaves does not cancel the others'
 
     def get(self, key: tuple[Any, ...], render: Callable[[], str]) -> str:
         with self._guard:
@@ -196,20 +214,8 @@ class FragmentCache:
             return html
 
 
-def cached_rows(state: Any, query: str, operator: bool) -> str | None:
-    """The list fragment if it is already rendered (no thread hop for the 99 others)."""
-    cache: FragmentCache = state.fragments
-    return cache.peek((query, operator, state.feed.position))
-
-
-def render_rows(state: Any, query: str, operator: bool) -> str:
-    """The list fragment of a view (its query string), from the cache or rendered once.
-
-    The live stream pushes it to every browser watching that view after each change, so
-    browsers make no request of their own (`cloud.live`). Runs in a worker thread.
-    """
-    cache: FragmentCache = state.fragments
-    key = (query, operator, state.feed.position)
+def _rows(state: Any, query: str, operator: bool) -> tuple[tuple[Any, ...], Callable[[], str]]:
+    """The cache key of a view's list fragment and the call that renders it."""
 
     def render() -> str:
         with state.sessions() as db:
@@ -217,7 +223,23 @@ def render_rows(state: Any, query: str, operator: bool) -> str:
             context = _alert_list(params, f"/alerts?{query}" if query else "/alerts", db, operator)
             return templates.get_template("_alert_results.html").render(**context)
 
-    return cache.get(key, render)
+    return (query, operator, state.feed.position), render
+
+
+def render_rows(state: Any, query: str, operator: bool) -> str:
+    """The list fragment of a view (its query string), from the cache or rendered once.
+    Runs in a worker thread."""
+    cache: FragmentCache = state.fragments
+    return cache.get(*_rows(state, query, operator))
+
+
+async def shared_rows(state: Any, query: str, operator: bool) -> tuple[int, str]:
+    """`render_rows` for the live stream, with the feed position it was rendered at: the
+    stream pushes it to every browser watching that view after each change, so browsers
+    make no request of their own (`cloud.live`)."""
+    cache: FragmentCache = state.fragments
+    key, render = _rows(state, query, operator)
+    return key[2], await cache.shared(key, render)
 
 
 @router.get("/alerts/rows")
@@ -507,10 +529,7 @@ def models_page(request: Request, db: Db, user: PageUser) -> Response:
             uploads[gateway] = found
     disagreements = queries.escalations(db, queries.Filters(), None, False, 20, None).items
     steps = sorted({(g, s.step) for g, m in uploads.items() for s in m.running})
-    if db.get_bind().dialect.name == "sqlite":  # SQLite may lack floor(); CAST truncates
-        hour = cast(Escalation.at / 3600, Integer) * 3600
-    else:  # PostgreSQL's CAST rounds
-        hour = func.floor(Escalation.at / 3600) * 3600
+    hour = queries.hour_of(Escalation.at, db.get_bind().dialect.name)
     since = _now(request) - 7 * 86400
     rows = db.execute(
         select(
@@ -523,13 +542,18 @@ def models_page(request: Request, db: Db, user: PageUser) -> Response:
         .group_by(hour)
         .order_by(hour)
     ).all()
+    per_hour = {float(h): (int(n), int(d), int(a or 0)) for h, n, d, a in rows}
+    local = queries.local_exit_trend(db, since)
+    hours = sorted(per_hour.keys() | local.keys())
     trend = {
-        "x": [float(h) for h, *_ in rows],
+        "x": hours,
         "series": {
-            "escalations per hour": [int(n) for _, n, _, _ in rows],
+            "escalations per hour": [per_hour.get(h, (0, 0, 0))[0] for h in hours],
             "cloud agreed (%)": [
-                round(100 * int(a or 0) / int(d), 1) if d else None for _, _, d, a in rows
+                round(100 * a / d, 1) if d else None
+                for _, d, a in (per_hour.get(h, (0, 0, 0)) for h in hours)
             ],
+            "local exit (%)": [round(100 * local[h], 2) if h in local else None for h in hours],
         },
     }
     return _render(

@@ -10,8 +10,12 @@ the JSON API and the console.
   256-bit random secret is stored. A slow hash protects guessable secrets; this one is not
   guessable, and argon2 on every API request would cost ~110 ms of CPU each (sha256:
   0.4 µs; measured here).
-* **Sessions**: a random cookie, stored as its sha256, with its own CSRF token; they
-  expire after `SESSION_HOURS` (a shift and a half) whatever the activity.
+* **Sessions**: a random cookie, stored as its sha256, with its own CSRF token. A session
+  ends after `SESSION_IDLE_MINUTES` without a request (a browser left signed in on a shared
+  console) and after `SESSION_HOURS` (a shift and a half) whatever the activity.
+  `expires_at` holds the nearer of the two ends; a request moves it at most once a minute,
+  so reads do not queue on writes. An open live list keeps its stream; its next request
+  after the idle time asks to sign in again.
 
 Everything here is synchronous (SQLAlchemy): routers call it from FastAPI's thread pool.
 """
@@ -32,6 +36,7 @@ from cloud.db import writing
 from cloud.models import MAX_USER, ROLES, ApiToken, User, WebSession
 
 SESSION_HOURS = 12.0
+SESSION_IDLE_MINUTES = 60.0
 MIN_PASSWORD = 8
 TOKEN_PREFIX = "fgl_"  # noqa: S105 - a prefix, not a secret
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
@@ -258,21 +263,39 @@ def open_session(engine: Engine, user_id: int, now: float) -> tuple[str, str]:
                 user_id=user_id,
                 csrf=csrf,
                 created_at=now,
-                expires_at=now + SESSION_HOURS * 3600,
+                expires_at=_session_end(now, now),
             )
         )
     return cookie, csrf
 
 
+def _session_end(created: float, now: float) -> float:
+    """When a session used at `now` ends: idle time from now, within its lifetime."""
+    return min(created + SESSION_HOURS * 3600, now + SESSION_IDLE_MINUTES * 60)
+
+
 def session_principal(engine: Engine, cookie: str, now: float) -> Principal | None:
+    """The session's user, or None when it is unknown, idle too long or too old."""
+    key = _sha256(cookie)
     with engine.connect() as conn:
         row = conn.execute(
-            select(User.id, User.name, User.role, WebSession.csrf)
+            select(
+                User.id,
+                User.name,
+                User.role,
+                WebSession.csrf,
+                WebSession.created_at,
+                WebSession.expires_at,
+            )
             .join(User, User.id == WebSession.user_id)
-            .where(WebSession.id_hash == _sha256(cookie), WebSession.expires_at > now)
+            .where(WebSession.id_hash == key, WebSession.expires_at > now)
         ).first()
     if row is None:
         return None
+    end = _session_end(row.created_at, now)
+    if end - row.expires_at > _TOUCH_EVERY:
+        with writing(engine) as conn:
+            conn.execute(update(WebSession).where(WebSession.id_hash == key).values(expires_at=end))
     return Principal(row.id, row.name, row.role, "session", row.csrf)
 
 

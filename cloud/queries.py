@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Select, case, func, select, tuple_
+from sqlalchemy import Integer, Select, case, cast, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cloud.gaps import in_flight_from, loss_report
@@ -18,6 +18,7 @@ from cloud.models import (
     Digest,
     Escalation,
     Gateway,
+    Health,
     ModelUpload,
     Silence,
 )
@@ -448,6 +449,53 @@ def _local_exit_rate(steps: list[InferenceStep]) -> float | None:
             local += s.edge + s.budget
             total += s.edge + s.budget + s.escalated
     return local / total if total else None
+
+
+def hour_of(at: Any, dialect: str) -> Any:
+    """The epoch second that starts `at`'s hour, as SQL (SQLite may lack floor(), and its
+    CAST truncates; PostgreSQL's CAST rounds)."""
+    if dialect == "sqlite":
+        return cast(at / 3600, Integer) * 3600
+    return func.floor(at / 3600) * 3600
+
+
+def local_exit_trend(session: Session, since: float) -> dict[float, float]:
+    """Per hour from `since`: the share of model decisions taken at the edge (confident or
+    over the escalation budget), from the counters of the gateways' health records.
+
+    Counters are cumulative since the gateway started, so what a gateway decided between
+    two of its records is the growth from one to the next, counted in the later one's hour;
+    a counter that went down is a restart and counts from zero. Only the first and the last
+    record of each gateway and hour are read (a subquery picks their ids), and of them only
+    the `inference` object; the hour before `since` gives the first baseline."""
+    hour = hour_of(Health.ts, session.get_bind().dialect.name)
+    ends = (
+        select(func.min(Health.id).label("first"), func.max(Health.id).label("last"))
+        .where(Health.ts >= since - 3600)
+        .group_by(Health.gateway_id, hour)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Health.gateway_id, hour, Health.data["inference"])
+        .where(or_(Health.id.in_(select(ends.c.first)), Health.id.in_(select(ends.c.last))))
+        .order_by(Health.gateway_id, Health.id)
+    ).all()
+    local: dict[float, int] = {}
+    total: dict[float, int] = {}
+    previous: dict[tuple[str, str], tuple[int, int]] = {}
+    for gateway, at, described in rows:
+        for s in inference_steps({"inference": described}):
+            if s.edge is None or s.budget is None or s.escalated is None:
+                continue
+            now = (s.edge + s.budget, s.edge + s.budget + s.escalated)
+            before = previous.get((gateway, s.step))
+            previous[(gateway, s.step)] = now
+            if before is None or float(at) < since:
+                continue
+            grew = now if now[1] < before[1] else (now[0] - before[0], now[1] - before[1])
+            local[float(at)] = local.get(float(at), 0) + grew[0]
+            total[float(at)] = total.get(float(at), 0) + grew[1]
+    return {h: local[h] / n for h, n in sorted(total.items()) if n}
 
 
 def inference(session: Session, gateway: str | None) -> InferenceList:

@@ -6,12 +6,16 @@ Times are epoch seconds, as the gateways send them. Every record carries `gatewa
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 State = Literal["open", "acknowledged", "cleared", "resolved"]
 Severity = Literal["info", "warning", "critical"]
+
+
+MAX_ID = 2**63 - 1  # a BIGINT row id; a larger number is refused (422), not sent to the database
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class _Out(BaseModel):
@@ -172,7 +176,7 @@ class AlertCounts(_Out):
 class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] = Field(min_length=1, max_length=1000, description="Episode ids.")
+    ids: list[RowId] = Field(min_length=1, max_length=1000, description="Episode ids.")
     action: Literal["acknowledge", "resolve", "assign", "comment", "false_alarm"]
     text: str | None = Field(
         None, max_length=2000, description="Comment, false-alarm reason or assignee."
@@ -337,7 +341,13 @@ class GatewayModels(_Out):
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=8, max_length=2048, description="http(s) URL to POST to.")
+    url: str = Field(
+        min_length=8,
+        max_length=2048,
+        pattern=r"^https?://([^/?#\s@]*@)?(\[[0-9A-Fa-f:.]+\]|[^/?#\s:@\[\]]+)"
+        r"(:[1-9][0-9]{0,4})?([/?#]\S*)?$",
+        description="http(s) URL to POST to.",
+    )
     shape: Literal["generic", "slack"] = Field(
         "generic", description='`generic` JSON, or `slack` ({"text"}: Slack, Teams, ...).'
     )

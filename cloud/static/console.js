@@ -23,8 +23,8 @@
   }
 
   // The live list: the stream carries the list as the server renders it for this view
-  // (same filters, same counts) after every change; we swap it in, keeping what was
-  // ticked and focused, and mark the rows that are new.
+  // (same filters, same counts) after every change, whole or as a patch against the
+  // last one; we swap it in, keeping what was ticked and focused, and mark new rows.
   function live() {
     const status = document.getElementById("live-status");
     const results = document.getElementById("alert-results");
@@ -55,7 +55,21 @@
     const source = new EventSource(url);
     source.onopen = () => { status.textContent = "Live: the list updates as alerts change (" + zone + " time)."; };
     source.onerror = () => { status.textContent = "Live updates: reconnecting… (reload the page if this stays)"; };
-    source.addEventListener("rows", (event) => swap(event.data));
+    // The list as text: the whole of it ("rows"), or what changed since the last one
+    // ("patch": [a, b] keeps lines a..b of the last text, a string is a new line).
+    let last = null;
+    source.addEventListener("rows", (event) => { last = event.data; swap(last); });
+    source.addEventListener("patch", (event) => {
+      if (last === null) return; // the server sends a patch only after a whole list
+      const old = last.split("\n");
+      const lines = [];
+      for (const op of JSON.parse(event.data)) {
+        if (typeof op === "string") lines.push(op);
+        else for (let i = op[0]; i < op[1]; i++) lines.push(old[i]);
+      }
+      last = lines.join("\n");
+      swap(last);
+    });
     source.addEventListener("alert", (event) => {
       const data = JSON.parse(event.data);
       if (paged) {
@@ -102,7 +116,9 @@
       const opts = {
         width, height: 220,
         series: [{}].concat(names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.5, spanGaps: true, scale: n.endsWith("(%)") ? "%" : "y" }))),
-        scales: pct ? { "%": { range: [0, 100] } } : {},
+        scales: Object.assign(pct ? { "%": { range: [0, 100] } } : {},
+          // One point alone would get an axis of years around it: show its hour and one each side.
+          data.x.length === 1 ? { x: { time: true, range: [data.x[0] - 3600, data.x[0] + 7200] } } : {}),
         axes: pct ? [{}, { scale: "y" }, { scale: "%", side: 1, grid: { show: false } }] : [{}, {}],
         cursor: { drag: { x: true, y: false } },
         plugins: [markPlugin],

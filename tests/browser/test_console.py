@@ -45,6 +45,12 @@ async def test_a_reading_on_the_edge_broker_appears_without_reload(
     assert await page.evaluate("window.sameDocument") is True  # no reload happened
     counts = page.get_by_role("link", name="open 1")
     await expect(counts).to_be_visible()
+    await hot(device, "m-09", "fan stuck")  # the next change comes as a patch of the list
+    second = page.locator("table.alerts tbody tr", has_text="m-09 is hot: fan stuck")
+    await expect(second).to_be_visible(timeout=TIMEOUT)
+    await expect(page.get_by_role("link", name="open 2")).to_be_visible()
+    await expect(page.locator("table.alerts tbody tr")).to_have_count(2)
+    assert await page.evaluate("window.sameDocument") is True
 
 
 async def test_acknowledge_and_resolve_persist_and_are_audited(
@@ -153,9 +159,13 @@ async def test_axe_finds_no_serious_violations(
         "/gateways",
         "/gateways/gw1",
         "/models",
+        "/notifications",
+        "/gateways/gw1/devices/line-1/m-05",
     ]
     for path in pages:
-        await page.goto(path)
+        response = await page.goto(path)
+        assert response is not None
+        assert response.ok, path
         assert await _axe(page) == [], path
     await page.set_viewport_size({"width": 375, "height": 800})  # a phone
     await page.goto("/alerts")

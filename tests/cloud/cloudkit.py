@@ -3,6 +3,7 @@ shared by the cloud tests (conftest modules are not importable by name)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,3 +94,14 @@ def api_token(engine: Engine, role: str = "admin", user: str | None = None) -> s
 
 def bearer(engine: Engine, role: str = "admin") -> dict[str, str]:
     return {"Authorization": f"Bearer {api_token(engine, role)}"}
+
+
+def apply_patch(old: str, event: bytes) -> str:
+    """What console.js does with a `patch` event."""
+    head, _, data = event.partition(b"\ndata: ")
+    assert head == b"event: patch"
+    lines = old.split("\n")
+    out: list[str] = []
+    for op in json.loads(data):
+        out.extend([op] if isinstance(op, str) else lines[op[0] : op[1]])
+    return "\n".join(out)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from cloudkit import NOW, Database, alert, batch, digest
+from cloudkit import NOW, Database, alert, apply_patch, batch, digest
 from sqlalchemy import select
 from support import Broker
 
@@ -215,6 +215,20 @@ async def test_the_live_stream_carries_the_rendered_list_of_a_view(cloud: Cloud)
         assert '<tr data-id="1"' in html
         assert "open <strong>1</strong>" in html
         assert 'name="ids"' not in html  # a viewer's list has no checkboxes
+        # The next change comes as a patch against the list this browser holds.
+        cloud.store.write([batch("gw1", "alert", [(2, "line-1/m-02", alert("hot/2", "raised"))])])
+        text = ""
+        while "event: patch" not in text or not text.endswith("\n\n"):
+            text += await asyncio.wait_for(anext(chunks), 5)
+        patch = text[text.index("event: patch") :].encode()
+        assert len(patch) < len(html.encode())
+        patched = apply_patch(html, patch.strip())
+        assert '<tr data-id="2"' in patched
+        assert "open <strong>2</strong>" in patched
+        viewer_list = await http.get(
+            "/alerts/rows", params={"state": "active", "severity": "critical"}
+        )
+        assert patched == viewer_list.text  # what a fresh rendering of the view says
     assert cloud.app is not None
     renders = cloud.app.state.fragments.renders
     async with await signed_in(cloud, "operator") as other:

@@ -4,6 +4,8 @@ databases: decided before the ack, listed with both decisions, filtered and page
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,10 @@ import httpx
 import pytest
 from cloudkit import NOW, Database, batch, bearer, payload
 from inferkit import FACTORY_LABELS, Clock, escalation, inputs_for, running_cloud, tiny_model
+from sqlalchemy.orm import Session
 from support import Broker, eventually
 
+from cloud import people, queries
 from cloud.app import Cloud
 from fogline.envelope import decode_ack, uplink_topic
 
@@ -239,3 +243,47 @@ async def test_inference_summary_from_escalations_and_health(
     only = (await http.get("/api/inference", params={"gateway": "gw2"})).json()["items"]
     assert only == [broken, farm]
     assert (await http.get("/api/inference", params={"gateway": "gw9"})).json() == {"items": []}
+
+
+async def test_local_exit_rate_per_hour_from_health_counters(cloud: Cloud) -> None:
+    h0 = NOW // 3600 * 3600
+    h1, h2 = h0 + 3600, h0 + 7200
+
+    def at(ts: float, edge: int, budget: int, escalated: int) -> dict[str, Any]:
+        return health({"diagnosis": step("factory-vibration", edge, budget, escalated)}, ts)
+
+    cloud.store.write(
+        [
+            batch("gw1", "health", [
+                (1, "", at(h0 + 100, 100, 0, 0)),
+                (2, "", at(h0 + 3000, 200, 0, 0)),  # the last of h0: h1 counts from here
+                (3, "", at(h1 + 10, 290, 5, 5)),
+                (4, "", at(h1 + 2000, 380, 10, 10)),  # h1: 190 local of 200
+                (5, "", at(h2 + 5, 9, 0, 1)),  # restarted: its counters begin again
+            ]),
+            batch("gw2", "health", [
+                (1, "", at(h1 + 100, 50, 0, 50)),  # no earlier hour: a baseline only
+                (2, "", at(h2 + 100, 80, 0, 70)),  # h2: 30 local of 50
+            ]),
+            batch("gw3", "health", [
+                (1, "", at(h2 + 10, 10, 0, 10)),  # its first record: a baseline
+                (2, "", at(h2 + 20, 20, 0, 10)),  # neither first nor last of h2: not read
+                (3, "", at(h2 + 30, 40, 0, 20)),  # h2: 30 local of 40 since its first
+            ]),
+        ]
+    )  # fmt: skip
+    with Session(cloud.engine) as db:
+        assert queries.local_exit_trend(db, h1) == pytest.approx(
+            {h1: 190 / 200, h2: (9 + 30 + 30) / (10 + 50 + 40)}
+        )
+        assert queries.local_exit_trend(db, h2 + 3600) == {}
+    user = people.add_user(cloud.engine, "ana", "viewer", None, NOW)
+    cookie, _ = people.open_session(cloud.engine, user, h2)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{cloud.http_port}", cookies={"fogline_session": cookie}
+    ) as http:
+        page = (await http.get("/models")).text
+    block = re.search(r'<script type="application/json" id="trend">(.*?)</script>', page, re.DOTALL)
+    assert block is not None
+    trend = json.loads(block.group(1))
+    assert trend["series"]["local exit (%)"][trend["x"].index(h2)] == 69.0

@@ -17,6 +17,7 @@ import pytest
 from cloudkit import NOW, Database, alert, batch, bearer
 from support import Broker, eventually
 
+from cloud import notify
 from cloud.app import Cloud, CloudOptions
 from cloud.notify import NotifyOptions, backoff
 from fogline.urls import parse_broker_url
@@ -204,3 +205,35 @@ async def test_only_admins_manage_webhooks(cloud: Cloud, receiver: Receiver) -> 
         assert (await operator.get("/api/webhooks")).status_code == 403
         made = await operator.post("/api/webhooks", json={"url": receiver.url})
         assert made.status_code == 403
+
+
+async def test_a_url_whose_port_does_not_parse_is_refused_and_listing_still_works(
+    cloud: Cloud,
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{cloud.http_port}", headers=bearer(cloud.engine, "admin")
+    ) as admin:
+        for url in (
+            "https://@host:\u00ff_/hook",
+            "https://:80/hook",
+            "https://host:0/x",
+            "http://[0]",
+        ):
+            refused = await admin.post("/api/webhooks", json={"url": url})
+            assert refused.status_code == 422, url
+            assert refused.json()["detail"].startswith(
+                ("body.url: String should match pattern", "url: expected http(s)://host")
+            )
+            with pytest.raises(notify.WebhookError, match=r"^url: expected http\(s\)://host"):
+                notify.check_url(url)  # the console's form and the CLI come this way
+        with pytest.raises(notify.WebhookError, match="expected http"):
+            notify.check_url("https://host:70000/x")  # fits the pattern, not a port
+        assert (await admin.get("/api/webhooks")).json() == {"items": []}
+        twice = await admin.get(
+            "/api/alerts", params=[("state", "open"), ("state", "acknowledged")]
+        )
+        assert twice.status_code == 422
+        assert twice.json() == {"detail": "query.state: given more than once; expected once"}
+        bad = await admin.post("/api/alerts/actions", json={"ids": [2**63], "action": "resolve"})
+        assert bad.status_code == 422
+        assert bad.json()["detail"].startswith("body.ids.0: Input should be less than or equal")
