@@ -233,19 +233,25 @@ def random_faults(
     length: tuple[float, float],
     tail: float,
     strength: tuple[float, float] = (1.0, 1.0),
+    per_device: int = 1,
 ) -> list[FaultSpec]:
-    """`per_kind` faults of each kind, each on a device of its own, at random times.
+    """`per_kind` faults of each kind, on devices drawn at random, at random times.
 
-    One fault per device keeps faults from masking each other (a machine stopped for
-    overheating has no bearing left to wear); starts are continuous, not on window
-    boundaries, and leave `warmup` for the detectors to learn and `tail` to see the end.
-    Strengths are drawn log-uniformly from `strength` (incipient to full-grown faults).
+    With `per_device` 1, one fault per device keeps faults from masking each other (a
+    machine stopped for overheating has no bearing left to wear); with 2 or more, a device
+    may carry several faults, overlapping or not, as real machines do. Starts are
+    continuous, not on window boundaries, and leave `warmup` for the detectors to learn and
+    `tail` to see the end. Strengths are drawn log-uniformly from `strength` (incipient to
+    full-grown faults).
     """
     need = len(kinds) * per_kind
-    if need > len(devices):
-        raise ValueError(f"{need} faults need {need} devices, the fleet has {len(devices)}")
+    if need > len(devices) * per_device:
+        raise ValueError(
+            f"{need} faults need {-(-need // per_device)} devices, the fleet has {len(devices)}"
+        )
     rng = np.random.default_rng([seed, 0xFA17])  # apart from the fleet's own noise
-    chosen = rng.choice(len(devices), size=need, replace=False)
+    slots = len(devices) if per_device == 1 else np.repeat(np.arange(len(devices)), per_device)
+    chosen = rng.choice(slots, size=need, replace=False)
     specs = []
     for n, index in enumerate(chosen.tolist()):
         lasting = float(rng.uniform(*length))
