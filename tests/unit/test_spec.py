@@ -116,8 +116,9 @@ outputs:
     )
     assert problems(text) == [
         (
-            "p.yaml:12:5 steps[2].smooth: expected one of: alert, deadband, derive, ewma, features, "
-            "filter, infer, validate, window, zscore; got unknown step type 'smooth'"
+            "p.yaml:12:5 steps[2].smooth: expected one of: absence, alert, baseline, deadband, "
+            "derive, ewma, features, filter, infer, validate, window, zscore; "
+            "got unknown step type 'smooth'"
         ),
         (
             "p.yaml:15:7 steps[3].window.size: expected a duration like 10s, 500ms or 5m, "
