@@ -192,9 +192,11 @@ class Fleet(ABC):
         need not be bit-identical."""
         stuck = self.schedule.active("stuck", t)
         values = self._stuck.apply(stuck, values)
-        if self.site.dither:
-            flicker = self.site_rng.integers(-1, 2, values.shape) * 10.0 ** -np.array(decimals)
-            values = np.where(stuck[:, None], values + flicker, values)
+        if self.site.dither:  # whole-number fields (a valve's 0/1) and zeros stay as they are
+            digit = np.where(np.array(decimals) > 0, 10.0 ** -np.array(decimals), 0.0)
+            flicker = self.site_rng.integers(-1, 2, values.shape) * digit
+            flickered = np.where(values > 0, np.maximum(values + flicker, 0.0), values)
+            values = np.where(stuck[:, None], flickered, values)
         quiet = self.schedule.active("dropout", t)
         if silent is not None:
             quiet |= silent

@@ -42,8 +42,9 @@ def test_the_floor_bounds_the_score_of_a_flat_signal() -> None:
 
 def test_missing_fields_are_skipped_and_wrong_types_rejected() -> None:
     run = make_op("baseline", {"fields": {"x": 0.1, "battery": 0.01}})
-    outs = run.feed([rec("m", 0, x=1.0), rec("m", 1, x="high")])
-    assert len(outs) == 1
+    outs = run.feed([rec("m", 0, x=1.0), rec("m", 1, x="high"), rec("m", 2, x=None)])
+    assert len(outs) == 2
+    assert "x_dev" not in outs[1].fields  # null: not learnt, not scored
     assert "battery_dev" not in outs[0].fields
     assert "x_dev" in outs[0].fields
     assert run.rejects[0][1:] == ("wrong_type", "field 'x': expected a number, got 'high'")
