@@ -118,7 +118,9 @@ def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
         now = time.time()
         watch.publish(
             "factory/l1/m-01/telemetry",
-            orjson.dumps({"ts": now, "vibration": 2.0, "temperature": 60.0}),
+            # A machine near its limit: one reading at 97 °C after 60 °C would be a sensor
+            # spike, which does not stop a machine; after 94 °C it is the real thing.
+            orjson.dumps({"ts": now, "vibration": 2.0, "temperature": 94.0}),
         )
         watch.publish("factory/l1/m-01/telemetry", b"\xff\xfe garbage")
         watch.publish(
