@@ -659,7 +659,8 @@ class Bench:
                 *argv[1:],
             ]
         data = self.tmp / f"fogline-data-{metrics_port}"  # a fresh outbox per process
-        env = {**os.environ, "FOGLINE_DATA_DIR": str(data)}
+        # No cloud here to provision it: unsigned, as a development gateway runs.
+        env = {**os.environ, "FOGLINE_DATA_DIR": str(data), "FOGLINE_INSECURE_UNSIGNED": "1"}
         with (self.tmp / "gateway.log").open("ab") as out:
             proc = subprocess.Popen(
                 pinned(self.sub_core, argv), stdout=out, stderr=out, cwd=self.tmp, env=env

@@ -451,6 +451,7 @@ def simulate(
     taps: Sequence[str] = (),
     site: Site = REFERENCE,
     rate: float | None = None,
+    start: float = START,
 ) -> Run:
     """Run `devices` of the demo's fleet for `seconds` of simulated time through its pipeline.
 
@@ -458,15 +459,16 @@ def simulate(
     edge broker would; without it the devices never hear from the gateway. `taps` names
     streams (e.g. `windows`) whose records the run keeps, to see what the rules saw.
     `site` is the fleet's site (`devices.sites`); `rate` its readings per device per second
-    (default: the demo's).
+    (default: the demo's); `start` the wall time of the first reading (its offset from a
+    window boundary is what a real start leaves to chance).
     """
     pipeline = pipeline or load_pipeline(demo.pipeline)
     _check_detectors(demo, pipeline)
     count = devices or demo.devices
     rate = rate or demo.rate
-    sim = SimClock(START, 1.0, START)
+    sim = SimClock(start, 1.0, START)
     fleet = demo.fleet(count, seed, sim, faults, site)
-    clock = FakeClock(START)
+    clock = FakeClock(start)
     metrics = Metrics()
     alerts = _Alerts(clock)
 
@@ -501,8 +503,8 @@ def simulate(
         t = k / rate
         now = sim.wall(min(t, seconds))
         # The gateway's ticker runs every `tick` of the clock, readings or not.
-        while START + ticks * tick <= now + 1e-9:
-            clock.t = START + ticks * tick
+        while start + ticks * tick <= now + 1e-9:
+            clock.t = start + ticks * tick
             engine.tick(clock.t)
             ticks += 1
         if k == steps:
@@ -516,6 +518,7 @@ def simulate(
     stop = sim.wall(seconds)
     truth = intervals_from_labels(labels(fleet, stop), pipeline.key, stop)
     shows = detectable_times(demo, seed, faults, seconds=seconds, count=count, site=site, rate=rate)
+    shows = [t - START + start for t in shows]
     began = [f for f in fleet.schedule.faults if sim.wall(f.start) < stop]
     truth = [
         dataclasses.replace(i, detectable=shows[n])
