@@ -11,11 +11,12 @@
 Windows exist only for readings that arrived, so silence cannot be seen in them reliably
 (a silence that begins on a window boundary leaves no window at all), and a fixed gap
 assumes one sampling rate: `sensor_gap > 1.5` was right at 1 Hz and fired on every window
-at 0.5 Hz. This step learns, per key, the median of its last `learn` arrival intervals
-(processing time, so timestamp jitter and late deliveries do not matter; a zero interval,
-a duplicate or a reading in the same batch, is not learnt, nor one longer than the silence
-threshold), and checks at every timer tick whether `after` of those intervals (at least
-`min_silence`) have passed since the key's last reading. It emits one record when a key
+at 0.5 Hz. This step learns, per key, the median of its last `learn` intervals between readings in
+event time (their `ts`: a backlog delivered in a burst after an outage keeps its real
+spacing; a duplicate or a late reading, not newer than the newest, is not learnt, nor an
+interval longer than the silence threshold; the median shrugs off jitter), and checks at
+every timer tick whether `after` of those intervals (at least `min_silence`) have passed,
+in processing time, since the key's last reading arrived. It emits one record when a key
 falls silent and one when it is heard again, with `silent` (true/false), `silent_for` (s),
 `usual_interval` (s) and `last_ts` (event time of the newest reading), for an `alert`:
 `raise: silent`, `clear: not silent`. A key is judged once it has `warmup` intervals.
@@ -63,7 +64,7 @@ class Heard:
     last_arrival: float  # processing time of its newest arrival
     last_ts: float  # newest event time heard
     silent: bool = False
-    gaps: list[float] = field(default_factory=list)  # the last `learn` intervals, s
+    gaps: list[float] = field(default_factory=list)  # the last `learn` intervals (event time)
 
 
 class Absence(Operator):
@@ -104,10 +105,11 @@ class Absence(Operator):
             if heard is None:
                 states.put(record.key, Heard(now, record.ts), now)
                 continue
-            gap = now - heard.last_arrival
             if heard.silent:
                 heard.silent = False
-                out.append(self._event(record.key, record.ts, gap, heard))
+                quiet = now - heard.last_arrival
+                out.append(self._event(record.key, record.ts, quiet, heard))
+            gap = record.ts - heard.last_ts
             limit = self._threshold(heard.gaps)
             if gap > 1e-6 and (limit is None or gap <= limit):
                 heard.gaps.append(gap)

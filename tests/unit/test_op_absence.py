@@ -47,6 +47,15 @@ def test_a_key_heard_again_is_reported_back_and_its_silence_is_not_learnt() -> N
     assert run.timer(35.5)[0].fields["silent"] is True
 
 
+def test_a_backlog_delivered_in_one_burst_keeps_its_real_spacing() -> None:
+    clock = FakeClock(100.0)
+    run = make_op("absence", {"min_silence": 0.5}, clock)
+    run.feed([rec("m", float(t), x=1.0) for t in range(60, 100)])  # 40 s of backlog at once
+    heard(run, clock, "m", [100.0 + k for k in range(1, 4)])
+    assert run.timer(105.5) == []  # 2.5 s: not yet 3 of its 1 s intervals
+    assert run.timer(106.5)[0].fields["usual_interval"] == 1.0
+
+
 def test_duplicates_and_a_batch_of_late_readings_do_not_shrink_the_interval() -> None:
     clock = FakeClock(0.0)
     run = make_op("absence", {"min_silence": 0.5}, clock)
