@@ -6,6 +6,7 @@ themselves are recorded in docs/benchmarks.md, not asserted here.
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from devices.evaluate import DEMOS
-from devices.matrix import CONDITIONS, Condition, rate_interval
+from devices.matrix import CONDITIONS, Condition, percentile_interval, rate_interval
 from devices.sites import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,14 +36,24 @@ def test_conditions_change_what_they_say() -> None:
     assert Condition("x", "y").site(3) == REFERENCE
 
 
-def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_data() -> None:
-    rng = np.random.default_rng(1)
-    lo, hi = rate_interval(18, 20, rng)
+def test_rate_interval_holds_the_estimate_narrows_with_data_and_doubts_small_samples() -> None:
+    lo, hi = rate_interval(18, 20)
     assert lo <= 0.9 <= hi
     wide = hi - lo
-    lo, hi = rate_interval(180, 200, rng)
+    lo, hi = rate_interval(180, 200)
     assert lo <= 0.9 <= hi
     assert hi - lo < wide / 2
+    lo, hi = rate_interval(5, 5)  # five out of five is not certainty
+    assert hi == 1.0
+    assert 0.5 < lo < 0.6
+
+
+def test_ttd_interval_is_a_bootstrap_around_the_percentile() -> None:
+    rng = np.random.default_rng(1)
+    values = [float(x) for x in range(1, 101)]
+    lo, hi = percentile_interval(values, 95, rng)
+    assert lo <= np.percentile(values, 95) <= hi
+    assert all(math.isnan(x) for x in percentile_interval([], 95, rng))  # nothing to tell
 
 
 @pytest.mark.timeout(400)
