@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -32,6 +33,7 @@ from devices.faults import FaultKind, FaultSpec, FaultSpecError, parse_faults, s
 from devices.fleet import Fleet
 from devices.labels import labels, write_labels
 from devices.runner import Runner, RunStats
+from devices.sites import PROFILES, Site, site
 from devices.status import Status
 from devices.transport import (
     CoapTransport,
@@ -140,6 +142,20 @@ def add_parser(subparsers: _Subparsers) -> None:
         )
         _flag(p, "seed", "random seed: same seed, same signals", "1", metavar="N")
         _flag(p, "faults", "fault schedule, e.g. " + about["example"], metavar="SPEC")
+        _flag(
+            p,
+            "site",
+            "site profile: " + ", ".join(PROFILES) + ", or seed:N for one drawn at random",
+            "reference",
+            metavar="NAME",
+        )
+        _flag(
+            p,
+            "disorder",
+            "share of readings delivered late (after a newer one) or twice, 0..0.5",
+            "0",
+            metavar="SHARE",
+        )
         _flag(p, "labels", "write the ground truth (JSON lines) to this file", metavar="FILE")
         _flag(p, "speed", "simulated seconds per real second", "1", metavar="X")
         _flag(p, "ca", "CA file to trust for an mqtts:// broker", metavar="FILE")
@@ -174,6 +190,7 @@ class Options:
     duration: float | None
     seed: int
     faults: list[FaultSpec]
+    site: Site
     labels: Path | None
     speed: float
     sim_start: float | None
@@ -238,6 +255,13 @@ def _options(args: argparse.Namespace) -> Options:
         config = FarmConfig(count)
         names = plot_names(config)[0]
     faults = parse_faults(args.faults or "", FLEETS[fleet]["faults"], names)
+    try:
+        chosen = site(args.site)
+    except ValueError as exc:
+        raise ValueError(f"--site: {exc}") from None
+    disorder = _number(args, "disorder", float, 0)
+    if disorder > 0.5:
+        raise ValueError(f"--disorder: expected a share of at most 0.5, got {args.disorder!r}")
     path = Path(args.labels) if args.labels else None
     if path is not None and not path.parent.is_dir():
         raise ValueError(f"--labels: expected a file in an existing directory, got {str(path)!r}")
@@ -250,6 +274,7 @@ def _options(args: argparse.Namespace) -> Options:
         duration=duration or None,
         seed=seed,
         faults=faults,
+        site=dataclasses.replace(chosen, disorder=disorder),
         labels=path,
         speed=speed,
         sim_start=_sim_start(args.sim_start),
@@ -308,8 +333,8 @@ def _sim_start(text: str | None) -> float | None:
 
 def build_fleet(options: Options, clock: SimClock) -> Fleet:
     if isinstance(options.config, FactoryConfig):
-        return FactoryFleet(options.config, options.seed, clock, options.faults)
-    return FarmFleet(options.config, options.seed, clock, options.faults)
+        return FactoryFleet(options.config, options.seed, clock, options.faults, options.site)
+    return FarmFleet(options.config, options.seed, clock, options.faults, options.site)
 
 
 async def _main(options: Options) -> int:

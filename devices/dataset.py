@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from devices.clock import SimClock
 from devices.evaluate import DEMOS, START, Demo, Interval, Run, random_faults, simulate
 from devices.faults import SENSOR_FAULTS
+from devices.sites import REFERENCE
 from gateway.record import Record
 from gateway.spec import Pipeline, load_pipeline
 
@@ -142,7 +143,7 @@ def task_run(
         pipeline = without_models(pipeline)
         # Scoring needs the model's own alert rules, which are cut: this run only taps.
         demo = replace(demo, detectors={})
-    fleet = demo.fleet(count, seed, SimClock(START), ())
+    fleet = demo.fleet(count, seed, SimClock(START), (), REFERENCE)
     kinds = sorted({k for k in task.classes.values() if k} | {f.name for f in SENSOR_FAULTS})
     per_kind = min(task.per_kind, count // len(kinds))
     faults = random_faults(

@@ -16,12 +16,18 @@ of K's detectors and `start <= t <= end + grace`. Per fault kind:
 * recall: faults with at least one matching raise / faults;
 * precision: matching raises / raises of K's detector rules, leaving out raises that match
   a fault of another kind the same rule also detects (a shared rule is not wrong there);
-* time to detect: first matching raise, as the gateway emitted it, minus the fault's start;
+* time to detect: first matching raise, as the gateway emitted it, minus the moment the
+  fault became detectable (never negative): the first reading whose departure from the
+  device's healthy twin (same seed, no fault, open loop) exceeds twice that device's normal
+  spread of the field in the 10 minutes before the fault (`detectable_times`); sensor faults
+  without a signature field (stuck, dropout) are detectable at onset. A slow fault is so
+  judged from when it shows, not from when it began to grow;
 * false alarms per device-hour: the raises that matched nothing / device-hours of the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +44,7 @@ from devices.farm import FarmConfig, FarmFleet
 from devices.faults import FaultSpec
 from devices.fleet import Fleet
 from devices.labels import labels
+from devices.sites import REFERENCE, Site
 from gateway.clock import FakeClock
 from gateway.decode import Decoder, TopicPatterns
 from gateway.engine import Engine, Output
@@ -69,6 +76,11 @@ class Interval:
     key: tuple[str, ...]
     start: float
     end: float
+    detectable: float | None = None  # when the fault first showed (None: at its start)
+
+    @property
+    def shows(self) -> float:
+        return self.start if self.detectable is None else self.detectable
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +185,7 @@ def score(
             ]
             if found:
                 s.detected += 1
-                s.ttd.append(min(found) - interval.start)
+                s.ttd.append(max(0.0, min(found) - interval.shows))
         for r in mine:
             matched_kinds = {i.kind for i in hits(r)} & kinds_of[r.rule]
             if kind in matched_kinds:
@@ -233,19 +245,25 @@ def random_faults(
     length: tuple[float, float],
     tail: float,
     strength: tuple[float, float] = (1.0, 1.0),
+    per_device: int = 1,
 ) -> list[FaultSpec]:
-    """`per_kind` faults of each kind, each on a device of its own, at random times.
+    """`per_kind` faults of each kind, on devices drawn at random, at random times.
 
-    One fault per device keeps faults from masking each other (a machine stopped for
-    overheating has no bearing left to wear); starts are continuous, not on window
-    boundaries, and leave `warmup` for the detectors to learn and `tail` to see the end.
-    Strengths are drawn log-uniformly from `strength` (incipient to full-grown faults).
+    With `per_device` 1, one fault per device keeps faults from masking each other (a
+    machine stopped for overheating has no bearing left to wear); with 2 or more, a device
+    may carry several faults, overlapping or not, as real machines do. Starts are
+    continuous, not on window boundaries, and leave `warmup` for the detectors to learn and
+    `tail` to see the end. Strengths are drawn log-uniformly from `strength` (incipient to
+    full-grown faults).
     """
     need = len(kinds) * per_kind
-    if need > len(devices):
-        raise ValueError(f"{need} faults need {need} devices, the fleet has {len(devices)}")
+    if need > len(devices) * per_device:
+        raise ValueError(
+            f"{need} faults need {-(-need // per_device)} devices, the fleet has {len(devices)}"
+        )
     rng = np.random.default_rng([seed, 0xFA17])  # apart from the fleet's own noise
-    chosen = rng.choice(len(devices), size=need, replace=False)
+    slots = len(devices) if per_device == 1 else np.repeat(np.arange(len(devices)), per_device)
+    chosen = rng.choice(slots, size=need, replace=False)
     specs = []
     for n, index in enumerate(chosen.tolist()):
         lasting = float(rng.uniform(*length))
@@ -261,15 +279,19 @@ def random_faults(
 
 # -- the demos -------------------------------------------------------------------------------
 
-FleetFactory = Callable[[int, int, SimClock, Sequence[FaultSpec]], Fleet]
+FleetFactory = Callable[[int, int, SimClock, Sequence[FaultSpec], Site], Fleet]
 
 
-def _factory(count: int, seed: int, clock: SimClock, faults: Sequence[FaultSpec]) -> Fleet:
-    return FactoryFleet(FactoryConfig(count), seed, clock, faults)
+def _factory(
+    count: int, seed: int, clock: SimClock, faults: Sequence[FaultSpec], site: Site = REFERENCE
+) -> Fleet:
+    return FactoryFleet(FactoryConfig(count), seed, clock, faults, site)
 
 
-def _farm(count: int, seed: int, clock: SimClock, faults: Sequence[FaultSpec]) -> Fleet:
-    return FarmFleet(FarmConfig(count), seed, clock, faults)
+def _farm(
+    count: int, seed: int, clock: SimClock, faults: Sequence[FaultSpec], site: Site = REFERENCE
+) -> Fleet:
+    return FarmFleet(FarmConfig(count), seed, clock, faults, site)
 
 
 @dataclass(frozen=True)
@@ -282,6 +304,7 @@ class Demo:
     format: Format
     rate: float  # readings per device per second (`fogline devices`' default)
     detectors: Mapping[str, tuple[str, ...]]  # fault kind -> alert rules that detect it
+    signatures: Mapping[str, tuple[str, ...]]  # fault kind -> fields it shows in (none: onset)
     devices: int = 48
     hours: float = 2.0
     per_kind: int = 5
@@ -312,6 +335,12 @@ DEMOS: dict[str, Demo] = {
             "dropout": ("sensor_gap",),
             "spikes": ("sensor_spikes",),
         },
+        {
+            "bearing": ("vibration_hf", "vibration_peak", "vibration"),
+            "imbalance": ("vibration_1x", "vibration"),
+            "overheating": ("temperature",),
+            "spikes": ("vibration", "temperature", "current"),
+        },
     ),
     "farm": Demo(
         "farm",
@@ -327,6 +356,13 @@ DEMOS: dict[str, Demo] = {
             "stuck": ("sensor_stuck",),
             "dropout": ("probe_silent",),
             "spikes": ("sensor_spikes",),
+        },
+        {
+            "leak": ("flow", "pressure"),
+            "blocked": ("flow", "pressure"),
+            "dryout": ("moisture",),
+            "battery": ("battery", "moisture", "flow", "pressure"),
+            "spikes": ("moisture", "flow", "pressure"),
         },
         hours=8.0,
         length=(600.0, 1800.0),
@@ -413,19 +449,26 @@ def simulate(
     pipeline: Pipeline | None = None,
     close_loop: bool = True,
     taps: Sequence[str] = (),
+    site: Site = REFERENCE,
+    rate: float | None = None,
+    start: float = START,
 ) -> Run:
     """Run `devices` of the demo's fleet for `seconds` of simulated time through its pipeline.
 
     `close_loop` hands the pipeline's actions back to the fleet (stop, open, close), as the
     edge broker would; without it the devices never hear from the gateway. `taps` names
     streams (e.g. `windows`) whose records the run keeps, to see what the rules saw.
+    `site` is the fleet's site (`devices.sites`); `rate` its readings per device per second
+    (default: the demo's); `start` the wall time of the first reading (its offset from a
+    window boundary is what a real start leaves to chance).
     """
     pipeline = pipeline or load_pipeline(demo.pipeline)
     _check_detectors(demo, pipeline)
     count = devices or demo.devices
-    sim = SimClock(START, 1.0, START)
-    fleet = demo.fleet(count, seed, sim, faults)
-    clock = FakeClock(START)
+    rate = rate or demo.rate
+    sim = SimClock(start, 1.0, START)
+    fleet = demo.fleet(count, seed, sim, faults, site)
+    clock = FakeClock(start)
     metrics = Metrics()
     alerts = _Alerts(clock)
 
@@ -454,14 +497,14 @@ def simulate(
     )
     codec = Codec(demo.format, fleet.UNITS, fleet.base_names())
     tick = float(pipeline.header.tick)
-    steps = round(seconds * demo.rate)
+    steps = round(seconds * rate)
     readings = ticks = 0
     for k in range(steps + 1):
-        t = k / demo.rate
+        t = k / rate
         now = sim.wall(min(t, seconds))
         # The gateway's ticker runs every `tick` of the clock, readings or not.
-        while START + ticks * tick <= now + 1e-9:
-            clock.t = START + ticks * tick
+        while start + ticks * tick <= now + 1e-9:
+            clock.t = start + ticks * tick
             engine.tick(clock.t)
             ticks += 1
         if k == steps:
@@ -474,6 +517,13 @@ def simulate(
         engine.process(records)
     stop = sim.wall(seconds)
     truth = intervals_from_labels(labels(fleet, stop), pipeline.key, stop)
+    shows = detectable_times(demo, seed, faults, seconds=seconds, count=count, site=site, rate=rate)
+    shows = [t - START + start for t in shows]
+    began = [f for f in fleet.schedule.faults if sim.wall(f.start) < stop]
+    truth = [
+        dataclasses.replace(i, detectable=shows[n])
+        for i, n in zip(truth, (fleet.schedule.faults.index(f) for f in began), strict=True)
+    ]
     return Run(
         demo,
         seed,
@@ -489,6 +539,62 @@ def simulate(
     )
 
 
+SPREAD_BEFORE = 600.0  # s of healthy readings that set a device's normal spread
+SPREADS = 2.0  # a fault shows when it moves a field by more than this many spreads
+
+
+def detectable_times(
+    demo: Demo,
+    seed: int,
+    faults: Sequence[FaultSpec],
+    *,
+    seconds: float,
+    count: int,
+    site: Site = REFERENCE,
+    rate: float | None = None,
+) -> list[float]:
+    """Per fault of the schedule (in its order), the wall time it first showed.
+
+    Two open-loop fleets, the faulty one and its healthy twin, share every noise draw, so
+    their difference is the fault's effect alone. A fault shows at the first reading where
+    that effect exceeds `SPREADS` times the twin's standard deviation of the field over the
+    `SPREAD_BEFORE` seconds before the fault; kinds without a signature show at onset.
+    """
+    rate = rate or demo.rate
+    sim = SimClock(START, 1.0, START)
+    quiet = dataclasses.replace(site, disorder=0.0)  # delivery is not the fault's effect
+    sick = demo.fleet(count, seed, sim, faults, quiet)
+    twin = demo.fleet(count, seed, sim, (), quiet)
+    fields: list[str] = sorted({f for fs in demo.signatures.values() for f in fs})
+    column = {f: j for j, f in enumerate(fields)}
+    index = {topic: i for i, topic in enumerate(sick.topics)}
+    steps = round(seconds * rate)
+    a = np.full((steps, count, len(fields)), np.nan)
+    b = np.full((steps, count, len(fields)), np.nan)
+    for k in range(steps):
+        t = k / rate
+        for out, fleet in ((a, sick), (b, twin)):
+            for topic, payload in fleet.step(t):
+                out[k, index[topic]] = [payload.get(f, np.nan) for f in fields]
+    times = np.arange(steps) / rate
+    shows = []
+    for fault in sick.schedule.faults:
+        signature = demo.signatures.get(fault.kind, ())
+        at = fault.start
+        if signature:
+            cols = [column[f] for f in signature]
+            before = (times >= fault.start - SPREAD_BEFORE) & (times < fault.start)
+            with np.errstate(all="ignore"):
+                spread = np.nanstd(b[before][:, fault.index, cols], axis=0)
+            spread = np.maximum(np.nan_to_num(spread), 1e-3)
+            during = np.flatnonzero((times >= fault.start) & (times < fault.end))
+            effect = np.abs(a[during][:, fault.index, cols] - b[during][:, fault.index, cols])
+            over = np.flatnonzero(np.nan_to_num(effect > SPREADS * spread).any(axis=1))
+            at = float(times[during[over[0]]]) if over.size else math.inf
+        shows.append(sim.wall(at) if math.isfinite(at) else math.inf)
+    return shows
+
+
 def evaluate(
     demo: Demo,
     seed: int,
@@ -496,11 +602,17 @@ def evaluate(
     hours: float | None = None,
     devices: int | None = None,
     pipeline: Pipeline | None = None,
+    site: Site = REFERENCE,
+    rate: float | None = None,
+    strength: tuple[float, float] = (1.0, 1.0),
+    per_device: int = 1,
+    taps: Sequence[str] = (),
 ) -> Run:
-    """One seed of the benchmark: the demo's fleet with a random fault schedule of its own."""
+    """One seed of the benchmark: the demo's fleet with a random fault schedule of its own,
+    at `site`, `rate` readings per device a second, faults drawn from `strength`."""
     seconds = 3600.0 * (hours or demo.hours)
     count = devices or demo.devices
-    fleet = demo.fleet(count, seed, SimClock(START), ())
+    fleet = demo.fleet(count, seed, SimClock(START), (), site)
     faults = random_faults(
         sorted(fleet.FAULTS),  # every kind the fleet has, whatever the pipeline detects
         fleet.devices,
@@ -510,5 +622,17 @@ def evaluate(
         warmup=demo.warmup,
         length=demo.length,
         tail=demo.tail,
+        strength=strength,
+        per_device=per_device,
     )
-    return simulate(demo, seed, faults, seconds=seconds, devices=count, pipeline=pipeline)
+    return simulate(
+        demo,
+        seed,
+        faults,
+        seconds=seconds,
+        devices=count,
+        pipeline=pipeline,
+        site=site,
+        rate=rate,
+        taps=taps,
+    )

@@ -39,7 +39,8 @@ from numpy.typing import NDArray
 
 from devices.clock import SimClock
 from devices.faults import SENSOR_FAULTS, FaultKind, FaultSpec, FloatArray, Freezer
-from devices.fleet import Fleet, Message
+from devices.fleet import Fleet, Message, Sensor
+from devices.sites import REFERENCE, Site
 
 FIELDS = (
     "vibration",
@@ -120,6 +121,15 @@ class FactoryFleet(Fleet):
         "rpm": "1/min",
     }
     COMMAND_FILTER = "factory/+/+/actions"
+    # An accelerometer's sensitivity is within ~5 %; a PT100 in a pocket reads a degree or
+    # two off and creeps; a clamp-on current sensor within 2 %.
+    _VIBRATION = Sensor(gain=0.05)
+    SENSORS = (
+        *(_VIBRATION,) * 4,
+        Sensor(gain=0.01, offset=1.5, drift=0.3),
+        Sensor(gain=0.02),
+        Sensor(),
+    )
 
     def __init__(
         self,
@@ -127,9 +137,10 @@ class FactoryFleet(Fleet):
         seed: int,
         clock: SimClock,
         faults: Sequence[FaultSpec] = (),
+        site: Site = REFERENCE,
     ) -> None:
         machines, lines = machine_names(config)
-        super().__init__(machines, lines, seed, clock, faults)
+        super().__init__(machines, lines, seed, clock, faults, site)
         self.config = config
         n, rng = self.size, self.rng
         # Per machine, drawn once: what makes m-03 differ from m-04.
@@ -144,6 +155,9 @@ class FactoryFleet(Fleet):
         nyquist = config.sample_rate / 2
         low, high = config.hf_band[0], min(config.hf_band[1], nyquist)
         self.resonance = low + rng.uniform(0.2, 0.8, n) * (high - low)
+        if site.resonance is not None:  # anywhere, the reported band or not
+            top = min(site.resonance[1], 0.95 * nyquist)
+            self.resonance = self.site_rng.uniform(site.resonance[0], top, n)
         self.decay = rng.uniform(0.0015, 0.003, n)  # s, ring-down of one impact
         self.bearing_peak = rng.uniform(9.0, 12.0, n)  # mm/s at full severity
         self.ambient = rng.uniform(20.0, 28.0, n)
@@ -154,6 +168,13 @@ class FactoryFleet(Fleet):
         self.load_swing = rng.uniform(0.05, 0.12, n)
         self.load_period = rng.uniform(600.0, 1800.0, n)
         self.load_phase = rng.uniform(0, 2 * math.pi, n)
+        # The site: its speeds, loads, balancing, hall and cooling.
+        self.nominal *= site.speed
+        self.load_base = np.clip(self.load_base + site.load, 0.3, 0.95)
+        self.noise *= site.noise
+        self.a1 *= site.one_x
+        self.ambient += site.ambient
+        self.heating *= site.heating
         # State.
         self.running = np.ones(n, dtype=np.bool_)
         self.rpm = np.zeros(n)
@@ -228,18 +249,21 @@ class FactoryFleet(Fleet):
 
         # Sensor spikes: a gain glitch on the vibration channel, or a jump in temperature or
         # current, in one reading of ten while the fault lasts.
+        size = self._spike_size()
         spiking = sched.active("spikes", t) & (spike_u < SPIKE_PROBABILITY)
         if spiking.any():
-            gain = np.where(spiking & (spike_field == 0), 4.0 + 4.0 * spike_mag, 1.0)
+            gain = np.where(spiking & (spike_field == 0), 1 + (3 + 4 * spike_mag) * size, 1.0)
             block *= gain[:, None]
             temperature = temperature + np.where(
-                spiking & (spike_field == 1), 30 + 20 * spike_mag, 0
+                spiking & (spike_field == 1), (30 + 20 * spike_mag) * size, 0
             )
-            current = current * np.where(spiking & (spike_field == 2), 2.5 + spike_mag, 1.0)
+            current = current * np.where(
+                spiking & (spike_field == 2), 1 + (1.5 + spike_mag) * size, 1.0
+            )
 
         features = self._features(block, s1, c1, self.rpm)
-        values = np.column_stack([*features, temperature, current, rpm])
-        values, emit = self._sensor_faults(t, values)
+        values = self._sensors(t, np.column_stack([*features, temperature, current, rpm]))
+        values, emit = self._sensor_faults(t, values, DECIMALS)
         if cfg.raw:
             block = self._block_freezer.apply(self.schedule.active("stuck", t), block)
         self.last_block = block
@@ -251,6 +275,17 @@ class FactoryFleet(Fleet):
                 payload["sample_rate"] = cfg.sample_rate
                 payload["vibration_block"] = samples
         return out
+
+    def _one_x_from_spectrum(self, weighted: Float32Array, rpm: FloatArray) -> FloatArray:
+        """1x RMS as a sensor without a keyphasor estimates it: the largest Hann-windowed
+        bin within one bin of running speed (scalloping, leakage from 2x and all)."""
+        size = weighted.shape[1]
+        spectrum = np.abs(np.fft.rfft(weighted.astype(np.float64), axis=1))
+        centre = np.rint(rpm / 60.0 / (self.config.sample_rate / size)).astype(np.int64)
+        centre = np.clip(centre, 1, spectrum.shape[1] - 2)
+        near = np.take_along_axis(spectrum, centre[:, None] + np.array([[-1, 0, 1]]), axis=1)
+        one_x: FloatArray = near.max(axis=1) * 2 / float(self._window.sum()) / math.sqrt(2)
+        return one_x
 
     def _cycles(self, freq: FloatArray, t: float) -> Float32Array:
         """Phase in cycles over the block, (machines, samples), reduced before float32.
@@ -312,5 +347,7 @@ class FactoryFleet(Fleet):
         ps = np.sum(weighted * s1, axis=1, dtype=np.float64)
         pc = np.sum(weighted * c1, axis=1, dtype=np.float64)
         one_x = np.sqrt(ps * ps + pc * pc) * 2 / float(self._window.sum()) / math.sqrt(2)
+        if not self.site.keyphasor:
+            one_x = self._one_x_from_spectrum(weighted, rpm)
         one_x[rpm < 1.0] = 0.0
         return [rms, peak, hf, one_x]

@@ -36,7 +36,8 @@ import numpy as np
 
 from devices.clock import SimClock
 from devices.faults import SENSOR_FAULTS, BoolArray, FaultKind, FaultSpec, FloatArray
-from devices.fleet import Fleet, Message
+from devices.fleet import Fleet, Message, Sensor
+from devices.sites import REFERENCE, Site
 
 FIELDS = ("moisture", "valve", "flow", "pressure", "battery")
 DECIMALS = (2, 0, 2, 3, 3)
@@ -87,6 +88,15 @@ class FarmFleet(Fleet):
     FAULTS: ClassVar = FAULTS
     UNITS: ClassVar = {"moisture": "%", "flow": "l/min", "pressure": "bar", "battery": "V"}
     COMMAND_FILTER = "farm/+/+/valve/set"
+    # A capacitive probe off by a few % of volume (soil-specific calibration is rare) and
+    # creeping as it settles; flow meters within 5 %; pressure transducers within 2 %.
+    SENSORS = (
+        Sensor(gain=0.05, offset=2.0, drift=0.2),
+        Sensor(),
+        Sensor(gain=0.05),
+        Sensor(gain=0.02, offset=0.05, drift=0.01),
+        Sensor(offset=0.02),
+    )
 
     def __init__(
         self,
@@ -94,21 +104,22 @@ class FarmFleet(Fleet):
         seed: int,
         clock: SimClock,
         faults: Sequence[FaultSpec] = (),
+        site: Site = REFERENCE,
     ) -> None:
         plots, farms = plot_names(config)
-        super().__init__(plots, farms, seed, clock, faults)
+        super().__init__(plots, farms, seed, clock, faults, site)
         self.config = config
         n, rng = self.size, self.rng
-        self.field_capacity = rng.uniform(30.0, 38.0, n)
-        self.wilting = rng.uniform(10.0, 14.0, n)
+        self.field_capacity = rng.uniform(*site.field_capacity, n)
+        self.wilting = rng.uniform(*site.wilting, n)
         self.crop = rng.uniform(0.8, 1.15, n)  # crop coefficient Kc
         self.area = rng.uniform(20.0, 40.0, n)  # m²
-        self.nominal_flow = rng.uniform(10.0, 16.0, n)  # l/min with the valve open
-        self.static_pressure = rng.uniform(2.4, 2.8, n)  # bar
+        self.nominal_flow = rng.uniform(10.0, 16.0, n) * site.flow  # l/min with the valve open
+        self.static_pressure = rng.uniform(2.4, 2.8, n) + site.pressure  # bar
         self.friction = rng.uniform(0.35, 0.55, n)  # bar lost while water flows
         self.leak_flow = rng.uniform(2.5, 5.0, n)  # l/min at full severity
         self.leak_drop = rng.uniform(1.2, 1.6, n)  # bar at full severity
-        self.full_battery = rng.uniform(3.55, 3.65, n)  # V
+        self.full_battery = rng.uniform(*site.battery, n)  # V
         self.dawn = rng.uniform(4.5, 7.0, n) * 3600.0  # s after midnight: daily irrigation
         farm_index = np.array([i // config.per_farm for i in range(n)])
         n_farms = int(farm_index.max()) + 1
@@ -119,7 +130,10 @@ class FarmFleet(Fleet):
         self._weather = (periods[:, farm_index], phases[:, farm_index])
         self._supply_phase = rng.uniform(0, 2 * math.pi, n)
         # State.
-        self.moisture = rng.uniform(24.0, 32.0, n)
+        # Start between 70 and 95 % of field capacity (24-32 % on the reference loam).
+        self.moisture = rng.uniform(24.0, 32.0, n) * (sum(site.field_capacity) / 68.0)
+        self.battery_sag = self.site_rng.uniform(*site.battery_sag, n)  # V at full severity
+        self.tempco = site.tempco * self.site_rng.uniform(0.5, 1.5, n)  # % at the day's peak
         self.valve_open = np.zeros(n, dtype=np.bool_)
         self.valve_until = np.zeros(n)
 
@@ -191,27 +205,34 @@ class FarmFleet(Fleet):
 
         # What the probe reports: its own noise, more of it and a bias as the battery sags.
         moisture = self.moisture + (0.15 + 4 * battery) * z_moisture - 5 * battery
+        moisture += self.tempco * self.sun(t)  # the soil warms by day, the probe reads wetter
         flow = flow + np.where(flow > 0, 0.08 + 0.5 * battery, 0.5 * battery) * z_flow
         pressure = pressure + (0.015 + 0.2 * battery) * z_pressure
-        volts = self.full_battery - 0.6 * battery + 0.003 * z_battery
+        volts = self.full_battery - self.battery_sag * battery + 0.003 * z_battery
 
+        size = self._spike_size()
         spiking = sched.active("spikes", t) & (spike_u < SPIKE_PROBABILITY)
         if spiking.any():
-            jump = np.where(self.moisture > 50, -1, 1) * (30 + 20 * spike_mag)
+            jump = np.where(self.moisture > 50, -1, 1) * (30 + 20 * spike_mag) * size
             moisture = moisture + np.where(spiking & (spike_field == 0), jump, 0)
-            flow = flow + np.where(spiking & (spike_field == 1), 20 + 30 * spike_mag, 0)
-            pressure = pressure + np.where(spiking & (spike_field == 2), 4 + 4 * spike_mag, 0)
+            flow = flow + np.where(spiking & (spike_field == 1), (20 + 30 * spike_mag) * size, 0)
+            pressure = pressure + np.where(
+                spiking & (spike_field == 2), (4 + 4 * spike_mag) * size, 0
+            )
 
         values = np.column_stack(
             [
-                np.clip(moisture, 0, 100),
+                moisture,
                 self.valve_open.astype(np.float64),
                 np.maximum(flow, 0),
                 np.maximum(pressure, 0),
                 np.maximum(volts, 0),
             ]
         )
-        values, emit = self._sensor_faults(t, values, silent=sched.ramped("battery", t))
+        values = self._sensors(t, values)
+        values[:, 0] = np.clip(values[:, 0], 0, 100)
+        values[:, 2:] = np.maximum(values[:, 2:], 0)
+        values, emit = self._sensor_faults(t, values, DECIMALS, silent=sched.ramped("battery", t))
         return self._messages(t, emit, FIELDS, values, DECIMALS)
 
     def _irrigation(self, t: float, t_prev: float) -> None:

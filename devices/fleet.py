@@ -5,6 +5,12 @@ pass and returns the messages due, `(topic, payload dict)`, without touching a n
 Randomness comes from one generator seeded by `seed`, and every step draws the same arrays
 in the same order whatever the faults or commands, so a run with a fault and its healthy
 twin (same seed, no fault) see identical noise: a test can subtract one from the other.
+
+The site (`devices.sites`) draws from a second generator, so the `reference` site is
+today's simulator draw for draw, and any site keeps the healthy-twin property. Its sensors
+sit between the physics and the payload: gain, offset and drift per device and field
+(`SENSORS`), timestamp jitter, and, with `disorder`, readings held back a step (delivered
+after a newer one) or delivered twice.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,8 +28,20 @@ import orjson
 
 from devices.clock import SimClock
 from devices.faults import BoolArray, FaultKind, FaultSchedule, FaultSpec, FloatArray, Freezer
+from devices.sites import REFERENCE, Site
 
 Message = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Sensor:
+    """How far a field's sensor strays at a site's `calibration` and `drift` of 1."""
+
+    gain: float = 0.0  # sd of the relative gain error
+    offset: float = 0.0  # sd of the zero offset, in the field's unit
+    drift: float = 0.0  # sd of the offset's drift per hour, in the field's unit
+
+
 log = logging.getLogger("fogline.devices")
 
 
@@ -34,6 +53,7 @@ class Fleet(ABC):
     FAULTS: ClassVar[Mapping[str, FaultKind]]
     UNITS: ClassVar[Mapping[str, str]]
     COMMAND_FILTER: ClassVar[str]  # what the fleet subscribes to for the gateway's actions
+    SENSORS: ClassVar[tuple[Sensor, ...]]  # one per payload field, in order
 
     def __init__(
         self,
@@ -42,6 +62,7 @@ class Fleet(ABC):
         seed: int,
         clock: SimClock,
         faults: Sequence[FaultSpec] = (),
+        site: Site = REFERENCE,
     ) -> None:
         self.devices = list(devices)
         self.groups = list(groups)
@@ -49,6 +70,15 @@ class Fleet(ABC):
         self.seed = seed
         self.clock = clock
         self.rng = np.random.default_rng(seed)
+        self.site = site
+        self.site_rng = np.random.default_rng([seed, 0x5173E])
+        fields = len(self.SENSORS)
+        z = self.site_rng.standard_normal((3, len(self.devices), fields))
+        self._gain = 1 + site.calibration * np.array([s.gain for s in self.SENSORS]) * z[0]
+        self._offset = site.calibration * np.array([s.offset for s in self.SENSORS]) * z[1]
+        self._drift = site.drift * np.array([s.drift for s in self.SENSORS]) * z[2]
+        self._held: list[Message] = []
+        self._delivery_rng = np.random.default_rng([seed, 0xDE11])  # draws vary with faults
         self.schedule = FaultSchedule.from_specs(faults, self.FAULTS, self.devices, clock.speed)
         self.topics = [self.topic(g, d) for g, d in zip(self.groups, self.devices, strict=True)]
         self._index = {d: i for i, d in enumerate(self.devices)}
@@ -94,7 +124,16 @@ class Fleet(ABC):
         t_prev = -math.inf if self._t is None else self._t
         dt = 0.0 if self._t is None else max(0.0, t - self._t)
         self._t = t
-        return self._step(t, t_prev, dt)
+        out = self._step(t, t_prev, dt)
+        if self.site.disorder <= 0:
+            return out
+        # Late and duplicated delivery: the readings held last step arrive after this step's.
+        u = self._delivery_rng.random(len(out))
+        share = self.site.disorder / 2
+        held, self._held = self._held, [m for m, x in zip(out, u, strict=True) if x < share]
+        now = [m for m, x in zip(out, u, strict=True) if x >= share]
+        twice = [m for m, x in zip(out, u, strict=True) if share <= x < 2 * share]
+        return now + held + twice
 
     @abstractmethod
     def _step(self, t: float, t_prev: float, dt: float) -> list[Message]: ...
@@ -125,11 +164,39 @@ class Fleet(ABC):
 
     # output -------------------------------------------------------------------------------
 
+    def _spike_size(self) -> FloatArray:
+        """Per device, x the legacy spike size: the site's spikes need not clear any rule."""
+        u = self.site_rng.random(self.size)
+        if self.site.spikes is None:
+            return np.ones(self.size)
+        lo, hi = self.site.spikes
+        return lo + (hi - lo) * u
+
+    def _sensors(self, t: float, values: FloatArray) -> FloatArray:
+        """What the site's sensors make of the true values: gain, offset, drift."""
+        if self.site.calibration <= 0 and self.site.drift <= 0:
+            return values
+        read: FloatArray = values * self._gain + self._offset + self._drift * (t / 3600.0)
+        return read
+
     def _sensor_faults(
-        self, t: float, values: FloatArray, silent: BoolArray | None = None
+        self,
+        t: float,
+        values: FloatArray,
+        decimals: Sequence[int],
+        silent: BoolArray | None = None,
     ) -> tuple[FloatArray, BoolArray]:
-        """Stuck readings and dropouts, common to all nodes: (values, which devices emit)."""
-        values = self._stuck.apply(self.schedule.active("stuck", t), values)
+        """Stuck readings and dropouts, common to all nodes: (values, which devices emit).
+
+        With the site's `dither`, a stuck sensor's last digit still flickers: frozen values
+        need not be bit-identical."""
+        stuck = self.schedule.active("stuck", t)
+        values = self._stuck.apply(stuck, values)
+        if self.site.dither:  # whole-number fields (a valve's 0/1) and zeros stay as they are
+            digit = np.where(np.array(decimals) > 0, 10.0 ** -np.array(decimals), 0.0)
+            flicker = self.site_rng.integers(-1, 2, values.shape) * digit
+            flickered = np.where(values > 0, np.maximum(values + flicker, 0.0), values)
+            values = np.where(stuck[:, None], flickered, values)
         quiet = self.schedule.active("dropout", t)
         if silent is not None:
             quiet |= silent
@@ -149,9 +216,12 @@ class Fleet(ABC):
         the dict. A column with 0 decimals becomes ints (the valve's 0/1).
         """
         rows = np.flatnonzero(emit)
+        ts: Any = round(self.clock.wall(t), 3)
+        if self.site.jitter > 0:  # drawn for every device, so a dropout changes no other draw
+            z = self.site_rng.standard_normal(self.size)[rows]
+            ts = np.round(self.clock.wall(t) + self.site.jitter * z, 3).tolist()
         if rows.size == 0:
             return []
-        ts = round(self.clock.wall(t), 3)
         columns = [
             np.round(values[rows, j], d).tolist()
             if d > 0
@@ -161,6 +231,7 @@ class Fleet(ABC):
         topics = self.topics
         out: list[Message] = []
         for k, row in enumerate(zip(*columns, strict=True)):
-            payload: dict[str, Any] = {"ts": ts, **dict(zip(names, row, strict=True))}
+            stamp = ts[k] if isinstance(ts, list) else ts
+            payload: dict[str, Any] = {"ts": stamp, **dict(zip(names, row, strict=True))}
             out.append((topics[rows[k]], payload))
         return out

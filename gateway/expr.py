@@ -16,6 +16,9 @@ Grammar (Python syntax and semantics):
   ``x not in [...]`` against a literal tuple or list of constants only
 * logic: ``and``, ``or``, ``not`` (short-circuiting) and ``a if cond else b``
 * calls of :data:`FUNCTIONS` with positional arguments only
+* ``has(field)``: whether the record holds ``field``, so a rule can read an optional field
+  (``has(battery_min) and battery_min < 3.5``) instead of failing on records without it;
+  the field is not among those the expression requires
 
 Anything else (attributes, indexing, lambdas, comprehensions, keywords, f-strings,
 ``:=``, ...) raises :class:`ExprError` at compile time.
@@ -403,8 +406,11 @@ class _Checker:
             self.visit(node.func)  # raises the specific error, e.g. attribute access
             raise self.error("only the known functions can be called", node.func)
         name = node.func.id
+        if name == "has":
+            return self.has(node)
         if name not in _SPECS:
-            msg = f"unknown function '{name}' (known: {', '.join(sorted(_SPECS))})"
+            known = ", ".join(sorted([*_SPECS, "has"]))
+            msg = f"unknown function '{name}' (known: {known})"
             raise self.error(msg, node.func)
         if node.keywords:
             raise self.error("keyword arguments are not allowed", node.keywords[0])
@@ -418,6 +424,22 @@ class _Checker:
             msg = f"{name}() takes {wanted} argument{'s' * (hi != 1)}, got {count}"
             raise self.error(msg, node)
         return node
+
+    def has(self, node: ast.Call) -> ast.expr:
+        """``has(x)`` -> ``"x" in r``: a presence test, not a lookup."""
+        if node.keywords:
+            raise self.error("keyword arguments are not allowed", node.keywords[0])
+        arg = node.args[0] if len(node.args) == 1 else None
+        if not isinstance(arg, ast.Name) or arg.id in _LITERALS:
+            raise self.error(
+                f"has() takes one field name, e.g. has(battery), got {len(node.args)} "
+                f"argument{'s' * (len(node.args) != 1)}"
+                if len(node.args) != 1
+                else "has() takes a field name, e.g. has(battery)",
+                node,
+            )
+        test = ast.Compare(ast.Constant(arg.id), [ast.In()], [ast.Name("r", ast.Load())])
+        return ast.copy_location(test, node)
 
 
 def compile_expr(source: str) -> Expr:

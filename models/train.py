@@ -126,6 +126,15 @@ def card(task: Task, meta: dict[str, Any], files: dict[str, bytes]) -> str:
         "strengths, from incipient (10 %) to full-grown, and windows are labelled with the "
         "fault that covers most of them, ramps included: the hard cases are weak faults.",
         "",
+        "**Simulated data only.** Every window here comes from `devices/` (the reference "
+        "site, `devices/sites.py`), none from a real machine or plot. The evaluation matrix "
+        "(`bench/detection.py`, docs/benchmarks.md) also runs the model on sites drawn at "
+        "random (other machines, soils, sensors and rates) and reports its per-window "
+        "precision per class there; the pipeline confirms its answers against each device's "
+        "own baseline before alerting. Before trusting it at a site, record a few days of "
+        "healthy windows there and check the share the model calls `normal`, and compare its "
+        "fault answers with what maintenance finds.",
+        "",
         "## Inputs, in order",
         "",
         "| # | field | mean | std |",

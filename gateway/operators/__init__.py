@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from gateway.operators.absence import Absence
 from gateway.operators.alert import Alert
 from gateway.operators.base import Operator
+from gateway.operators.baseline import Baseline
 from gateway.operators.deadband import Deadband
 from gateway.operators.derive import Derive
 from gateway.operators.ewma import Ewma
@@ -16,7 +18,20 @@ from gateway.operators.zscore import ZScore
 
 REGISTRY: dict[str, type[Operator]] = {
     op.name: op
-    for op in (Validate, Filter, Derive, Deadband, Window, Features, ZScore, Ewma, Alert, Infer)
+    for op in (
+        Validate,
+        Filter,
+        Derive,
+        Deadband,
+        Window,
+        Features,
+        ZScore,
+        Ewma,
+        Baseline,
+        Absence,
+        Alert,
+        Infer,
+    )
 }
 
 __all__ = ["REGISTRY"]

@@ -7,6 +7,7 @@
     model: ../models/factory-vibration.tflite   # relative to this pipeline file
     escalate_above: 0.45       # normalized entropy; default: the threshold the model carries
     escalation_budget: 60      # escalations a minute at most; the rest are decided here
+    min_readings: 5            # a window of fewer readings (`count`) is not classified
 ```
 
 The model names its inputs (fields of the incoming records, in its own order), its labels
@@ -22,6 +23,13 @@ and its standardization constants (`fogline model info MODEL`). A record gets `l
   with the model's inputs (not the raw signal) and the edge's answer, for
   `uplink: {from: <id>.escalate, kind: escalation}`. The cloud decides it with a larger
   model (early exit, as in BranchyNet and DDNN).
+
+A window holding fewer than `min_readings` readings (its `count`: the first window of a
+device that just started, a window cut short by a dropout) says too little about the
+machine to classify: its features are those of one or two blocks, and the model, trained
+on full windows, answers them with confidence all the same (a healthy machine's first
+window of one reading was called a bearing fault, 93 % sure). Such windows are rejected
+(`too_few_readings`), not classified.
 
 All records of a micro-batch (every key whose window closed at one boundary) go through
 the model in one invoke. A record missing an input, or holding a non-number there, is
@@ -109,6 +117,12 @@ class InferConfig(OpConfig):
         description="Escalations per minute at most; beyond it results are decided at the "
         "edge (`exit: budget`).",
     )
+    min_readings: int = Field(
+        1,
+        ge=1,
+        description="Windows holding fewer readings than this (their `count`) are not "
+        "classified (rejected as `too_few_readings`).",
+    )
     model_budget: Duration = Field(
         0.02,
         gt=0,
@@ -117,7 +131,10 @@ class InferConfig(OpConfig):
     )
 
     def references(self) -> list[tuple[RelPath, frozenset[str]]]:
-        return [(("model",), frozenset(self.model.inputs))]
+        refs: list[tuple[RelPath, frozenset[str]]] = [(("model",), frozenset(self.model.inputs))]
+        if self.min_readings > 1:
+            refs.append((("min_readings",), frozenset({"count"})))
+        return refs
 
     def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
         return fields_in.with_((*OUTPUTS, *(f"p_{label}" for label in self.model.labels)))
@@ -216,8 +233,18 @@ class Infer(Operator):
         the others are rejected with the field that is missing or wrong."""
         rows: list[list[float]] = []
         kept: list[Record] = []
+        least = self.config.min_readings
         for record in batch:
             fields = record.fields
+            if least > 1:
+                count = fields.get("count")
+                if not isinstance(count, int | float) or count < least:
+                    self.ctx.reject(
+                        record,
+                        "too_few_readings",
+                        f"the window holds {count} reading(s); min_readings is {least}",
+                    )
+                    continue
             try:
                 row = [fields[name] for name in inputs]
             except KeyError:

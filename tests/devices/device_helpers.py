@@ -9,6 +9,7 @@ from typing import Any
 
 from devices import FactoryConfig, FactoryFleet, FarmConfig, FarmFleet, FaultSpec, SimClock
 from devices.fleet import Fleet, Message
+from devices.sites import REFERENCE, Site
 from gateway.decode import Decoder, TopicPatterns
 from gateway.record import Record
 from gateway.spec import load_pipeline
@@ -19,9 +20,13 @@ MIDNIGHT = 1_780_272_000.0  # 2026-06-01T00:00:00Z, a simulated clock start for 
 
 
 def factory(
-    count: int = 4, seed: int = 7, faults: list[FaultSpec] | None = None, **kw: Any
+    count: int = 4,
+    seed: int = 7,
+    faults: list[FaultSpec] | None = None,
+    site: Site = REFERENCE,
+    **kw: Any,
 ) -> FactoryFleet:
-    return FactoryFleet(FactoryConfig(count, **kw), seed, SimClock(WALL0), faults or [])
+    return FactoryFleet(FactoryConfig(count, **kw), seed, SimClock(WALL0), faults or [], site)
 
 
 def farm(
@@ -29,8 +34,10 @@ def farm(
     seed: int = 7,
     faults: list[FaultSpec] | None = None,
     sim_epoch0: float = MIDNIGHT,
+    site: Site = REFERENCE,
 ) -> FarmFleet:
-    return FarmFleet(FarmConfig(count), seed, SimClock(WALL0, 1.0, sim_epoch0), faults or [])
+    clock = SimClock(WALL0, 1.0, sim_epoch0)
+    return FarmFleet(FarmConfig(count), seed, clock, faults or [], site)
 
 
 def ticks(fleet: Fleet, seconds: float, rate: float = 1.0) -> list[list[Message]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -43,6 +44,29 @@ def test_stdout_lines_at_the_asked_rate() -> None:
     assert result.stderr.splitlines()[-1].startswith(
         "factory: 6 readings from 3 devices to stdout in 0.5s"
     )
+
+
+def test_a_site_drawn_from_a_seed_with_disorder() -> None:
+    result = run(
+        "factory",
+        "--stdout",
+        "--count",
+        "2",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--site",
+        "seed:5",
+        "--disorder",
+        "0.3",
+    )
+    assert result.returncode == 0, result.stderr
+    stamps: dict[str, list[float]] = {}
+    for line in result.stdout.splitlines():
+        topic, payload = line.split(" ", 1)
+        stamps.setdefault(topic, []).append(orjson.loads(payload)["ts"])
+    assert any(b < a for ts in stamps.values() for a, b in itertools.pairwise(ts))
 
 
 def test_every_flag_from_the_environment() -> None:
@@ -117,6 +141,16 @@ def test_bad_values_are_named_with_what_was_expected() -> None:
             [
                 "fogline devices farm: --labels: expected a file in an existing directory, got '/nonexistent/dir/l.jsonl'"
             ],
+        ),
+        (
+            ("farm", "--site", "sandi"),
+            [
+                "fogline devices farm: --site: unknown site 'sandi'; expected one of reference, field, rough-hall, slow-line, sandy, low-pressure or seed:N (did you mean 'sandy'?)"
+            ],
+        ),
+        (
+            ("factory", "--disorder", "0.9"),
+            ["fogline devices factory: --disorder: expected a share of at most 0.5, got '0.9'"],
         ),
     ]
     for args, expected in cases:

@@ -65,8 +65,9 @@ def test_check_reports_three_located_mistakes(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == "3 problems found"
     assert lines[0] == (
-        f"{bad}:8:5 steps[1].windw: expected one of: alert, deadband, derive, ewma, features, "
-        "filter, infer, validate, window, zscore; got unknown step type 'windw'"
+        f"{bad}:8:5 steps[1].windw: expected one of: absence, alert, baseline, deadband, "
+        "derive, ewma, features, filter, infer, validate, window, zscore; "
+        "got unknown step type 'windw'"
     )
     size = "steps[2].window.size: expected a duration like 10s, 500ms or 5m, got '10 sec'"
     assert lines[1] == f"{bad}:12:7 {size}"
@@ -124,7 +125,9 @@ def test_gateway_process_end_to_end(broker: Broker, tmp_path: Path) -> None:
         now = mid_window(10.0)  # both readings in one 10 s window
         watch.publish(
             "factory/l1/m-01/telemetry",
-            orjson.dumps({"ts": now, "vibration": 2.0, "temperature": 60.0}),
+            # A machine near its limit: one reading at 97 °C after 60 °C would be a sensor
+            # spike, which does not stop a machine; after 94 °C it is the real thing.
+            orjson.dumps({"ts": now, "vibration": 2.0, "temperature": 94.0}),
         )
         watch.publish("factory/l1/m-01/telemetry", b"\xff\xfe garbage")
         watch.publish(

@@ -33,11 +33,28 @@ async def test_farm_example_from_its_header(
             "size: 30s": "size: 1s",
             "lateness: 5s": "lateness: 0.2s",
             "127.0.0.1:5683": f"127.0.0.1:{udp_port()}",
+            "warmup: 12": "warmup: 3",
         },
     )
     opts = gateway_options(text, "farm1", file=str(ROOT / "pipelines" / "farm.yaml"))
-    watch = collector_factory(["farm/+/+/valve/set", "fogline/farm1/up/alert"])
+    watch = collector_factory(
+        ["farm/+/+/valve/set", "fogline/farm1/up/alert", "fogline/farm1/up/digest"]
+    )
+
+    def uplinked(kind: str) -> list[dict[str, object]]:
+        messages = watch.on(f"fogline/farm1/up/{kind}")
+        return [r["data"] for _, p in messages for r in decode_batch(p)["records"]]
+
     async with Gateway(opts):
+        # The plot's own normal first: dry and leaking are judged against it. One reading a
+        # window, each window closed (its digest uplinked) before the next reading.
+        for n in range(1, 5):
+            watch.publish(
+                "farm/north/plot-7/telemetry",
+                b'[{"n":"moisture","v":30.0},{"n":"valve","v":0},{"n":"flow","v":0.0},'
+                b'{"n":"pressure","v":2.6},{"n":"battery","v":3.6}]',
+            )
+            await eventually(lambda n=n: len(uplinked("digest")) >= n, what=f"digest {n}")
         # The line the header tells users to paste: dry soil, and flow with the valve closed.
         watch.publish(
             "farm/north/plot-7/telemetry",
@@ -49,16 +66,16 @@ async def test_farm_example_from_its_header(
         )
         assert sorted(orjson.loads(p)["command"] for _, p in commands) == ["close", "open"]
 
-        def alerts() -> list[dict[str, object]]:
-            messages = watch.on("fogline/farm1/up/alert")
-            return [r["data"] for _, p in messages for r in decode_batch(p)["records"]]
-
         # Alerts go through the outbox (committed first), so they may follow the actions.
-        await eventually(lambda: len(alerts()) >= 2, what="both alerts on the uplink")
-        rules = {a["rule"] for a in alerts()}
+        await eventually(lambda: len(uplinked("alert")) >= 2, what="both alerts on the uplink")
+        rules = {a["rule"] for a in uplinked("alert")}
         assert {"dry_soil", "leak_valve_closed"} <= rules
-        assert rules - {"dry_soil", "leak_valve_closed"} <= {"model_leak", "model_dry_soil"}
-        assert all(a["farm"] == "north" and a["plot"] == "plot-7" for a in alerts())
+        assert rules - {"dry_soil", "leak_valve_closed"} <= {
+            "model_leak",
+            "model_dry_soil",
+            "probe_silent",
+        }
+        assert all(a["farm"] == "north" and a["plot"] == "plot-7" for a in uplinked("alert"))
 
 
 async def test_factory_vibration_anomaly_raises_once(

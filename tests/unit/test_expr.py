@@ -199,6 +199,31 @@ def test_multiline_source_in_parentheses() -> None:
 # --- evaluation-time errors are left to the caller -------------------------------------
 
 
+def test_has_tests_presence_of_an_optional_field() -> None:
+    rule = compile_expr("has(battery_min) and battery_min < 3.5")
+    assert rule({"moisture": 20.0}) is False  # no battery: no KeyError, no alert
+    assert rule({"battery_min": 3.4}) is True
+    assert rule({"battery_min": 3.6}) is False
+    assert compile_expr("has(x)").fields == frozenset()  # optional: not a required field
+    assert compile_expr("not has(x) or x > 1")({}) is True
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("has(1)", "has() takes a field name, e.g. has(battery)"),
+        ("has(null)", "has() takes a field name, e.g. has(battery)"),
+        ("has(a, b)", "has() takes one field name, e.g. has(battery), got 2 arguments"),
+        ("has()", "has() takes one field name, e.g. has(battery), got 0 arguments"),
+        ("has(x=a)", "keyword arguments are not allowed"),
+    ],
+)
+def test_has_takes_one_field_name(source: str, message: str) -> None:
+    with pytest.raises(ExprError) as caught:
+        compile_expr(source)
+    assert caught.value.message == message
+
+
 def test_missing_field_raises_key_error() -> None:
     expr = compile_expr("temperature_max > 85")
     with pytest.raises(KeyError, match="temperature_max"):
@@ -219,7 +244,7 @@ def test_no_builtins_reachable() -> None:
 
 # --- compile-time errors --------------------------------------------------------------
 
-KNOWN = "abs, ceil, clamp, exp, floor, hypot, log, log10, max, min, pow, round, sqrt"
+KNOWN = "abs, ceil, clamp, exp, floor, has, hypot, log, log10, max, min, pow, round, sqrt"
 
 
 @pytest.mark.parametrize(

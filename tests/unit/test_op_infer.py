@@ -98,6 +98,23 @@ def test_missing_or_wrong_inputs_are_rejected_and_the_rest_goes_on():
     assert run.rejects[2][2] == "field 'rpm_mean': 1e+39 is beyond float32, the model's input type"
 
 
+def test_a_window_of_too_few_readings_is_not_classified():
+    run = make_op("infer", {"model": str(FACTORY), "escalate_above": 1.0, "min_readings": 5})
+    _, records = windows(run.op.model, 3)
+    records[0].fields["count"] = 1  # a machine's first window: one reading
+    records[1].fields["count"] = 10
+    out = run.feed(records)  # the third has no count at all
+    assert [r.key for r in out] == [records[1].key]
+    assert run.rejects[0][1:] == (
+        "too_few_readings",
+        "the window holds 1 reading(s); min_readings is 5",
+    )
+    assert run.rejects[1][1:] == (
+        "too_few_readings",
+        "the window holds None reading(s); min_readings is 5",
+    )
+
+
 def test_swap_takes_a_compatible_model_and_refuses_others():
     run = make_op("infer", {"model": str(FACTORY)})
     data = FACTORY.read_bytes()

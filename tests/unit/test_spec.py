@@ -66,10 +66,15 @@ def test_factory_pipeline_from_disk():
     assert pipeline.key == ("line", "machine")
     assert [s.id for s in pipeline.steps] == [
         "readings",
+        "smoothed",
         "critical",
         "windows",
+        "jumps",
+        "normal",
         "zscore",
         "alerts",
+        "liveness",
+        "liveness_alerts",
         "features",
         "baseline_1x",
         "baseline_hf",
@@ -79,6 +84,7 @@ def test_factory_pipeline_from_disk():
     ]
     assert {s.id: s.from_ for s in pipeline.steps}["windows"] == "readings"
     assert {s.id: s.from_ for s in pipeline.steps}["features"] == "readings"
+    assert {s.id: s.from_ for s in pipeline.steps}["liveness"] == "readings"
     assert "windows.late" in pipeline.streams
     assert "inputs" in pipeline.streams["diagnosis.escalate"].known
     assert [kind for kind, _ in pipeline.outputs] == ["uplink", "uplink", "uplink", "action"]
@@ -116,8 +122,9 @@ outputs:
     )
     assert problems(text) == [
         (
-            "p.yaml:12:5 steps[2].smooth: expected one of: alert, deadband, derive, ewma, features, "
-            "filter, infer, validate, window, zscore; got unknown step type 'smooth'"
+            "p.yaml:12:5 steps[2].smooth: expected one of: absence, alert, baseline, deadband, "
+            "derive, ewma, features, filter, infer, validate, window, zscore; "
+            "got unknown step type 'smooth'"
         ),
         (
             "p.yaml:15:7 steps[3].window.size: expected a duration like 10s, 500ms or 5m, "

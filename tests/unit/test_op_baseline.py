@@ -1,0 +1,50 @@
+"""`baseline`: per-key median and MAD, signed scores, faults not learnt, optional fields."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from oplab import make_op, rec
+
+
+def test_each_key_is_judged_against_its_own_normal_with_a_signed_score() -> None:
+    run = make_op("baseline", {"fields": {"t": 0.1}, "warmup": 5, "history": 20})
+    rng = np.random.default_rng(1)
+    for k in range(20):
+        run.feed(
+            [rec("cool", k, t=40 + rng.normal(0, 0.5)), rec("warm", k, t=70 + rng.normal(0, 0.5))]
+        )
+    [cool, warm] = run.feed([rec("cool", 20, t=44.0), rec("warm", 20, t=66.0)])
+    assert cool.fields["t_base"] == pytest.approx(40, abs=0.5)
+    assert warm.fields["t_base"] == pytest.approx(70, abs=0.5)
+    assert cool.fields["t_dev"] > 4  # 4 °C above its own normal: far out
+    assert warm.fields["t_dev"] < -4  # signed: below
+    # A lasting fault never becomes normal: scoring above exclude_above, it is not learnt.
+    for k in range(21, 60):
+        [late] = run.feed([rec("cool", k, t=44.0)])
+    assert late.fields["t_dev"] > 4
+    assert late.fields["t_base"] == pytest.approx(40, abs=0.5)
+
+
+def test_warmup_scores_zero_and_a_spike_in_the_history_moves_nothing() -> None:
+    run = make_op("baseline", {"fields": {"x": 0.01}, "warmup": 3, "exclude_above": None})
+    outs = run.feed([rec("m", k, x=v) for k, v in enumerate([1.0, 1.1, 0.9, 50.0, 1.0, 1.05])])
+    assert [o.fields["x_dev"] for o in outs[:3]] == [0.0, 0.0, 0.0]
+    assert outs[5].fields["x_base"] == pytest.approx(1.0)  # median: the 50 did not drag it
+    assert abs(outs[5].fields["x_dev"]) < 1
+
+
+def test_the_floor_bounds_the_score_of_a_flat_signal() -> None:
+    run = make_op("baseline", {"fields": {"x": 0.5}, "warmup": 3})
+    outs = run.feed([rec("m", k, x=2.0) for k in range(5)] + [rec("m", 5, x=3.0)])
+    assert outs[-1].fields["x_dev"] == pytest.approx(2.0)  # (3 - 2) / 0.5
+
+
+def test_missing_fields_are_skipped_and_wrong_types_rejected() -> None:
+    run = make_op("baseline", {"fields": {"x": 0.1, "battery": 0.01}})
+    outs = run.feed([rec("m", 0, x=1.0), rec("m", 1, x="high"), rec("m", 2, x=None)])
+    assert len(outs) == 2
+    assert "x_dev" not in outs[1].fields  # null: not learnt, not scored
+    assert "battery_dev" not in outs[0].fields
+    assert "x_dev" in outs[0].fields
+    assert run.rejects[0][1:] == ("wrong_type", "field 'x': expected a number, got 'high'")
