@@ -214,8 +214,10 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(args: list[str]) -> 
 def test_pipeline_test_runs_the_demo_tests_and_fails_on_a_broken_one(tmp_path: Path) -> None:
     result = run("pipeline", "test", "pipelines/factory.yaml", "pipelines/farm.test.yaml")
     assert result.returncode == 0, result.stderr
-    assert "ok    pipelines/factory.test.yaml: a machine past 95 °C is stopped" in result.stdout
-    assert result.stdout.splitlines()[-1] == "7 passed, 0 failed"
+    assert "ok    pipelines/factory.test.yaml: a machine heating past 95 °C is stopped" in (
+        result.stdout
+    )
+    assert result.stdout.splitlines()[-1] == "8 passed, 0 failed"
     here = tmp_path / "pipelines"
     here.mkdir()
     for name in ("factory.yaml", "factory.test.yaml"):
@@ -225,7 +227,7 @@ def test_pipeline_test_runs_the_demo_tests_and_fails_on_a_broken_one(tmp_path: P
     broken = run("pipeline", "test", str(here / "factory.yaml"))
     assert broken.returncode == 1
     assert "FAIL  " in broken.stdout
-    assert f"{here}/factory.test.yaml:10:9 tests[0].expect[0]: expected uplink alert at 1s" in (
+    assert f"{here}/factory.test.yaml:12:9 tests[0].expect[0]: expected uplink alert at 3s" in (
         broken.stderr
     )
     missing = run("pipeline", "test", str(tmp_path / "nope.yaml"))
