@@ -31,12 +31,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from statistics import median
 
+import orjson
 from pydantic import Field
 
 from fogline.units import Duration
 from gateway.keyed import KeyedState
 from gateway.operators.base import Fields, KeyedConfig, Operator, StepContext
 from gateway.record import Record
+from gateway.state import StateDelta, keyed_delta, restored_keys
 
 OUTPUTS = ("silent", "silent_for", "usual_interval", "last_ts")
 
@@ -129,8 +131,24 @@ class Absence(Operator):
             limit = self._threshold(heard.gaps)
             if not heard.silent and limit is not None and quiet > limit:
                 heard.silent = True
+                self._state.changed(key)
                 out.append(self._event(key, now, quiet, heard))
         return out
 
     def open_state(self) -> int:
         return len(self._state)
+
+    def checkpoint(self) -> StateDelta:
+        """Per key, with how long it had been quiet rather than when it was last heard: a
+        restart's downtime makes no device look silent before the broker's backlog is in."""
+        now = self.ctx.clock.now()
+
+        def encode(heard: Heard) -> bytes:
+            quiet = now - heard.last_arrival
+            return orjson.dumps([quiet, heard.last_ts, heard.silent, heard.gaps])
+
+        return keyed_delta(self._state, encode)
+
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
+        for key, (quiet, last_ts, silent, gaps) in restored_keys(parts):
+            self._state.restore(key, Heard(now - quiet, last_ts, silent, gaps), now)

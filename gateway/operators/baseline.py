@@ -31,6 +31,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
+import orjson
 from pydantic import Field, PositiveFloat
 
 from gateway.keyed import KeyedState
@@ -43,6 +44,7 @@ from gateway.operators.base import (
     StepContext,
 )
 from gateway.record import Record
+from gateway.state import StateDelta, keyed_delta, restored_keys
 
 MAD_TO_STD = 1.4826
 
@@ -137,3 +139,10 @@ class Baseline(Operator):
 
     def open_state(self) -> int:
         return len(self._state)
+
+    def checkpoint(self) -> StateDelta:
+        return keyed_delta(self._state, orjson.dumps)
+
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
+        for key, history in restored_keys(parts):
+            self._state.restore(key, history, now)
