@@ -555,6 +555,7 @@ class Bench:
     broker: subprocess.Popen[bytes] | None = None
     cloud: CloudAcker | None = None
     results: dict[str, Any] = field(default_factory=dict)
+    gateway_args: tuple[str, ...] = ()  # extra `fogline gateway` flags (bench/ack_cost.py)
 
     @property
     def sub_core(self) -> int | None:
@@ -646,6 +647,8 @@ class Bench:
             GATEWAY_ID,
             "--metrics-port",
             str(metrics_port),
+            "--insecure-unsigned",  # CloudAcker's acks are unsigned
+            *self.gateway_args,
         ]
         if profile and self.args.cprofile:  # the max-rate gateway only
             argv = [
