@@ -14,7 +14,7 @@ as every window aggregate). Windows, alerts, model and actions are the factory's
 
 The fleet: each machine reads 60 °C; once every 2 minutes it runs hot (90 °C) for three
 whole windows, so `over_temperature` raises once and clears once per hot spell. One reading
-in 500 is invalid (vibration -1): dead-lettered, never counted. Before an edge broker restart
+in 499 is invalid (vibration -1): dead-lettered, never counted. Before an edge broker restart
 the fleet pauses until the broker has acknowledged everything in flight, so "accepted by the
 broker" stays exact; the last minute is cool, so every condition has cleared by the end.
 
@@ -71,7 +71,7 @@ WINDOW = 10.0  # the factory's window size, s
 LATENESS = 2.0
 CYCLE = 120.0  # a machine's hot spell comes every CYCLE seconds ...
 HOT = 30.0  # ... and lasts three whole windows
-INVALID_EVERY = 500
+INVALID_EVERY = 499  # prime to the fleet's size: the invalid readings go round the machines
 Z_WARMUP, EWMA_WARMUP = 6, 3
 START = time.monotonic()
 
@@ -134,6 +134,7 @@ class Fleet:
         self.hot_from = math.inf
         self._rng = random.Random(seed)
         self._pending: dict[int, tuple[str, bool]] = {}
+        self._early: set[int] = set()  # PUBACKed before `publish` returned its mid
         self._lock = threading.Lock()
         self._paused = threading.Event()
         self._pass = threading.Lock()  # held while one reading per machine goes out
@@ -154,7 +155,9 @@ class Fleet:
     def _on_publish(self, _c: Any, _u: Any, mid: int, *_: Any) -> None:
         with self._lock:
             done = self._pending.pop(mid, None)
-            if done is not None:
+            if done is None:
+                self._early.add(mid)
+            else:
                 (self.valid if done[1] else self.invalid)[done[0]] += 1
 
     def hot(self, machine: int, ts: float) -> bool:
@@ -196,11 +199,18 @@ class Fleet:
             vibration = 2.0 + 0.1 * i / len(self.machines) + self._rng.gauss(0, 0.05)
             body = (
                 f'{{"ts": {ts:.3f}, "vibration": {vibration if ok else -1.0:.4f}, '
+                f'"vibration_peak": {1.5 * vibration:.4f}, "vibration_hf": 0.2, '
+                f'"vibration_1x": {0.6 * vibration:.4f}, '
                 f'"temperature": {temperature:.2f}, "current": 12.0, "rpm": 1480}}'
             )
+            # Not under self._lock: paho calls on_publish holding its own lock.
+            info = self.client.publish(f"factory/line-1/{machine}/telemetry", body, qos=1)
             with self._lock:
-                info = self.client.publish(f"factory/line-1/{machine}/telemetry", body, qos=1)
-                self._pending[info.mid] = (machine, ok)
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                    (self.valid if ok else self.invalid)[machine] += 1
+                else:
+                    self._pending[info.mid] = (machine, ok)
 
     def in_flight(self) -> int:
         with self._lock:
@@ -396,6 +406,8 @@ class Soak:
         if self.cut_until:
             self.cut.heal()
             log("network cut healed")
+        # Stop at a window's end: a machine silent for most of a last window is `sensor_gap`.
+        time.sleep(WINDOW - time.time() % WINDOW - 0.05)
         self.fleet.stop()
         log(
             f"fleet stopped: {sum(self.fleet.valid.values()):,} valid and "
@@ -423,7 +435,8 @@ class Soak:
         query = select(Digest.device, Digest.window_start, Digest.metrics)
         with self.site.engine.connect() as conn:
             rows = conn.execute(query.where(Digest.gateway_id == "gw1")).all()
-        return [{**m, "machine": d, "window_start": s} for d, s, m in rows]
+        # The device is the key, `line-1/m-00`; the fleet names machines `m-00`.
+        return [{**m, "machine": d.rsplit("/", 1)[-1], "window_start": s} for d, s, m in rows]
 
     def counted(self) -> Counter[str]:
         per: Counter[str] = Counter()
@@ -614,8 +627,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupted(*_: object) -> None:
+    raise KeyboardInterrupt  # so that SIGTERM too stops every process this soak started
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     command = "python bench/soak.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     tmp = Path(tempfile.mkdtemp(prefix="fogline-soak-"))
     log(f"work dir {tmp}")
