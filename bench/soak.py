@@ -74,6 +74,15 @@ HOT = 30.0  # ... and lasts three whole windows
 INVALID_EVERY = 499  # prime to the fleet's size: the invalid readings go round the machines
 Z_WARMUP, EWMA_WARMUP = 6, 3
 START = time.monotonic()
+DONE = (  # what the schedule did, in the report's order
+    "gateway SIGKILL",
+    "  of which during start-up",
+    "  of which inside a window's lateness",
+    "edge broker restart",
+    "uplink broker restart",
+    "cloud replica SIGKILL",
+    "network cut (s)",
+)
 
 
 def log(text: str) -> None:
@@ -567,7 +576,7 @@ def report(result: dict[str, Any], args: argparse.Namespace, command: str, took:
         "",
         "| what happened | count |",
         "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in result["done"].items()),
+        *(f"| {k} | {result['done'][k]} |" for k in DONE if k in result["done"]),
         f"| gateway down in all (kill to ready) | {result['gateway_down']:.0f} s |",
         "",
         "| " + " | ".join(cols) + " |",
