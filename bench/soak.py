@@ -19,8 +19,8 @@ the fleet pauses until the broker has acknowledged everything in flight, so "acc
 broker" stays exact; the last minute is cool, so every condition has cleared by the end.
 
 The schedule comes from `--seed`: gateway SIGKILLs at random moments, some inside the 2 s
-lateness after a window ends, some during start-up; edge and uplink broker restarts; cloud
-replica SIGKILLs; one network cut of the uplink. Then the backlog drains and, per machine:
+lateness after a window ends, some staying down 2-8 s, one during start-up; edge and uplink
+broker restarts; cloud replica SIGKILLs; one network cut of the uplink. Then the backlog drains and, per machine:
 
 - readings counted in stored digests == valid readings the broker accepted at QoS 1;
 - no (machine, window_start) stored twice;
@@ -78,6 +78,7 @@ DONE = (  # what the schedule did, in the report's order
     "gateway SIGKILL",
     "  of which during start-up",
     "  of which inside a window's lateness",
+    "  of which down 2-8 s before the restart",
     "edge broker restart",
     "uplink broker restart",
     "cloud replica SIGKILL",
@@ -282,7 +283,7 @@ class Cut:
 @dataclass(frozen=True)
 class Event:
     at: float  # seconds after the fleet starts
-    kind: str  # kill | kill-lateness | kill-startup | edge | uplink | cloud | cut
+    kind: str  # kill | kill-lateness | kill-startup | kill-down | edge | uplink | cloud | cut
     arg: float = 0.0  # an outage's length, s
 
 
@@ -299,7 +300,9 @@ def schedule(seed: int, minutes: float) -> list[Event]:
         return max(1, round(per13 * scale))
 
     kills = n(32)
-    kinds = ["kill-lateness" if i % 4 == 1 else "kill" for i in range(kills)]
+    # A quarter inside a window's lateness, a quarter staying down 2-8 s (a backlog builds
+    # up at the broker, older than the lateness by the time the gateway is back).
+    kinds = [("kill", "kill-lateness", "kill", "kill-down")[i % 4] for i in range(kills)]
     kinds[len(kinds) // 2] = "kill-startup"
     kinds += ["edge"] * n(3) + ["uplink"] * n(5) + ["cloud"] * n(5)
     events = [Event(rng.uniform(lo, hi), k, rng.uniform(2.0, 8.0)) for k in kinds]
@@ -344,7 +347,7 @@ class Soak:
         self.done["gateway SIGKILL"] += 1
 
     def run_event(self, event: Event, rng: random.Random) -> None:
-        if event.kind in ("kill", "kill-lateness", "kill-startup"):
+        if event.kind in ("kill", "kill-lateness", "kill-startup", "kill-down"):
             if event.kind == "kill-lateness":  # just after a window's end, inside its lateness
                 time.sleep(WINDOW - time.time() % WINDOW + rng.uniform(0.05, LATENESS - 0.1))
             down = time.monotonic()
@@ -357,6 +360,9 @@ class Soak:
                 self.done["  of which during start-up"] += 1
             elif event.kind == "kill-lateness":
                 self.done["  of which inside a window's lateness"] += 1
+            elif event.kind == "kill-down":
+                time.sleep(event.arg)
+                self.done["  of which down 2-8 s before the restart"] += 1
             self.start_gateway()
             self.gateway_down += time.monotonic() - down
         elif event.kind == "edge":
@@ -409,7 +415,8 @@ class Soak:
                 time.sleep(min(0.2, event.at - now))
             if event.kind == "end":
                 break
-            what = event.kind + (f" ({event.arg:.0f} s)" if event.kind in ("cut", "uplink") else "")
+            lasts = event.kind in ("cut", "uplink", "cloud", "kill-down")
+            what = event.kind + (f" ({event.arg:.0f} s)" if lasts else "")
             log(f"event: {what}")
             self.run_event(event, rng)
         if self.cut_until:
