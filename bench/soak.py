@@ -20,7 +20,8 @@ broker" stays exact; the last minute is cool, so every condition has cleared by 
 
 The schedule comes from `--seed`: gateway SIGKILLs at random moments, some inside the 2 s
 lateness after a window ends, some staying down 2-8 s, one during start-up; edge and uplink
-broker restarts; cloud replica SIGKILLs; one network cut of the uplink. Then the backlog drains and, per machine:
+broker restarts; cloud replica SIGKILLs; one network cut of the uplink. Then the backlog
+drains and, per machine:
 
 - readings counted in stored digests == valid readings the broker accepted at QoS 1;
 - no (machine, window_start) stored twice;
