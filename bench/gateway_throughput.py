@@ -559,6 +559,7 @@ class Bench:
     broker: subprocess.Popen[bytes] | None = None
     cloud: CloudAcker | None = None
     results: dict[str, Any] = field(default_factory=dict)
+    gateway_args: tuple[str, ...] = ()  # extra `fogline gateway` flags (bench/ack_cost.py)
 
     @property
     def sub_core(self) -> int | None:
@@ -650,7 +651,8 @@ class Bench:
             GATEWAY_ID,
             "--metrics-port",
             str(metrics_port),
-            "--insecure-unsigned",  # no identity to provision; batches are signed all the same
+            "--insecure-unsigned",  # CloudAcker's acks are unsigned
+            *self.gateway_args,
         ]
         if profile and self.args.cprofile:  # the max-rate gateway only
             argv = [
