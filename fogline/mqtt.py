@@ -321,22 +321,28 @@ class MqttLink:
         for handle in (self._retry, self._resubscribe):
             if handle is not None:
                 handle.cancel()
-        if self._supervisor is not None and not self._supervisor.done():
-            self._supervisor.cancel()
+        supervisor = self._supervisor
+        # Python 3.11's wait_for can swallow a cancel that lands as the connect attempt ends
+        # (a stopped broker): cancel again until the task is done, and `_supervise` also
+        # returns by itself once `_closing` is set.
+        while supervisor is not None and not supervisor.done():
+            supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+                await asyncio.wait({supervisor}, timeout=1.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.disconnect(), 2)
 
     async def _supervise(self) -> None:
         """Connect, watch the connection, and connect again when it is lost or goes quiet."""
         first = True
-        while True:
+        while not self._closing:
             try:
                 await asyncio.wait_for(self._open(first), self._connect_timeout)
             except (Exception, TimeoutError) as exc:
                 self._abort()
                 self._mark_down()
+                if self._closing:
+                    return
                 delay = self._backoff.next()
                 reason = str(exc) or type(exc).__name__
                 if isinstance(exc, TimeoutError):
@@ -357,6 +363,8 @@ class MqttLink:
             await self._watch()
             self._abort()
             self._mark_down()
+            if self._closing:
+                return
             await asyncio.sleep(self._backoff.next())
 
     async def _open(self, first: bool) -> None:
