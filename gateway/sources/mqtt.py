@@ -86,11 +86,12 @@ class MqttSource:
                     self._paused = True
                     self.pause()
             else:
-                topic, payload, _, dropped = queue.popleft()
+                old_topic, old_payload, _, dropped = queue.popleft()
                 self._metrics.queue_dropped["intake"] += 1
                 if dropped is not None and self.delivery is not None:
                     packet_id, dup, generation = dropped  # dropped by policy: acknowledged
-                    self.delivery.admit(packet_id, dup, fingerprint(topic, payload), generation)
+                    crc = fingerprint(old_topic, old_payload)
+                    self.delivery.admit(packet_id, dup, crc, generation)
         self.ready.set()
 
     def take(self, max_messages: int = 4096) -> list[Record]:
