@@ -59,11 +59,16 @@ async def test_acknowledge_and_resolve_persist_and_are_audited(
     page = await sign_in(browser, cloud, "olga")
     await hot(collector_factory([]), "m-01")
     await expect(page.locator("table.alerts tbody tr")).to_have_count(1, timeout=TIMEOUT)
-    await page.get_by_role("button", name="Acknowledge alert 1").click()
-    await page.reload()
     first = page.locator("table.alerts tbody tr").first
+    # Each action is a form post answered by a redirect: wait for the page it lands on
+    # before navigating again, or the second navigation races the first.
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Acknowledge alert 1").click()
     await expect(first).to_contain_text("acknowledged")
-    await page.get_by_role("button", name="Resolve alert 1").click()
+    await page.reload()
+    await expect(first).to_contain_text("acknowledged")
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Resolve alert 1").click()
     await page.goto("/alerts?state=all")
     await expect(page.locator("table.alerts tbody tr").first).to_contain_text("resolved")
     await page.goto("/alerts")
@@ -119,7 +124,8 @@ async def test_a_forged_post_without_the_csrf_token_is_refused(
         f"""<form method=post action="http://127.0.0.1:{cloud.http_port}/alerts/actions">
         <input name=ids value=1><input name=action value=resolve></form>"""
     )
-    await other.evaluate("document.forms[0].submit()")
+    # Submitted after evaluate returns: a navigation inside evaluate can destroy its context.
+    await other.evaluate("setTimeout(() => document.forms[0].submit(), 0)")
     await other.wait_for_url("**/login**")
     await page.reload()
     await expect(page.locator("table.alerts tbody tr").first).to_contain_text("open")
@@ -194,8 +200,8 @@ async def test_bulk_actions_silences_and_the_keyboard(
     await expect(rows).to_have_count(4, timeout=TIMEOUT)
     assert await page.evaluate("window.foglineRefreshed") > refreshed
     await expect(page.get_by_role("checkbox", name="Select alert 1")).to_be_checked()
-    await page.locator("fieldset.bulk").get_by_role("button", name="Acknowledge").click()
-    await page.wait_for_load_state()
+    async with page.expect_navigation():
+        await page.locator("fieldset.bulk").get_by_role("button", name="Acknowledge").click()
     states = await page.locator("table.alerts tbody tr .state").all_inner_texts()
     assert sorted(states) == ["acknowledged", "acknowledged", "open", "open"]
     # The keyboard alone: focus a row's Resolve button and press Enter.
@@ -208,7 +214,8 @@ async def test_bulk_actions_silences_and_the_keyboard(
     await page.get_by_text("Silence this rule").click()
     await page.get_by_label("For how many hours").fill("2")
     await page.get_by_label("Why", exact=True).fill("maintenance on m-14")
-    await page.get_by_role("button", name="Silence", exact=True).click()
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Silence", exact=True).click()
     await page.goto("/alerts")
     await expect(page.locator("tr", has_text="m-14").locator(".tag")).to_have_text("silenced")
     await expect(page.get_by_role("link", name="silenced 1")).to_be_visible()
