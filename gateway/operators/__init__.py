@@ -12,6 +12,7 @@ from gateway.operators.ewma import Ewma
 from gateway.operators.features import Features
 from gateway.operators.filter import Filter
 from gateway.operators.infer import Infer
+from gateway.operators.spike import Spike
 from gateway.operators.validate import Validate
 from gateway.operators.window import Window
 from gateway.operators.zscore import ZScore
@@ -23,6 +24,7 @@ REGISTRY: dict[str, type[Operator]] = {
         Filter,
         Derive,
         Deadband,
+        Spike,
         Window,
         Features,
         ZScore,

@@ -68,8 +68,9 @@ def test_factory_pipeline_from_disk():
         "readings",
         "smoothed",
         "critical",
+        "spikes",
         "windows",
-        "jumps",
+        "rise",
         "normal",
         "zscore",
         "alerts",
@@ -82,7 +83,8 @@ def test_factory_pipeline_from_disk():
         "diagnosis",
         "diagnosis_alerts",
     ]
-    assert {s.id: s.from_ for s in pipeline.steps}["windows"] == "readings"
+    assert {s.id: s.from_ for s in pipeline.steps}["spikes"] == "readings"
+    assert {s.id: s.from_ for s in pipeline.steps}["windows"] == "spikes"
     assert {s.id: s.from_ for s in pipeline.steps}["features"] == "readings"
     assert {s.id: s.from_ for s in pipeline.steps}["liveness"] == "readings"
     assert "windows.late" in pipeline.streams
@@ -123,7 +125,7 @@ outputs:
     assert problems(text) == [
         (
             "p.yaml:12:5 steps[2].smooth: expected one of: absence, alert, baseline, deadband, "
-            "derive, ewma, features, filter, infer, validate, window, zscore; "
+            "derive, ewma, features, filter, infer, spike, validate, window, zscore; "
             "got unknown step type 'smooth'"
         ),
         (

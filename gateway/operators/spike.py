@@ -1,0 +1,176 @@
+"""`spike`: a reading unlike both of its neighbours, judged once the next one arrives.
+
+```yaml
+- spike:
+    fields: {flow: 0.1, pressure: 0.02}   # field -> smallest spread, in its unit
+    steady: [valve]                       # judged only while these hold still
+    history: 30                           # reading-to-reading changes learnt per key
+    warmup: 5                             # changes before scores are given (0 before)
+```
+
+A sensor spike is one reading that jumps away and back: a step (a valve opening, a leak
+starting or ending) jumps and stays. Only the next reading tells the two apart, so each
+reading is judged when its successor arrives, and the score rides on that successor as
+`<field>_spike`: how far the previous reading stood beyond both of its neighbours, in the
+same direction, in units of the key's own reading-to-reading spread (1.4826 x the median
+absolute change over its last `history` changes, floored at the field's smallest spread),
+and 0 unless the two neighbours agree with each other to within half of that distance. No
+reading is held back (a window or a stop downstream sees each reading as it comes); a
+spike is reported one reading late, so at any sampling rate its window, or the next, shows
+it. Changes next to a spike are not learnt, and readings that arrive out of order (older
+than the key's newest) or twice are passed on unjudged.
+
+Windowed rules were the earlier answer (the largest reading far from the window's median
+and not its last one); at a third of the farm's rate a window holds three readings, a spike
+in the last one could not be told from a step, and a fault's first spikes went unreported
+for up to 20 windows (docs/benchmarks.md, "Detection quality"). Per key state: per field
+the two latest readings and the learnt changes, and the `steady` fields of the two latest
+readings (plain lists, snapshot-friendly).
+"""
+
+from __future__ import annotations
+
+from statistics import median
+from typing import Any
+
+import orjson
+from pydantic import Field, PositiveFloat
+
+from gateway.keyed import KeyedState
+from gateway.operators.base import (
+    FieldName,
+    Fields,
+    KeyedConfig,
+    Operator,
+    RelPath,
+    StepContext,
+)
+from gateway.operators.baseline import MAD_TO_STD
+from gateway.record import Record
+from gateway.state import StateDelta, keyed_delta, restored_keys
+
+AGREE = 0.5  # the neighbours may differ by at most this share of the spike's distance
+REFRESH = 8  # learnt changes between two recomputations of a spread (a median of `history`)
+
+# Per field: [before, last, changes, spread (None: to compute), changes since it was]
+Slot = list[Any]
+
+
+class SpikeConfig(KeyedConfig):
+    fields: dict[FieldName, PositiveFloat] = Field(
+        min_length=1,
+        description="Field -> its smallest reading-to-reading spread (in the field's unit): "
+        "a sensor that never moves still scores finitely.",
+    )
+    history: int = Field(30, ge=3, le=10_000, description="Changes learnt per key and field.")
+    warmup: int = Field(5, ge=1, description="Changes a field needs before it is scored.")
+    steady: list[FieldName] = Field(
+        default_factory=list,
+        description="Fields that must hold still across a reading and both its neighbours "
+        "for it to be judged (a valve that moved explains a jump in flow).",
+    )
+
+    def references(self) -> list[tuple[RelPath, frozenset[str]]]:
+        return [(("fields",), frozenset(self.fields)), (("steady",), frozenset(self.steady))]
+
+    def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
+        return fields_in.with_(f"{f}_spike" for f in self.fields)
+
+
+class Spike(Operator):
+    name = "spike"
+    Config = SpikeConfig
+
+    def __init__(self, config: SpikeConfig, ctx: StepContext) -> None:
+        super().__init__(config, ctx)
+        self._fields = [(f, floor, f"{f}_spike") for f, floor in config.fields.items()]
+        self._history = config.history
+        self._warmup = config.warmup
+        self._steady = config.steady
+        self._state: KeyedState[list[Any]] = KeyedState(
+            config.max_keys, config.idle_expiry, ctx.evicted
+        )
+
+    def process(self, batch: list[Record]) -> list[Record]:
+        out: list[Record] = []
+        now = self.ctx.clock.now()
+        for record in batch:
+            fields = record.fields
+            bad = next(
+                (
+                    f
+                    for f, *_ in self._fields
+                    if fields.get(f) is not None
+                    and type(fields[f]) is not float
+                    and type(fields[f]) is not int
+                ),
+                None,
+            )
+            if bad is not None:
+                self.ctx.reject(
+                    record, "wrong_type", f"field '{bad}': expected a number, got {fields[bad]!r}"
+                )
+                continue
+            state = self._state.get(record.key, now)
+            held = [fields.get(f) for f in self._steady]
+            if state is None:
+                state = [record.ts, {}, held, held]
+                self._state.put(record.key, state, now)
+            elif record.ts <= state[0]:  # late or twice: no neighbour of anything
+                out.append(record)
+                continue
+            state[0] = record.ts
+            slots: dict[str, Slot] = state[1]
+            still = state[2] == state[3] == held
+            state[2], state[3] = state[3], held
+            added: dict[str, float] = {}
+            for name, floor, out_name in self._fields:
+                x = fields.get(name)
+                if x is None:
+                    continue
+                slot = slots.get(name)
+                if slot is None:
+                    slots[name] = [None, float(x), [], None, 0]
+                    added[out_name] = 0.0
+                elif still:
+                    added[out_name] = self._judge(slot, float(x), floor)
+                else:  # a steady field moved: nothing is judged or learnt across it
+                    slot[0], slot[1] = None, float(x)
+                    added[out_name] = 0.0
+            out.append(Record(record.key, record.ts, {**fields, **added}) if added else record)
+        return out
+
+    def _judge(self, slot: Slot, c: float, floor: float) -> float:
+        """Score the last reading `b` now that `c` follows it, learn, and shift."""
+        a, b, changes = slot[0], slot[1], slot[2]
+        score = 0.0
+        if a is not None:
+            d = max(min(b - a, b - c), min(a - b, c - b))  # beyond both, the same way
+            warm = len(changes) >= self._warmup
+            if warm and d > floor and abs(a - c) <= AGREE * d:
+                if slot[3] is None or slot[4] >= REFRESH:
+                    slot[3], slot[4] = max(MAD_TO_STD * median(changes), floor), 0
+                score = d / slot[3]
+            if not score:
+                changes.append(abs(b - a))
+                slot[4] += 1
+                if len(changes) > self._history:
+                    del changes[0]
+                if not warm:
+                    slot[3] = None
+        slot[0], slot[1] = (None if score else b), c
+        return score
+
+    def on_timer(self, now: float) -> list[Record]:
+        self._state.expire(now)
+        return []
+
+    def open_state(self) -> int:
+        return len(self._state)
+
+    def checkpoint(self) -> StateDelta:
+        return keyed_delta(self._state, orjson.dumps)
+
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
+        for key, state in restored_keys(parts):
+            self._state.restore(key, state, now)
