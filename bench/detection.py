@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -184,21 +185,33 @@ def run_matrix(
     hours: float | None,
     devices: int | None,
     pipeline: Pipeline | None = None,
+    jobs: int = 1,
 ) -> list[Cell]:
-    cells = []
-    for condition in conditions:
-        started = time.perf_counter()
-        cell = run_cell(demo, condition, seeds, hours=hours, devices=devices, pipeline=pipeline)
+    """One cell per condition, `jobs` at a time (each cell is single-threaded simulation;
+    a pipeline given as an object runs in this process)."""
+    started = time.perf_counter()
+
+    def report(condition: Condition, cell: Cell) -> Cell:
         runs = cell.runs
         print(
             f"  {demo.name} {condition.name}: {len(runs)} seed(s) x {runs[0].devices} devices x "
             f"{runs[0].seconds / 3600:g} h, {sum(r.readings for r in runs):,} readings, "
             f"{sum(len(r.raises) for r in runs)} raises, {cell.misses()} targets missed "
-            f"({time.perf_counter() - started:.1f} s)",
+            f"({time.perf_counter() - started:.1f} s since the first started)",
             file=sys.stderr,
         )
-        cells.append(cell)
-    return cells
+        return cell
+
+    def one(condition: Condition) -> Cell:
+        return run_cell(demo, condition, seeds, hours=hours, devices=devices, pipeline=pipeline)
+
+    if jobs <= 1 or pipeline is not None:
+        return [report(c, one(c)) for c in conditions]
+    with ProcessPoolExecutor(min(jobs, len(conditions))) as pool:
+        futures = [
+            pool.submit(run_cell, demo, c, seeds, hours=hours, devices=devices) for c in conditions
+        ]
+        return [report(c, f.result()) for c, f in zip(conditions, futures, strict=True)]
 
 
 def section(demo: Demo, cells: Sequence[Cell], seeds: Sequence[int]) -> list[str]:
@@ -288,6 +301,9 @@ def main() -> None:
         "--baseline", metavar="REV", help="also run the pipelines as they were at git REV"
     )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="conditions run at once"
+    )
     args = parser.parse_args()
     known = {c.name: c for c in CONDITIONS}
     wanted = [c.strip() for c in args.conditions.split(",") if c.strip()]
@@ -319,7 +335,7 @@ def main() -> None:
             demo = dataclasses.replace(demo, per_kind=QUICK_PER_KIND, length=short)
             hours = hours or QUICK_HOURS[name]
             devices = devices or QUICK_DEVICES
-        cells = run_matrix(demo, conditions, seeds, hours, devices)
+        cells = run_matrix(demo, conditions, seeds, hours, devices, jobs=args.jobs)
         body += section(demo, cells, seeds)
         if args.baseline:
             old, pipeline = old_pipeline(demo, args.baseline)

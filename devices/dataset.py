@@ -5,9 +5,15 @@ the side: a fleet with scheduled faults runs in simulated time through the demo 
 (`devices.evaluate.simulate`), the pipeline's `features` step is tapped, and each window it
 emits is labelled with the fault that covered most of it on its device (`normal` when
 none did; sensor faults count as `normal`: the class is about the machine or the plot, and
-a model that has never seen a stuck sensor would call it anything). Windows during a
-fault's ramp are labelled with the fault although they may look healthy: those are the
-uncertain ones the edge should escalate.
+a model that has never seen a stuck sensor would call it anything). A fault counts from
+when it shows (its effect exceeds twice the device's normal spread, `devices.evaluate`),
+as the evaluation matrix judges it: a window of a fault still too small to see is
+`normal`, not a label the model can only learn as noise.
+
+Each seed runs at a site of its own (`seed:N`, N = `SITE_SEED_BASE` + seed, a range the
+evaluation never draws from) and at half, once or twice the demo's sampling rate, so a
+model learns what a fault looks like against the device's own normal, not one site's
+levels.
 
     rows, labels = dataset(TASKS["factory"], seed=11)   # (n, inputs) float32, (n,) int
 """
@@ -25,11 +31,18 @@ from numpy.typing import NDArray
 from devices.clock import SimClock
 from devices.evaluate import DEMOS, START, Demo, Interval, Run, random_faults, simulate
 from devices.faults import SENSOR_FAULTS
-from devices.sites import REFERENCE
+from devices.sites import Site, site
 from gateway.record import Record
 from gateway.spec import Pipeline, load_pipeline
 
 LABEL_COLUMN = "label"
+SITE_SEED_BASE = 3000  # training and card sites: seed:3000+seed (the matrix draws 1000+seed)
+RATES = (1.0, 0.5, 2.0)  # x the demo's sampling rate, by seed
+
+
+def conditions(seed: int) -> tuple[Site, float]:
+    """The site and the rate factor a dataset seed runs at."""
+    return site(f"seed:{SITE_SEED_BASE + seed}"), RATES[seed % len(RATES)]
 
 
 @dataclass(frozen=True)
@@ -76,14 +89,14 @@ TASKS: dict[str, Task] = {
     "farm": Task(
         "farm-irrigation",
         DEMOS["farm"],
-        "features",
+        "features_normal",
         (
-            "moisture_mean",
+            "moisture_mean_dev",
             "moisture_slope",
             "moisture_range",
             "flow_mean",
             "flow_max",
-            "pressure_mean",
+            "pressure_mean_dev",
             "pressure_slope",
             "valve_mean",
         ),
@@ -107,7 +120,8 @@ def without_models(pipeline: Pipeline) -> Pipeline:
 def label_windows(
     records: Sequence[Record], intervals: Sequence[Interval], classes: dict[str, str]
 ) -> NDArray[np.int64]:
-    """Per window, the index of the class whose fault covered most of it (0: normal)."""
+    """Per window, the index of the class whose fault covered most of it, from when it showed
+    to when the device was itself again (0: normal)."""
     index = {kind: i for i, kind in enumerate(classes.values()) if kind}
     by_key: dict[tuple[str, ...], list[Interval]] = {}
     for interval in intervals:
@@ -118,7 +132,7 @@ def label_windows(
         start, end = record.fields["window_start"], record.fields["window_end"]
         best = 0.5 * (end - start)  # a fault must cover at least half the window
         for interval in by_key.get(record.key, ()):
-            covered = min(end, interval.end) - max(start, interval.start)
+            covered = min(end, interval.over) - max(start, interval.shows)
             if covered >= best:
                 best, out[n] = covered, index[interval.kind]
     return out
@@ -143,7 +157,8 @@ def task_run(
         pipeline = without_models(pipeline)
         # Scoring needs the model's own alert rules, which are cut: this run only taps.
         demo = replace(demo, detectors={})
-    fleet = demo.fleet(count, seed, SimClock(START), (), REFERENCE)
+    where, rate = conditions(seed)
+    fleet = demo.fleet(count, seed, SimClock(START), (), where)
     kinds = sorted({k for k in task.classes.values() if k} | {f.name for f in SENSOR_FAULTS})
     per_kind = min(task.per_kind, count // len(kinds))
     faults = random_faults(
@@ -158,7 +173,15 @@ def task_run(
         strength=task.strength,
     )
     return simulate(
-        demo, seed, faults, seconds=seconds, devices=count, pipeline=pipeline, taps=taps
+        demo,
+        seed,
+        faults,
+        seconds=seconds,
+        devices=count,
+        pipeline=pipeline,
+        site=where,
+        rate=demo.rate * rate,
+        taps=taps,
     )
 
 

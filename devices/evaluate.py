@@ -11,7 +11,9 @@ plays out as it does in a deployment. Only the broker is missing.
 
 Scoring (`score`) matches alert raises against the fleet's ground truth (`devices.labels`):
 a raise of rule R for device D at event time t detects a fault of kind K on D when R is one
-of K's detectors and `start <= t <= end + grace`. Per fault kind:
+of K's detectors and `start <= t <= over + grace`, where `over` is the fault's end or, for a
+fault whose state outlasts it (a dried-out plot stays dry until water comes back;
+`Fleet.lingering`), the moment the device recovered. Per fault kind:
 
 * recall: faults with at least one matching raise / faults;
 * precision: matching raises / raises of K's detector rules, leaving out raises that match
@@ -20,8 +22,9 @@ of K's detectors and `start <= t <= end + grace`. Per fault kind:
   fault became detectable (never negative): the first reading whose departure from the
   device's healthy twin (same seed, no fault, open loop) exceeds twice that device's normal
   spread of the field in the 10 minutes before the fault (`detectable_times`); sensor faults
-  without a signature field (stuck, dropout) are detectable at onset. A slow fault is so
-  judged from when it shows, not from when it began to grow;
+  without a signature field are detectable at onset (dropout) or at the first reading the
+  device sends during the fault (stuck: a frozen sensor that is also silent shows nothing).
+  A slow fault is so judged from when it shows, not from when it began to grow;
 * false alarms per device-hour: the raises that matched nothing / device-hours of the run.
 """
 
@@ -77,10 +80,17 @@ class Interval:
     start: float
     end: float
     detectable: float | None = None  # when the fault first showed (None: at its start)
+    recovered: float | None = None  # when the device left the state it left (None: at end)
 
     @property
     def shows(self) -> float:
         return self.start if self.detectable is None else self.detectable
+
+    @property
+    def over(self) -> float:
+        """When the device is itself again: the fault's end, or later if its state lingers
+        (`Fleet.lingering`: a dried-out plot stays dry until water comes back)."""
+        return self.end if self.recovered is None else max(self.end, self.recovered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +180,7 @@ def score(
             kinds_of[rule].add(kind)
 
     def hits(r: Raise) -> list[Interval]:
-        return [i for i in by_key.get(r.key, ()) if i.start <= r.ts <= i.end + grace]
+        return [i for i in by_key.get(r.key, ()) if i.start <= r.ts <= i.over + grace]
 
     scores = {}
     for kind, rules in detectors.items():
@@ -181,7 +191,7 @@ def score(
             found = [
                 r.emitted
                 for r in mine
-                if r.key == interval.key and interval.start <= r.ts <= interval.end + grace
+                if r.key == interval.key and interval.start <= r.ts <= interval.over + grace
             ]
             if found:
                 s.detected += 1
@@ -212,7 +222,7 @@ def outcomes(
             meant[rule].add(kind)
     out: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for r in raises:
-        kinds = {i.kind for i in intervals if i.key == r.key and i.start <= r.ts <= i.end + grace}
+        kinds = {i.kind for i in intervals if i.key == r.key and i.start <= r.ts <= i.over + grace}
         if kinds & meant[r.rule]:
             out[r.rule]["detected"] += 1
         elif kinds:
@@ -439,6 +449,29 @@ def _check_detectors(demo: Demo, pipeline: Pipeline) -> None:
         raise ValueError(f"{pipeline.file}: no alert rule named {', '.join(unknown)}")
 
 
+class _Aftermath:
+    """When each fault's lingering state ends (`Fleet.lingering`), watched step by step."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        faults = fleet.schedule.faults
+        self.watch = {n: f for n, f in enumerate(faults) if fleet.lingering(f.kind) is not None}
+        self.recovered: dict[int, float] = {}
+
+    def step(self, t: float) -> None:
+        for n, f in list(self.watch.items()):
+            still = self.fleet.lingering(f.kind)
+            if f.end <= t and (still is None or not still[f.index]):
+                self.recovered[n] = t
+                del self.watch[n]
+
+    def wall(self, n: int, seconds: float) -> float | None:
+        """When fault `n`'s device recovered (the run's end if it never did), in wall time;
+        None for a kind that leaves nothing behind."""
+        t = self.recovered.get(n, seconds if n in self.watch else None)
+        return None if t is None else self.fleet.clock.wall(min(t, seconds))
+
+
 def simulate(
     demo: Demo,
     seed: int,
@@ -499,6 +532,7 @@ def simulate(
     tick = float(pipeline.header.tick)
     steps = round(seconds * rate)
     readings = ticks = 0
+    aftermath = _Aftermath(fleet)
     for k in range(steps + 1):
         t = k / rate
         now = sim.wall(min(t, seconds))
@@ -515,14 +549,16 @@ def simulate(
             decoder.decode(topic, codec.encode(topic, payload), now, records)
         readings += len(records)
         engine.process(records)
+        aftermath.step(t)
     stop = sim.wall(seconds)
     truth = intervals_from_labels(labels(fleet, stop), pipeline.key, stop)
     shows = detectable_times(demo, seed, faults, seconds=seconds, count=count, site=site, rate=rate)
     shows = [t - START + start for t in shows]
-    began = [f for f in fleet.schedule.faults if sim.wall(f.start) < stop]
+    faults_run = fleet.schedule.faults
+    began = [f for f in faults_run if sim.wall(f.start) < stop]
     truth = [
-        dataclasses.replace(i, detectable=shows[n])
-        for i, n in zip(truth, (fleet.schedule.faults.index(f) for f in began), strict=True)
+        dataclasses.replace(i, detectable=shows[n], recovered=aftermath.wall(n, seconds))
+        for i, n in zip(truth, (faults_run.index(f) for f in began), strict=True)
     ]
     return Run(
         demo,
@@ -541,6 +577,7 @@ def simulate(
 
 SPREAD_BEFORE = 600.0  # s of healthy readings that set a device's normal spread
 SPREADS = 2.0  # a fault shows when it moves a field by more than this many spreads
+SILENCE = frozenset({"dropout"})  # kinds whose effect is silence: they show at onset
 
 
 def detectable_times(
@@ -558,7 +595,9 @@ def detectable_times(
     Two open-loop fleets, the faulty one and its healthy twin, share every noise draw, so
     their difference is the fault's effect alone. A fault shows at the first reading where
     that effect exceeds `SPREADS` times the twin's standard deviation of the field over the
-    `SPREAD_BEFORE` seconds before the fault; kinds without a signature show at onset.
+    `SPREAD_BEFORE` seconds before the fault. Kinds without a signature show at the first
+    reading the device sends during the fault (a sensor frozen while it is also silent shows
+    nothing), silence (`SILENCE`) at onset.
     """
     rate = rate or demo.rate
     sim = SimClock(START, 1.0, START)
@@ -581,16 +620,19 @@ def detectable_times(
     for fault in sick.schedule.faults:
         signature = demo.signatures.get(fault.kind, ())
         at = fault.start
+        during = np.flatnonzero((times >= fault.start) & (times < fault.end))
         if signature:
             cols = [column[f] for f in signature]
             before = (times >= fault.start - SPREAD_BEFORE) & (times < fault.start)
             with np.errstate(all="ignore"):
                 spread = np.nanstd(b[before][:, fault.index, cols], axis=0)
             spread = np.maximum(np.nan_to_num(spread), 1e-3)
-            during = np.flatnonzero((times >= fault.start) & (times < fault.end))
             effect = np.abs(a[during][:, fault.index, cols] - b[during][:, fault.index, cols])
             over = np.flatnonzero(np.nan_to_num(effect > SPREADS * spread).any(axis=1))
             at = float(times[during[over[0]]]) if over.size else math.inf
+        elif fault.kind not in SILENCE:  # a frozen sensor shows once it reports again
+            heard = np.flatnonzero(~np.isnan(a[during][:, fault.index]).all(axis=1))
+            at = float(times[during[heard[0]]]) if heard.size else math.inf
         shows.append(sim.wall(at) if math.isfinite(at) else math.inf)
     return shows
 

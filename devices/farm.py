@@ -58,6 +58,7 @@ ET_PEAK_MM_H = 0.6  # reference evapotranspiration at solar noon under a clear s
 DRYOUT_TARGET, DRYOUT_TAU = 4.0, 240.0
 DRAIN_TAU = 6 * 3600.0
 SCHEDULE_MINUTES = 30.0
+DRY_UNTIL = 2.0  # % below its level before a dry-out: the plot is still dry
 COMMAND_MINUTES = 20.0
 SPIKE_PROBABILITY = 0.1
 
@@ -136,6 +137,7 @@ class FarmFleet(Fleet):
         self.tempco = site.tempco * self.site_rng.uniform(0.5, 1.5, n)  # % at the day's peak
         self.valve_open = np.zeros(n, dtype=np.bool_)
         self.valve_until = np.zeros(n)
+        self.before_dryout = self.moisture.copy()  # the soil's moisture when a dry-out began
 
     def topic(self, group: str, device: str) -> str:
         return f"farm/{group}/{device}/telemetry"
@@ -179,6 +181,8 @@ class FarmFleet(Fleet):
         leak = sched.severity("leak", t)
         blocked = sched.severity("blocked", t)
         dryout = sched.severity("dryout", t)
+        began = sched.began("dryout", t_prev, t)
+        self.before_dryout = np.where(began, self.moisture, self.before_dryout)
         battery = sched.severity("battery", t)
 
         self._irrigation(t, t_prev)
@@ -234,6 +238,14 @@ class FarmFleet(Fleet):
         values[:, 2:] = np.maximum(values[:, 2:], 0)
         values, emit = self._sensor_faults(t, values, DECIMALS, silent=sched.ramped("battery", t))
         return self._messages(t, emit, FIELDS, values, DECIMALS)
+
+    def lingering(self, kind: str) -> BoolArray | None:
+        """A dried-out plot is dry until its soil is back within 2 % (volumetric) of where
+        it was when the dry-out began: an irrigation cycle or two, or days of none."""
+        if kind != "dryout":
+            return None
+        dry: BoolArray = self.moisture < self.before_dryout - DRY_UNTIL
+        return dry
 
     def _irrigation(self, t: float, t_prev: float) -> None:
         """Valve timers, the daily dawn cycle, and the cycle a blocked line starts."""

@@ -138,6 +138,11 @@ class Fleet(ABC):
     @abstractmethod
     def _step(self, t: float, t_prev: float, dt: float) -> list[Message]: ...
 
+    def lingering(self, kind: str) -> BoolArray | None:
+        """Devices still in the state a fault of `kind` left them in, after it ended (a plot
+        dried out stays dry until water comes back); None: the kind leaves nothing behind."""
+        return None
+
     # commands from the gateway --------------------------------------------------------------
 
     def command(self, topic: str, payload: bytes) -> bool:

@@ -171,8 +171,7 @@ def model_windows(run: Run, step: str = "diagnosis") -> dict[str, ClassResult]:
     """Per class, the edge model's answers on the run's `step` stream against the truth."""
     task = TASKS[run.demo.name]
     records = [r for r in run.tapped.get(step, []) if "label" in r.fields]
-    shown = [dataclasses.replace(i, start=i.shows) for i in run.intervals]
-    truth = label_windows(records, shown, task.classes)
+    truth = label_windows(records, run.intervals, task.classes)
     out = {label: ClassResult(label) for label in task.labels}
     for record, t in zip(records, truth.tolist(), strict=True):
         said, real = str(record.fields["label"]), task.labels[t]

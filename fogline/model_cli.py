@@ -96,12 +96,17 @@ def _info(model: Any) -> int:
 
 
 def _dataset(args: argparse.Namespace) -> int:
-    from devices.dataset import TASKS, dataset, write_csv  # noqa: PLC0415
+    from devices.dataset import TASKS, conditions, dataset, write_csv  # noqa: PLC0415
 
     logging.getLogger("fogline.devices").setLevel(logging.WARNING)  # simulated stops
     task = TASKS[args.demo]
     hours = args.hours or task.hours
-    print(f"simulating {hours:g} h of the {args.demo} fleet (seed {args.seed})...", file=sys.stderr)
+    site, rate = conditions(args.seed)
+    print(
+        f"simulating {hours:g} h of the {args.demo} fleet (seed {args.seed}, site {site.name},"
+        f" {rate:g}x the demo's rate)...",
+        file=sys.stderr,
+    )
     t0 = time.perf_counter()
     rows, labels = dataset(task, args.seed, hours=hours, devices=args.devices)
     write_csv(args.out, task, rows, labels)

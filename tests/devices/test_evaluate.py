@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from devices.dataset import TASKS, label_windows
 from devices.evaluate import (
     DEMOS,
     START,
@@ -179,7 +180,7 @@ def test_a_bearing_fault_and_a_stuck_sensor_are_detected_through_the_factory_pip
         START + 300.0,
     )
     # The bearing wears in over 30 s; it shows in the high band within seconds of onset. A
-    # stuck sensor has no signature field: it counts from its onset.
+    # stuck sensor has no signature field: it counts from its first reading after onset.
     assert bearing.start < bearing.shows <= bearing.start + 15.0
     assert stuck.shows == stuck.start == START + 200.0
     assert run.device_hours == pytest.approx(0.4)
@@ -196,6 +197,29 @@ def test_a_leak_is_detected_and_the_valve_closed_through_the_farm_pipeline() -> 
     leak = run.score()["leak"]
     assert (leak.faults, leak.detected, leak.matched, leak.false) == (1, 1, 2, 0)
     assert leak.ttd[0] <= 3 * run.window
+
+
+def test_a_frozen_sensor_that_is_also_silent_shows_when_it_reports_again() -> None:
+    faults = [FaultSpec("stuck", "m-01", 60.0, 240.0), FaultSpec("dropout", "m-01", 50.0, 100.0)]
+    stuck, dropout = detectable_times(DEMOS["factory"], 3, faults, seconds=300.0, count=2)
+    assert dropout == START + 50.0  # silence is its own effect: at onset
+    assert stuck == pytest.approx(START + 150.0, abs=1.0)  # not at 60 s: nothing was heard
+
+
+def test_a_dried_out_plot_stays_dry_after_the_fault_and_its_windows_say_so() -> None:
+    faults = [FaultSpec("dryout", "plot-1", 60.0, 600.0)]
+    run = simulate(DEMOS["farm"], 3, faults, seconds=1500.0, devices=2, taps=["features"])
+    [dry] = run.intervals
+    # Moisture fell toward 4 % for ten minutes; one 20-minute irrigation does not bring it
+    # back within 2 % of where it was: the plot is still dry when the run ends.
+    assert dry.end == START + 660.0
+    assert dry.recovered == START + 1500.0
+    assert dry.over == dry.recovered
+    after = [r for r in run.tapped["features"] if r.key[1] == "plot-1" and r.ts > dry.end + 60.0]
+    labels = label_windows(after, run.intervals, TASKS["farm"].classes)
+    assert after
+    assert set(labels.tolist()) == {TASKS["farm"].labels.index("dry_soil")}
+    assert run.score()["dryout"].false == 0
 
 
 def test_a_silent_probe_is_seen_by_the_liveness_window() -> None:

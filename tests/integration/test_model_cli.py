@@ -26,7 +26,7 @@ def test_info_names_the_inputs_in_order_and_the_threshold() -> None:
     assert lines[0].startswith("farm-irrigation version ")
     assert "(int8 inside, " in lines[0]
     assert "  labels     normal, leak, dry_soil" in lines
-    assert "    0  moisture_mean" in lines
+    assert "    0  moisture_mean_dev" in lines
     assert any(line.startswith("  threshold  0.") for line in lines)
 
 
@@ -34,7 +34,7 @@ def test_dataset_then_calibrate_prints_the_curve_and_a_threshold(tmp_path: Path)
     data = tmp_path / "farm.csv"
     made = fogline("model", "dataset", "farm", "--seed", "11", "--hours", "1.5", "--out", str(data))
     assert made.returncode == 0, made.stderr
-    assert "simulating 1.5 h of the farm fleet (seed 11)" in made.stderr
+    assert "simulating 1.5 h of the farm fleet (seed 11, site seed:3011, " in made.stderr
     with data.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) > 1000
@@ -54,8 +54,10 @@ def test_calibrate_names_what_is_wrong_with_the_data(tmp_path: Path) -> None:
     bad.write_text("moisture_mean,label\n20,normal\n")
     result = fogline("model", "calibrate", str(EDGE), "--data", str(bad))
     assert result.returncode == 1
-    assert f"fogline model calibrate: {bad}: no column moisture_slope" in result.stderr
-    header = "moisture_mean,moisture_slope,moisture_range,flow_mean,flow_max,pressure_mean,pressure_slope,valve_mean,label"
+    assert f"fogline model calibrate: {bad}: no column moisture_mean_dev, moisture_slope" in (
+        result.stderr
+    )
+    header = "moisture_mean_dev,moisture_slope,moisture_range,flow_mean,flow_max,pressure_mean_dev,pressure_slope,valve_mean,label"
     bad.write_text(f"{header}\n20,0,1,0,0,2.5,0,0,normal\n20,0,1,0,0,2.5,0,0,flooded\n")
     result = fogline("model", "calibrate", str(EDGE), "--data", str(bad))
     assert result.returncode == 1
