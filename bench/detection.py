@@ -36,6 +36,7 @@ import numpy as np
 
 from devices.evaluate import DEMOS, Demo
 from devices.matrix import CONDITIONS, TARGETS, Cell, Condition, run_cell
+from gateway.metrics import Metrics
 from gateway.operators.alert import AlertConfig
 from gateway.spec import Pipeline, load_pipeline
 
@@ -178,6 +179,20 @@ def old_pipeline(demo: Demo, rev: str) -> tuple[Demo, Pipeline]:
     return dataclasses.replace(demo, detectors=detectors), pipeline
 
 
+def _cell(
+    demo: Demo,
+    condition: Condition,
+    seeds: Sequence[int],
+    hours: float | None,
+    devices: int | None,
+) -> Cell:
+    """A cell computed in a worker process, without what cannot travel back (the engine's
+    metrics, which hold its gauges' callbacks; the matrix does not read them)."""
+    cell = run_cell(demo, condition, seeds, hours=hours, devices=devices)
+    cell.runs = [dataclasses.replace(run, metrics=Metrics()) for run in cell.runs]
+    return cell
+
+
 def run_matrix(
     demo: Demo,
     conditions: Sequence[Condition],
@@ -208,9 +223,7 @@ def run_matrix(
     if jobs <= 1 or pipeline is not None:
         return [report(c, one(c)) for c in conditions]
     with ProcessPoolExecutor(min(jobs, len(conditions))) as pool:
-        futures = [
-            pool.submit(run_cell, demo, c, seeds, hours=hours, devices=devices) for c in conditions
-        ]
+        futures = [pool.submit(_cell, demo, c, seeds, hours, devices) for c in conditions]
         return [report(c, f.result()) for c, f in zip(conditions, futures, strict=True)]
 
 
