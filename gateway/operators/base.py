@@ -119,6 +119,18 @@ class StepContext:
     """evicted(reason, n): n keys' state dropped (`max_keys`, `idle`), for the step's count."""
 
 
+def rejected_as_not_a_number(ctx: StepContext, record: Record, names: Iterable[str]) -> bool:
+    """Reject `record` (`wrong_type`) if one of `names` holds something other than a number
+    (absent or null is fine: the step skips it); True if it did."""
+    fields = record.fields
+    for name in names:
+        value = fields.get(name)
+        if value is not None and type(value) is not float and type(value) is not int:
+            ctx.reject(record, "wrong_type", f"field '{name}': expected a number, got {value!r}")
+            return True
+    return False
+
+
 class Operator(ABC):
     """The runtime half of a step: O(1) per record in `process`, heavy work at timers."""
 

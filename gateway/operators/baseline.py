@@ -42,6 +42,7 @@ from gateway.operators.base import (
     Operator,
     RelPath,
     StepContext,
+    rejected_as_not_a_number,
 )
 from gateway.record import Record
 from gateway.state import StateDelta, keyed_delta, restored_keys
@@ -77,6 +78,7 @@ class Baseline(Operator):
     def __init__(self, config: BaselineConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
         self._fields = [(f, floor, f"{f}_base", f"{f}_dev") for f, floor in config.fields.items()]
+        self._names = list(config.fields)
         self._history = config.history
         self._warmup = config.warmup
         self._exclude = config.exclude_above
@@ -89,20 +91,7 @@ class Baseline(Operator):
         now = self.ctx.clock.now()
         for record in batch:
             fields = record.fields
-            bad = next(
-                (
-                    f
-                    for f, *_ in self._fields
-                    if fields.get(f) is not None
-                    and type(fields[f]) is not float
-                    and type(fields[f]) is not int
-                ),
-                None,
-            )
-            if bad is not None:
-                self.ctx.reject(
-                    record, "wrong_type", f"field '{bad}': expected a number, got {fields[bad]!r}"
-                )
+            if rejected_as_not_a_number(self.ctx, record, self._names):
                 continue
             state = self._state.get(record.key, now)
             if state is None:

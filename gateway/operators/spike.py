@@ -44,6 +44,7 @@ from gateway.operators.base import (
     Operator,
     RelPath,
     StepContext,
+    rejected_as_not_a_number,
 )
 from gateway.operators.baseline import MAD_TO_STD
 from gateway.record import Record
@@ -84,6 +85,7 @@ class Spike(Operator):
     def __init__(self, config: SpikeConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
         self._fields = [(f, floor, f"{f}_spike") for f, floor in config.fields.items()]
+        self._names = list(config.fields)
         self._history = config.history
         self._warmup = config.warmup
         self._steady = config.steady
@@ -96,20 +98,7 @@ class Spike(Operator):
         now = self.ctx.clock.now()
         for record in batch:
             fields = record.fields
-            bad = next(
-                (
-                    f
-                    for f, *_ in self._fields
-                    if fields.get(f) is not None
-                    and type(fields[f]) is not float
-                    and type(fields[f]) is not int
-                ),
-                None,
-            )
-            if bad is not None:
-                self.ctx.reject(
-                    record, "wrong_type", f"field '{bad}': expected a number, got {fields[bad]!r}"
-                )
+            if rejected_as_not_a_number(self.ctx, record, self._names):
                 continue
             state = self._state.get(record.key, now)
             held = [fields.get(f) for f in self._steady]
