@@ -460,8 +460,10 @@ class _Aftermath:
 
     def step(self, t: float) -> None:
         for n, f in list(self.watch.items()):
+            if f.end > t:
+                continue
             still = self.fleet.lingering(f.kind)
-            if f.end <= t and (still is None or not still[f.index]):
+            if still is None or not still[f.index]:
                 self.recovered[n] = t
                 del self.watch[n]
 
