@@ -134,7 +134,10 @@ class Spike(Operator):
         a, b, changes = slot[0], slot[1], slot[2]
         score = 0.0
         if a is not None:
-            d = max(min(b - a, b - c), min(a - b, c - b))  # beyond both, the same way
+            # How far b stands beyond both neighbours, the same way (<= 0: between them).
+            d = b - a if a > c else b - c
+            if d <= 0:
+                d = (c if c < a else a) - b  # noqa: FURB136 (a call costs more)
             warm = len(changes) >= self._warmup
             if warm and d > floor and abs(a - c) <= AGREE * d:
                 if slot[3] is None or slot[4] >= REFRESH:
