@@ -48,3 +48,17 @@ def test_missing_fields_are_skipped_and_wrong_types_rejected() -> None:
     assert "battery_dev" not in outs[0].fields
     assert "x_dev" in outs[0].fields
     assert run.rejects[0][1:] == ("wrong_type", "field 'x': expected a number, got 'high'")
+
+
+def test_learn_when_scores_every_record_but_learns_only_where_it_holds() -> None:
+    config = {"fields": {"p": 0.05}, "warmup": 3, "exclude_above": None, "learn_when": "v == 0"}
+    run = make_op("baseline", config)
+    closed = [rec("plot", k, p=2.6, v=0) for k in range(5)]
+    blocked = [rec("plot", 5 + k, p=2.75, v=1) for k in range(30)]  # a long blocked cycle
+    outs = run.feed(closed + blocked + [rec("plot", 35, p=2.6, v=0), rec("plot", 36, p=2.6)])
+    assert outs[10].fields["p_dev"] == pytest.approx(3.0)  # open windows are scored...
+    assert outs[35].fields["p_base"] == pytest.approx(2.6)  # ...but not learnt
+    assert outs[35].fields["p_dev"] == pytest.approx(0.0)
+    assert len(outs) == 36  # `v` missing: rejected with the reason, nothing else lost
+    assert run.rejects[0][1] == "expression_error"
+    assert "learn_when" in run.rejects[0][2]
