@@ -11,6 +11,7 @@ from gateway.operators.derive import Derive
 from gateway.operators.ewma import Ewma
 from gateway.operators.features import Features
 from gateway.operators.filter import Filter
+from gateway.operators.frozen import Frozen
 from gateway.operators.infer import Infer
 from gateway.operators.spike import Spike
 from gateway.operators.validate import Validate
@@ -25,6 +26,7 @@ REGISTRY: dict[str, type[Operator]] = {
         Derive,
         Deadband,
         Spike,
+        Frozen,
         Window,
         Features,
         ZScore,

@@ -67,7 +67,7 @@ def test_check_reports_three_located_mistakes(tmp_path: Path) -> None:
     assert lines[-1] == "3 problems found"
     assert lines[0] == (
         f"{bad}:8:5 steps[1].windw: expected one of: absence, alert, baseline, deadband, "
-        "derive, ewma, features, filter, infer, spike, validate, window, zscore; "
+        "derive, ewma, features, filter, frozen, infer, spike, validate, window, zscore; "
         "got unknown step type 'windw'"
     )
     size = "steps[2].window.size: expected a duration like 10s, 500ms or 5m, got '10 sec'"

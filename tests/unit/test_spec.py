@@ -125,7 +125,7 @@ outputs:
     assert problems(text) == [
         (
             "p.yaml:12:5 steps[2].smooth: expected one of: absence, alert, baseline, deadband, "
-            "derive, ewma, features, filter, infer, spike, validate, window, zscore; "
+            "derive, ewma, features, filter, frozen, infer, spike, validate, window, zscore; "
             "got unknown step type 'smooth'"
         ),
         (
