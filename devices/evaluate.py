@@ -261,7 +261,9 @@ def random_faults(
 
     With `per_device` 1, one fault per device keeps faults from masking each other (a
     machine stopped for overheating has no bearing left to wear); with 2 or more, a device
-    may carry several faults, overlapping or not, as real machines do. Starts are
+    may carry several faults of different kinds, overlapping or not, as real machines do
+    (never one kind twice at once: a sensor stuck while it is stuck is one fault, and a
+    second interval inside the first could never be detected apart from it). Starts are
     continuous, not on window boundaries, and leave `warmup` for the detectors to learn and
     `tail` to see the end. Strengths are drawn log-uniformly from `strength` (incipient to
     full-grown faults).
@@ -272,10 +274,18 @@ def random_faults(
             f"{need} faults need {-(-need // per_device)} devices, the fleet has {len(devices)}"
         )
     rng = np.random.default_rng([seed, 0xFA17])  # apart from the fleet's own noise
-    slots = len(devices) if per_device == 1 else np.repeat(np.arange(len(devices)), per_device)
-    chosen = rng.choice(slots, size=need, replace=False)
+    if per_device == 1:
+        chosen = rng.choice(len(devices), size=need, replace=False).tolist()
+    else:
+        # Each kind on per_kind distinct devices, the least loaded first (ties at random),
+        # so the fleet's capacity is enough whatever the draw.
+        load, chosen = np.zeros(len(devices), dtype=np.int64), []
+        for _ in kinds:
+            picked = np.lexsort((rng.random(len(devices)), load))[:per_kind]
+            load[picked] += 1
+            chosen += picked.tolist()
     specs = []
-    for n, index in enumerate(chosen.tolist()):
+    for n, index in enumerate(chosen):
         lasting = float(rng.uniform(*length))
         latest = duration - lasting - tail
         if latest <= warmup:

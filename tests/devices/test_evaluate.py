@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 
 import pytest
 
@@ -148,6 +149,19 @@ def test_random_faults_one_per_device_within_the_run_and_reproducible() -> None:
     assert specs != random_faults(["bearing", "stuck", "dropout"], devices, 6, tail=300.0, **kwargs)
     with pytest.raises(ValueError, match="9 faults need 9 devices, the fleet has 4"):
         random_faults(["bearing", "stuck", "dropout"], devices[:4], 5, tail=300.0, **kwargs)
+
+
+def test_several_faults_a_device_never_one_kind_twice() -> None:
+    devices = [f"m-{i}" for i in range(6)]
+    kwargs = {"duration": 3600.0, "per_kind": 4, "warmup": 600.0, "length": (300.0, 900.0)}
+    for seed in range(20):
+        specs = random_faults(
+            ["bearing", "stuck", "dropout"], devices, seed, tail=300.0, per_device=2, **kwargs
+        )
+        assert len(specs) == 12
+        pairs = [(s.device, s.kind) for s in specs]
+        assert len(set(pairs)) == 12  # one device, one kind: at most once
+        assert max(Counter(d for d, _ in pairs).values()) <= 2
 
 
 def test_a_bearing_fault_and_a_stuck_sensor_are_detected_through_the_factory_pipeline() -> None:
