@@ -47,12 +47,14 @@ async def test_farm_example_from_its_header(
 
     async with Gateway(opts):
         # The plot's own normal first: dry and leaking are judged against it. One reading a
-        # window, each window closed (its digest uplinked) before the next reading.
+        # window, each window closed (its digest uplinked) before the next reading. Readings
+        # that move a little, as a live probe's do (identical ones are a stuck probe).
         for n in range(1, 5):
             watch.publish(
                 "farm/north/plot-7/telemetry",
-                b'[{"n":"moisture","v":30.0},{"n":"valve","v":0},{"n":"flow","v":0.0},'
-                b'{"n":"pressure","v":2.6},{"n":"battery","v":3.6}]',
+                b'[{"n":"moisture","v":%.1f},{"n":"valve","v":0},{"n":"flow","v":0.0},'
+                b'{"n":"pressure","v":%.2f},{"n":"battery","v":3.6}]'
+                % (30 + n / 10, 2.6 + n / 100),
             )
             await eventually(lambda n=n: len(uplinked("digest")) >= n, what=f"digest {n}")
         # The line the header tells users to paste: dry soil, and flow with the valve closed.
