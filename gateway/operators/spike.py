@@ -17,14 +17,17 @@ absolute change over its last `history` changes, floored at the field's smallest
 and 0 unless the two neighbours agree with each other to within half of that distance. No
 reading is held back (a window or a stop downstream sees each reading as it comes); a
 spike is reported one reading late, so at any sampling rate its window, or the next, shows
-it. Changes next to a spike are not learnt, and readings that arrive out of order (older
-than the key's newest) or twice are passed on unjudged.
+it. A burst of two readings beyond both sides, the same way, counts too (interference
+often lasts two samples; a drawn farm site's two-reading flow bursts went unreported for
+five windows): it is judged when the reading after it arrives. Three readings are a
+level, not a spike. Changes next to a spike are not learnt, and readings that arrive out
+of order (older than the key's newest) or twice are passed on unjudged.
 
 Windowed rules were the earlier answer (the largest reading far from the window's median
 and not its last one); at a third of the farm's rate a window holds three readings, a spike
 in the last one could not be told from a step, and a fault's first spikes went unreported
 for up to 20 windows (docs/benchmarks.md, "Detection quality"). Per key state: per field
-the two latest readings and the learnt changes, and the `steady` fields of the two latest
+the three latest readings and the learnt changes, and the `steady` fields of the two latest
 readings (plain lists, snapshot-friendly).
 """
 
@@ -53,7 +56,9 @@ from gateway.state import StateDelta, keyed_delta, restored_keys
 AGREE = 0.5  # the neighbours may differ by at most this share of the spike's distance
 REFRESH = 8  # learnt changes between two recomputations of a spread (a median of `history`)
 
-# Per field: [before, last, changes, spread (None: to compute), changes since it was]
+# Per field: [before, last, changes, spread (None: to compute), changes since it was,
+# the reading before `before` once judged normal itself (for bursts), whether `before` was
+# judged] (the last two are absent from slots checkpointed before bursts were judged)
 Slot = list[Any]
 
 
@@ -119,19 +124,23 @@ class Spike(Operator):
                     continue
                 slot = slots.get(name)
                 if slot is None:
-                    slots[name] = [None, float(x), [], None, 0]
+                    slots[name] = [None, float(x), [], None, 0, None, False]
                     added[out_name] = 0.0
                 elif still:
                     added[out_name] = self._judge(slot, float(x), floor)
                 else:  # a steady field moved: nothing is judged or learnt across it
                     slot[0], slot[1] = None, float(x)
+                    slot[5:] = [None, False]
                     added[out_name] = 0.0
             out.append(Record(record.key, record.ts, {**fields, **added}) if added else record)
         return out
 
     def _judge(self, slot: Slot, c: float, floor: float) -> float:
-        """Score the last reading `b` now that `c` follows it, learn, and shift."""
-        a, b, changes = slot[0], slot[1], slot[2]
+        """Score the last reading `b` (or the last two, `a` and `b`) now that `c` follows,
+        learn, and shift."""
+        if len(slot) < 7:
+            slot[5:] = [None, False]
+        z, a, b, changes = slot[5], slot[0], slot[1], slot[2]
         score = 0.0
         if a is not None:
             # How far b stands beyond both neighbours, the same way (<= 0: between them).
@@ -140,9 +149,12 @@ class Spike(Operator):
                 d = (c if c < a else a) - b  # noqa: FURB136 (a call costs more)
             warm = len(changes) >= self._warmup
             if warm and d > floor and abs(a - c) <= AGREE * d:
-                if slot[3] is None or slot[4] >= REFRESH:
-                    slot[3], slot[4] = max(MAD_TO_STD * median(changes), floor), 0
-                score = d / slot[3]
+                score = d / self._spread(slot, floor)
+            elif warm and z is not None and abs(a - b) < abs(b - c):
+                # A burst: a and b both beyond z and c, the same way, z and c agreeing.
+                d = max(min(a, b) - max(z, c), min(z, c) - max(a, b))
+                if d > floor and abs(z - c) <= AGREE * d:
+                    score = d / self._spread(slot, floor)
             if not score:
                 changes.append(abs(b - a))
                 slot[4] += 1
@@ -150,8 +162,20 @@ class Spike(Operator):
                     del changes[0]
                 if not warm:
                     slot[3] = None
-        slot[0], slot[1] = (None if score else b), c
+        if score:
+            slot[0], slot[5], slot[6] = None, None, False
+        else:
+            slot[0], slot[5], slot[6] = b, (a if slot[6] else None), a is not None
+        slot[1] = c
         return score
+
+    @staticmethod
+    def _spread(slot: Slot, floor: float) -> float:
+        """The key's reading-to-reading spread, recomputed every REFRESH learnt changes."""
+        if slot[3] is None or slot[4] >= REFRESH:
+            slot[3], slot[4] = max(MAD_TO_STD * median(slot[2]), floor), 0
+        spread: float = slot[3]
+        return spread
 
     def on_timer(self, now: float) -> list[Record]:
         self._state.expire(now)

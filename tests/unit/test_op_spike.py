@@ -128,3 +128,27 @@ def test_nothing_is_judged_across_a_moving_steady_field() -> None:
     outs = run.feed([rec("m", 43, x=20.1, valve=1), rec("m", 44, x=26.0, valve=1)])
     outs += run.feed([rec("m", 45, x=20.0, valve=1)])
     assert outs[-1].fields["x_spike"] > 20
+
+
+def test_a_burst_of_two_readings_scores_on_the_reading_after_it() -> None:
+    run = make_op("spike", {"fields": {"x": 0.01}})
+    calm = scores(run.feed(noisy("m", 40, 20.0, 0.1)))
+    assert max(calm) < 8
+    outs = run.feed([rec("m", 40 + k, x=v) for k, v in enumerate([42.6, 39.2, 20.1, 19.9])])
+    assert scores(outs)[:2] == [0.0, 0.0]  # nothing said while the burst lasts
+    assert outs[2].fields["x_spike"] > 20  # two readings 19 above both sides
+    assert outs[3].fields["x_spike"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [26.0, 26.1, 26.0, 20.0],  # three readings up: a level, not a burst
+        [26.0, 26.1, 20.0 + 3.0],  # back only halfway: the sides do not agree
+    ],
+)
+def test_longer_excursions_and_unmatched_returns_are_no_burst(shape: list[float]) -> None:
+    run = make_op("spike", {"fields": {"x": 0.01}})
+    run.feed(noisy("m", 40, 20.0, 0.1))
+    outs = run.feed([rec("m", 40 + k, x=v) for k, v in enumerate(shape)])
+    assert max(scores(outs)) < 8
