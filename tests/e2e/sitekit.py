@@ -257,12 +257,25 @@ class Site:
             time.sleep(0.1)
 
     def assert_exactly_once_in_order(self, count: int) -> None:
-        """Every reading 0..count-1 stored once as an event, and once as an alert transition."""
-        self.wait(
-            lambda: len(self.stored("event")) >= count and len(self.stored("alert")) >= count,
-            60,
-            f"{count} events and alert transitions in the cloud",
-        )
+        """Every reading 0..count-1 stored once as an event, and once as an alert transition.
+
+        Within 100 s: a cloud that comes up after the gateway has started resending is seen
+        at the gateway's next ack timeout, which doubles from 5 s up to 60 s (+-20 %); on a
+        loaded machine the cloud's start alone can take 20 s."""
+        try:
+            self.wait(
+                lambda: len(self.stored("event")) >= count and len(self.stored("alert")) >= count,
+                100,
+                f"{count} events and alert transitions in the cloud",
+            )
+        except pytest.fail.Exception as exc:
+            events = sorted(int(d["n"]) for _, d in self.stored("event"))
+            missing = sorted(set(range(count)) - set(events))
+            alerts = len(self.stored("alert"))
+            raise AssertionError(
+                f"{exc}: {len(events)} events stored (missing n = {missing[:20]}), "
+                f"{alerts} alert transitions"
+            ) from exc
         events = self.stored("event")
         assert sorted(int(d["n"]) for _, d in events) == list(range(count)), "lost or doubled"
         # Order per kind: seq increases with the reading number.
