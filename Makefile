@@ -35,12 +35,7 @@ lint: $(BIN)/fogline
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Test files run on TEST_WORKERS workers, each file's tests in order on one worker: every
-# test starts its own brokers, ports, databases and namespaces, and most of the time is
-# spent waiting on them (a 2-core machine: 18 min one file at a time).
-TEST_WORKERS ?= 3
-
 test: $(BIN)/fogline system-deps lint
 	$(BIN)/fogline pipeline check pipelines/*.yaml
 	$(BIN)/fogline pipeline test pipelines/*.yaml
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest

@@ -6,12 +6,7 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 from sitekit import Site
-
-# A test waits up to 100 s for delivery (Site.assert_exactly_once_in_order), past the
-# default 120 s once its outages are added.
-pytestmark = pytest.mark.timeout(240)
 
 
 def test_uplink_broker_restart_loses_nothing(site: Site) -> None:
