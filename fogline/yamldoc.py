@@ -190,6 +190,17 @@ class _Builder:
                 key = loader.construct_object(key_node, deep=True)
                 child = (*path, key if isinstance(key, str | int) else str(key))
                 where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if isinstance(key, dict | list):  # `{}: x` or `[a]: x`: unhashable
+                    kind = "mapping" if isinstance(key, dict) else "list"
+                    self.problems.append(
+                        Problem(
+                            self.file,
+                            *where,
+                            format_path(path),
+                            f"a key must be a name or a number, got a {kind}",
+                        )
+                    )
+                    continue
                 if key in out:
                     self.problems.append(
                         Problem(

@@ -89,3 +89,16 @@ def test_a_control_character_is_a_located_problem_not_a_reader_error() -> None:
     with pytest.raises(YamlDocumentError) as info:
         load("name: t\nkey: \x1f\n", "c.yaml")
     assert str(info.value) == "c.yaml:2:6 invalid YAML: character '\\x1f' is not allowed"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("{}: x", "f.yaml:1:1 "), ("[a]: 1", "f.yaml:1:1 "), ("a: {[1]: 2}", "f.yaml:1:5 a: ")],
+)
+def test_a_mapping_or_list_as_a_key_is_a_located_problem(text: str, where: str) -> None:
+    """Found by the fuzz test: `{}: x` was a TypeError (a dict is no dict key)."""
+    with pytest.raises(YamlDocumentError) as caught:
+        load(text, "f.yaml")
+    [problem] = caught.value.problems
+    assert str(problem).startswith(where)
+    assert "a key must be a name or a number" in str(problem)
