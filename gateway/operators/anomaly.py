@@ -11,13 +11,18 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, ClassVar
 
-import orjson
 from pydantic import Field
 
 from gateway.keyed import KeyedState
-from gateway.operators.base import FieldName, Fields, KeyedConfig, Operator, RelPath, StepContext
+from gateway.operators.base import (
+    FieldName,
+    Fields,
+    KeyedConfig,
+    KeyedOperator,
+    RelPath,
+    StepContext,
+)
 from gateway.record import Record
-from gateway.state import StateDelta, keyed_delta, restored_keys
 
 
 class DetectorConfig(KeyedConfig):
@@ -46,7 +51,7 @@ class DetectorConfig(KeyedConfig):
         return fields_in.with_([self.output_field(), *self.extra_outputs()])
 
 
-class AnomalyScore(Operator):
+class AnomalyScore(KeyedOperator):
     """Adds a per-key score field; rejects records whose field is missing (`missing_input`,
     as `infer` does) or not numeric (`wrong_type`)."""
 
@@ -102,17 +107,3 @@ class AnomalyScore(Operator):
             self.annotate(state, fields)
             out.append(Record(record.key, record.ts, fields))
         return out
-
-    def on_timer(self, now: float) -> list[Record]:
-        self._state.expire(now)
-        return []
-
-    def open_state(self) -> int:
-        return len(self._state)
-
-    def checkpoint(self) -> StateDelta:
-        return keyed_delta(self._state, orjson.dumps)
-
-    def restore(self, parts: dict[str, bytes], now: float) -> None:
-        for key, value in restored_keys(parts):
-            self._state.restore(key, list(value), now)

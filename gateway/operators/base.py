@@ -12,14 +12,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fogline.units import Duration
 from gateway.clock import Clock
 from gateway.expr import ExprError, compile_expr
-from gateway.keyed import no_eviction_counter
+from gateway.keyed import KeyedState, no_eviction_counter
 from gateway.record import Record
-from gateway.state import StateDelta
+from gateway.state import StateDelta, keyed_delta, restored_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +174,24 @@ class Operator(ABC):
         `now` is the restart's processing time: idle clocks start from it.
         """
         return
+
+
+class KeyedOperator(Operator):
+    """An operator whose whole state is one `KeyedState` of plain JSON values per key:
+    idle keys expire on timers, and changed keys are checkpointed and restored as JSON."""
+
+    _state: KeyedState[Any]
+
+    def on_timer(self, now: float) -> list[Record]:
+        self._state.expire(now)
+        return []
+
+    def open_state(self) -> int:
+        return len(self._state)
+
+    def checkpoint(self) -> StateDelta:
+        return keyed_delta(self._state, orjson.dumps)
+
+    def restore(self, parts: dict[str, bytes], now: float) -> None:
+        for key, value in restored_keys(parts):
+            self._state.restore(key, value, now)

@@ -35,7 +35,6 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
-import orjson
 from pydantic import Field, PositiveFloat
 
 from gateway.expr import compile_expr, reject_reason
@@ -45,13 +44,12 @@ from gateway.operators.base import (
     FieldName,
     Fields,
     KeyedConfig,
-    Operator,
+    KeyedOperator,
     RelPath,
     StepContext,
     rejected_as_not_a_number,
 )
 from gateway.record import Record
-from gateway.state import StateDelta, keyed_delta, restored_keys
 
 MAD_TO_STD = 1.4826
 
@@ -84,7 +82,7 @@ class BaselineConfig(KeyedConfig):
         return fields_in.with_(n for f in self.fields for n in (f"{f}_base", f"{f}_dev"))
 
 
-class Baseline(Operator):
+class Baseline(KeyedOperator):
     name = "baseline"
     Config = BaselineConfig
 
@@ -146,17 +144,3 @@ class Baseline(Operator):
             return 0.0, base
         spread = max(MAD_TO_STD * median([abs(v - base) for v in past]), floor)
         return (x - base) / spread, base
-
-    def on_timer(self, now: float) -> list[Record]:
-        self._state.expire(now)
-        return []
-
-    def open_state(self) -> int:
-        return len(self._state)
-
-    def checkpoint(self) -> StateDelta:
-        return keyed_delta(self._state, orjson.dumps)
-
-    def restore(self, parts: dict[str, bytes], now: float) -> None:
-        for key, history in restored_keys(parts):
-            self._state.restore(key, history, now)

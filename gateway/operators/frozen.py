@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pydantic import Field, PositiveFloat
 
 from gateway.keyed import KeyedState
@@ -33,13 +32,12 @@ from gateway.operators.base import (
     FieldName,
     Fields,
     KeyedConfig,
-    Operator,
+    KeyedOperator,
     RelPath,
     StepContext,
     rejected_as_not_a_number,
 )
 from gateway.record import Record
-from gateway.state import StateDelta, keyed_delta, restored_keys
 
 
 class FrozenConfig(KeyedConfig):
@@ -56,7 +54,7 @@ class FrozenConfig(KeyedConfig):
         return fields_in.with_(f"{f}_frozen" for f in self.fields)
 
 
-class Frozen(Operator):
+class Frozen(KeyedOperator):
     name = "frozen"
     Config = FrozenConfig
 
@@ -105,17 +103,3 @@ class Frozen(Operator):
                 added[out_name] = int(run[2])
             out.append(Record(record.key, record.ts, {**fields, **added}) if added else record)
         return out
-
-    def on_timer(self, now: float) -> list[Record]:
-        self._state.expire(now)
-        return []
-
-    def open_state(self) -> int:
-        return len(self._state)
-
-    def checkpoint(self) -> StateDelta:
-        return keyed_delta(self._state, orjson.dumps)
-
-    def restore(self, parts: dict[str, bytes], now: float) -> None:
-        for key, state in restored_keys(parts):
-            self._state.restore(key, state, now)

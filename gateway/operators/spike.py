@@ -36,7 +36,6 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
-import orjson
 from pydantic import Field, PositiveFloat
 
 from gateway.keyed import KeyedState
@@ -44,14 +43,13 @@ from gateway.operators.base import (
     FieldName,
     Fields,
     KeyedConfig,
-    Operator,
+    KeyedOperator,
     RelPath,
     StepContext,
     rejected_as_not_a_number,
 )
 from gateway.operators.baseline import MAD_TO_STD
 from gateway.record import Record
-from gateway.state import StateDelta, keyed_delta, restored_keys
 
 AGREE = 0.5  # the neighbours may differ by at most this share of the spike's distance
 REFRESH = 8  # learnt changes between two recomputations of a spread (a median of `history`)
@@ -83,7 +81,7 @@ class SpikeConfig(KeyedConfig):
         return fields_in.with_(f"{f}_spike" for f in self.fields)
 
 
-class Spike(Operator):
+class Spike(KeyedOperator):
     name = "spike"
     Config = SpikeConfig
 
@@ -176,17 +174,3 @@ class Spike(Operator):
             slot[3], slot[4] = max(MAD_TO_STD * median(slot[2]), floor), 0
         spread: float = slot[3]
         return spread
-
-    def on_timer(self, now: float) -> list[Record]:
-        self._state.expire(now)
-        return []
-
-    def open_state(self) -> int:
-        return len(self._state)
-
-    def checkpoint(self) -> StateDelta:
-        return keyed_delta(self._state, orjson.dumps)
-
-    def restore(self, parts: dict[str, bytes], now: float) -> None:
-        for key, state in restored_keys(parts):
-            self._state.restore(key, state, now)
