@@ -16,7 +16,8 @@ Flow control, because one TCP connection carries every kind (`gateway/flow.py`):
   at most (alerts may exceed the budget; nothing else may);
 * the timer for the cloud's ack starts when the broker has the batch (its PUBACK), and
   its length follows the measured round trip (RFC 6298). A batch whose ack is overdue is
-  sent again (within the budget), its own timeout doubled and jittered.
+  sent again (within the budget), its own timeout doubled and jittered, until the
+  cloud's next ack shows it answers again.
 
 After a reconnect the broker's CONNACK says whether it kept our session. If it did, it
 still holds what it acknowledged (and the acks the cloud sent meanwhile), and the MQTT
@@ -79,7 +80,7 @@ class _Batch:
     lo: int
     hi: int
     payload: bytes
-    mid: int | None
+    mid: int | None  # its packet id, until the broker acknowledges it
     delivered: int = 0  # the link's delivered bytes when it was sent
     delivered_at: float = 0.0
     app_limited: bool = False
@@ -222,13 +223,33 @@ class Uplink:
             self.counts["acked_records"] += len(acked)
             self.last_ack_at = now
             self._waiting_since = None
+            self._end_backoff()
             self._wake.set()
 
+    def _end_backoff(self) -> None:
+        """An ack proves the cloud answers again: a batch whose timeout was doubled while it
+        did not is owed one measured timeout from its last send, no longer. Found when a
+        cloud that subscribed late left the alerts sent before it waiting up to a minute for
+        their next try, well after everything sent later was stored."""
+        rto = self.timer.rto
+        for queue in self._batches.values():
+            for batch in queue:
+                if batch.tries > 1 and batch.rto > rto:
+                    batch.rto = rto
+                    if batch.puback_at is not None:
+                        batch.deadline = min(batch.deadline, batch.puback_at + rto)
+
     def on_puback(self, mid: int, sent_at: float, size: int) -> None:
-        """The broker has a batch: the link's rate is sampled, the cloud's timer starts."""
-        batch = self._by_mid.get(mid)
+        """The broker has a batch: the link's rate is sampled, the cloud's timer starts.
+
+        The packet id is forgotten here, at once: the client gives it to a later publish,
+        and a batch that kept it would, when resent or acknowledged, take that publish's
+        entry with it (measured: batches left waiting forever for a PUBACK that had come).
+        """
+        batch = self._by_mid.pop(mid, None)
         if batch is None:
             return
+        batch.mid = None
         now = time.monotonic()
         if not batch.replayed:
             self.rate.on_ack(

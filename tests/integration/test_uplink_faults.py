@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import func, select
 from support import Broker, LinkProxy, eventually
 
-from cloud.app import Cloud
+from cloud.app import Cloud, CloudOptions
 from cloud.models import Alert, Received
 from fogline.urls import parse_broker_url
 from gateway.app import Gateway, GatewayOptions
@@ -177,3 +177,41 @@ async def test_a_forged_ack_cannot_drop_unsent_records_or_kill_the_gateway(
         assert gw.outbox.depth >= 400 - len(in_flight)
         await publish(collector_factory, 10, 1000, hot=False)
         await eventually(lambda: gw.metrics.step_in["readings"] == 410, 5, "the gateway alive")
+
+
+async def test_what_an_absent_cloud_missed_goes_again_at_its_first_ack(
+    broker: Broker, collector_factory, gateway_options, tmp_path
+) -> None:
+    """Alerts sent before the cloud subscribed are lost at the broker and back off; the
+    first ack of the cloud that arrives later ends their backoff, so they do not wait for
+    a timeout doubled while nobody answered. Many resends on a broker's 20 packet ids
+    also pin that a batch never loses track of its PUBACK to an id given again."""
+    gid = f"gw-{uuid.uuid4().hex[:6]}"
+    async with Gateway(gateway_options(PIPELINE, gid)) as gw:
+        await eventually(gw.up.connected.is_set, 10, "the uplink")
+        gw.uplink.timer.initial = 0.25  # reach a long backoff in seconds, not minutes
+        for round_ in range(3):
+            await publish(collector_factory, 5, 10 * round_, hot=True)
+        await eventually(lambda: gw.outbox.depth >= 18, 10, "3 alerts and 15 events committed")
+
+        def next_try_in() -> float:
+            alerts = gw.uplink._batches["alert"]
+            if any(b.puback_at is None for b in alerts):
+                return 0.0  # (re)sent, the broker's PUBACK not in yet
+            return min(b.deadline for b in alerts) - time.monotonic()
+
+        # Without the cloud's ack, no alert is tried again for 5 s or more.
+        await eventually(lambda: next_try_in() > 5.0, 60, "the alerts' timeout doubled")
+        options = CloudOptions(
+            parse_broker_url(broker.url),
+            f"sqlite:///{tmp_path}/late-cloud.db",
+            http_port=0,
+            replica=f"r-{uuid.uuid4().hex[:6]}",
+            wait_broker=None,
+        )
+        async with Cloud(options) as cloud:
+            up = time.monotonic()
+            await eventually(lambda: stored(cloud, gid)[1] == 3, 15, "the 3 alerts stored")
+            assert time.monotonic() - up < 3.5, "the alerts waited out their backoff"
+            await eventually(lambda: everything_stored(gw, cloud), 15, "everything stored")
+            assert not gw.uplink._by_mid, "every PUBACK came back to its batch"
