@@ -184,6 +184,7 @@ class MqttLink:
         self._retry: asyncio.TimerHandle | None = None
         self._resubscribe: asyncio.TimerHandle | None = None
         self._inflight = _Inflight(on_puback)
+        self._write_now: Callable[[], None] | None = None  # sends what coalescing holds
         kwargs: dict[str, Any] = {}
         if session_expiry:
             kwargs["session_expiry_interval"] = session_expiry
@@ -439,6 +440,8 @@ class MqttLink:
         parts: list[bytes] = []
 
         def flush() -> None:
+            if not parts:
+                return
             data = b"".join(parts)
             parts.clear()
             if not transport.is_closing():
@@ -451,6 +454,7 @@ class MqttLink:
 
         transport.write = write
         transport._fogline_coalesced = True  # noqa: SLF001
+        self._write_now = flush
 
     def _transport(self) -> asyncio.Transport | None:
         # gmqtt has no public handle on its socket; reach it defensively.
@@ -484,6 +488,14 @@ class MqttLink:
         except OverflowError:
             return self._wait(topic, payload, qos, retain)
         return True
+
+    def publish_now(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """`publish`, written to the socket at once rather than at the end of this loop
+        iteration: a local action does not wait for the rest of the pipeline's pass."""
+        sent = self.publish(topic, payload, qos, retain)
+        if sent and self._write_now is not None:
+            self._write_now()
+        return sent
 
     # tracked QoS 1 publishes (the uplink's flow control) ------------------------------------
 

@@ -175,7 +175,9 @@ class Gateway:
                 outputs.append(
                     (
                         cfg.from_,
-                        ActionOutput(cfg, self.edge.publish, self.metrics, f"outputs[{i}].{kind}"),
+                        ActionOutput(
+                            cfg, self.edge.publish_now, self.metrics, f"outputs[{i}].{kind}"
+                        ),
                     )
                 )
         dead = pipeline.header.dead_letter

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from gateway.clock import Clock
@@ -65,7 +65,6 @@ class Engine:
         self.pipeline = pipeline
         self.clock = clock
         self.metrics = metrics
-        self._outputs = outputs
         self._dead_letter = dead_letter
         self._log = RateLimitedLog(log)
         self._pass: defaultdict[str, list[Record]] = defaultdict(list)
@@ -84,6 +83,21 @@ class Engine:
                 evicted=self._evicter(spec.id, spec.path),
             )
             self.steps.append((spec.id, spec.from_, spec.path, REGISTRY[spec.op](spec.config, ctx)))
+        # An output gets each stream it reads as soon as the step making it has run in a
+        # pass, not after every step: a local stop action does not wait for the windows,
+        # features and models downstream of the alert that decided it.
+        produced_by = {SOURCE: -1}
+        for i, spec in enumerate(pipeline.steps):
+            produced_by[spec.id] = i
+            for side in REGISTRY[spec.op].side_streams:
+                produced_by[f"{spec.id}.{side}"] = i
+        self._emit_after: defaultdict[int, list[tuple[list[str], Output]]] = defaultdict(list)
+        for from_list, output in outputs:
+            by_step: defaultdict[int, list[str]] = defaultdict(list)
+            for name in from_list:
+                by_step[produced_by.get(name, len(self.steps))].append(name)
+            for i, names in by_step.items():
+                self._emit_after[i].append((names, output))
         metrics.gauges["open_state"] = lambda: {
             (("step", step_id),): op.open_state() for step_id, _, _, op in self.steps
         }
@@ -123,7 +137,9 @@ class Engine:
         streams.clear()
         streams.update(start)
         metrics = self.metrics
-        for step_id, from_, path, op in self.steps:
+        emit_after = self._emit_after
+        self._emit(emit_after.get(-1, ()))
+        for i, (step_id, from_, path, op) in enumerate(self.steps):
             batch = streams.get(from_)
             out: list[Record] = []
             if release is not None:
@@ -146,15 +162,21 @@ class Engine:
             if out:
                 metrics.step_out[step_id] += len(out)
                 streams[step_id].extend(out)
-        for from_list, output in self._outputs:
+            if i in emit_after:
+                self._emit(emit_after[i])
+        self._emit(emit_after.get(len(self.steps), ()))
+        streams.clear()
+
+    def _emit(self, outputs: Iterable[tuple[list[str], Output]]) -> None:
+        streams = self._pass
+        for from_list, output in outputs:
             records = [r for name in from_list for r in streams.get(name, ())]
             if records:
                 try:
                     output.emit(records)
                 except Exception:
                     log.exception("an output failed on %d records", len(records))
-                    metrics.rejects[("output", "output_error")] += len(records)
-        streams.clear()
+                    self.metrics.rejects[("output", "output_error")] += len(records)
 
     # -- rejects and side streams ---------------------------------------------------------
 
