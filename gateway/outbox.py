@@ -2,7 +2,8 @@
 has stored it.
 
 Appends are numbered at once (`seq`, per gateway, across kinds) and committed in groups: at
-most every `flush_interval` or `flush_records` records, at once for alerts. Only committed
+most every `flush_interval` or `flush_records` records, for alerts as soon as 20 ms
+after the last commit (`gateway/uplink.py`, `COMMIT_GAP`). Only committed
 records are ever read for sending, and the persisted `next_seq` moves in the same
 transaction, so a crash loses at most the last uncommitted group and never reuses a number
 the cloud has seen. Acknowledged records are deleted in the next group.
