@@ -60,6 +60,12 @@ Aggregate = Literal[
 assert set(AGGREGATES) == set(Aggregate.__args__)  # type: ignore[attr-defined]  # noqa: S101
 
 MAX_WINDOWS_PER_RECORD = 100
+DROPS_PER_COMMIT = 32
+"""Stored segments deleted per checkpoint. Every segment of a window is spent when it
+closes: at 20k readings/s and a commit every 20 ms, 1,250 segments of each of the factory's
+two window steps at once, which took 40-48 ms to delete and 14 ms more to commit at each
+window boundary, the stop action's worst stall. Deleted 32 a commit, the same work is
+spread over the next second, about 0.8 ms a commit."""
 
 
 class WindowConfig(OpConfig):
@@ -152,6 +158,7 @@ class Window(Operator):
         # (part name, the latest window start they feed): see `checkpoint`.
         self._journal = Journal(len(self._fields))
         self._segments: list[tuple[str, float]] = []
+        self._spent: list[str] = []  # stored segments no window needs: deleted a few a commit
         self._next_segment = 0
 
     # -- per record: O(1) appends -------------------------------------------------------
@@ -300,8 +307,9 @@ class Window(Operator):
         """
         delta = StateDelta()
         kept = [(part, horizon) for part, horizon in self._segments if horizon >= self._frontier]
-        delta.drop = [part for part, horizon in self._segments if horizon < self._frontier]
-        journal, old_segments = self._journal, self._segments
+        spent = self._spent + [p for p, horizon in self._segments if horizon < self._frontier]
+        delta.drop, self._spent = spent[:DROPS_PER_COMMIT], spent[DROPS_PER_COMMIT:]
+        journal, old_segments, old_spent = self._journal, self._segments, spent
         if journal.count:
             part = f"j{self._next_segment:012d}"
             self._next_segment += 1
@@ -325,7 +333,7 @@ class Window(Operator):
         def undo() -> None:
             if journal is not self._journal:
                 self._journal = journal.merged(self._journal)
-            self._segments = old_segments
+            self._segments, self._spent = old_segments, old_spent
 
         delta.undo = undo
         return delta
@@ -342,12 +350,13 @@ class Window(Operator):
         self.ctx = dataclasses.replace(ctx, reject=_ignore, side=_ignore)
         self._event_time = True
         try:
-            for part in sorted(p for p in parts if p):
+            for part in sorted(p for p in parts if p in marks["segments"]):
                 self.process(Journal.unpack(parts[part], self._fields, self.replay_fields))
         finally:
             self.ctx, self._event_time = ctx, event_time
         self._journal = Journal(len(self._fields))
         self._segments = [(p, horizon) for p, horizon in marks["segments"].items() if p in parts]
+        self._spent = sorted(p for p in parts if p and p not in marks["segments"])
         self._next_segment = marks["next_segment"]
         self._max_ts = -math.inf if marks["max_ts"] is None else marks["max_ts"]
         self._max_ts_wall = now - marks["idle_for"]

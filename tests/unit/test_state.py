@@ -22,6 +22,7 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.engine import Engine
 from gateway.metrics import Metrics
+from gateway.operators.window import DROPS_PER_COMMIT
 from gateway.outbox import Outbox
 from gateway.record import Record
 from gateway.spec import Pipeline, UplinkOutputConfig, load_pipeline, parse_pipeline
@@ -276,3 +277,47 @@ outputs:
     site.outbox._db.close()
     site = start(tmp_path / "o.db", pipeline, clock)
     assert site.engine.steps[0][3].open_state() == 3
+
+
+def test_spent_window_segments_are_deleted_a_few_a_commit_and_never_replayed(
+    tmp_path: Path,
+) -> None:
+    """A closing window spends every segment it was stored in at once; deleting them all in
+    one commit stalled the gateway, so each commit deletes a few, and a restart in between
+    takes in only the live ones."""
+    text = """\
+name: t
+key: [device]
+sources:
+  - mqtt: {topics: ["s/{device}"]}
+steps:
+  - window: {id: w, size: 10s, aggregates: {v: [sum, count]}}
+outputs:
+  - uplink: {from: w, kind: digest}
+"""
+    clock = FakeClock(1000.0)
+    site = start(tmp_path / "o.db", parse_pipeline(text, "t.yaml"), clock)
+
+    def stored() -> int:
+        (n,) = site.outbox._db.execute("SELECT count(*) FROM state WHERE step = 'w'").fetchone()
+        return int(n)
+
+    for i in range(100):  # a commit for each reading: 100 segments for the window [1000, 1010)
+        site.engine.process([Record(("d",), 1000.0 + i / 10, {"device": "d", "v": 1.0})])
+        site.outbox.flush()
+    assert stored() == 101  # and the marks
+    clock.advance(13)
+    site.engine.tick(clock.now())  # the window closes: its 100 segments are spent
+    site.engine.process([Record(("d",), 1021.0, {"device": "d", "v": 5.0})])
+    site.outbox.flush()
+    assert stored() == 101 - DROPS_PER_COMMIT + 1  # a few gone, the new reading's segment in
+    site.outbox._db.close()
+
+    site = start(tmp_path / "o.db", parse_pipeline(text, "t.yaml"), clock)
+    clock.advance(20)
+    site.engine.tick(clock.now())
+    for _ in range(4):
+        site.outbox.flush()
+    digests = [data for _, _, _, data in committed(tmp_path / "o.db")]
+    assert [(d["v_sum"], d["count"]) for d in digests] == [(100.0, 100), (5.0, 1)]
+    assert stored() == 1  # every spent segment deleted: the marks are left
