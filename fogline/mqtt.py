@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from gmqtt import Client
+from gmqtt.mqtt.constants import MQTTv50
 from gmqtt.storage import PersistentStorage
 from gmqtt.subscription import Subscription
 
@@ -89,6 +90,27 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def lean_qos1_publish(cmd: int, raw: bytes, v5: bool) -> tuple[str, bytes, int] | None:
+    """(topic, payload, packet id) of a QoS 1 PUBLISH without properties, parsed in place;
+    None for anything else (QoS 0 or 2, a topic alias or user properties, a malformed
+    packet), which gmqtt's own parser takes. Its parser builds two format strings, a
+    properties dict and a debug line per message."""
+    if cmd & 0x06 != 0x02:
+        return None
+    try:
+        end = 2 + ((raw[0] << 8) | raw[1])
+        packet_id = (raw[end] << 8) | raw[end + 1]
+        start = end + 2
+        if v5:
+            if raw[start] != 0:  # a property length
+                return None
+            start += 1
+        topic = raw[2:end].decode()
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return (topic, raw[start:], packet_id) if topic and packet_id else None
 
 
 class _Inflight(PersistentStorage):  # type: ignore[misc]
@@ -218,6 +240,8 @@ class MqttLink:
         reading only once its effect is committed (gateway/delivery.py).
         """
         handler = getattr(self._client, "_package_handler")  # noqa: B009 - gmqtt's, private
+        full_parse = handler._handle_publish_packet  # noqa: SLF001
+        state = handler._connection_state  # noqa: SLF001
 
         def qos1(packet_id: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
             try:
@@ -226,7 +250,20 @@ class MqttLink:
                 self._count_error("on_delivery")
                 log.exception("%s: the delivery handler failed", self.name)
 
+        def publish(cmd: int, raw: bytes) -> None:
+            parsed = lean_qos1_publish(cmd, raw, state.protocol_version >= MQTTv50)
+            if parsed is None:
+                full_parse(cmd, raw)
+                return
+            topic, payload, packet_id = parsed
+            try:
+                on_delivery(topic, payload, packet_id, bool(cmd & 0x08), self.generation)
+            except Exception:
+                self._count_error("on_delivery")
+                log.exception("%s: the delivery handler failed", self.name)
+
         setattr(handler, "_handle_qos_1_publish_packet", qos1)  # noqa: B010
+        setattr(handler, "_handle_publish_packet", publish)  # noqa: B010
 
     def ack(self, packet_ids: list[int], generation: int) -> None:
         """PUBACK deliveries of connection `generation`; none if it is gone (the broker

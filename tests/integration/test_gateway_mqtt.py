@@ -300,3 +300,34 @@ async def test_a_full_disk_holds_readings_acts_locally_and_loses_nothing_once_fr
 
         await eventually(lambda: counted() == sent, timeout=20, what="every reading in a digest")
     assert gw.metrics.total_rejects() == 0
+
+
+async def test_qos1_publishes_with_mqtt5_properties_are_read_too(
+    broker: Broker, collector_factory, gateway_options
+) -> None:
+    """Plain QoS 1 publishes take the gateway's lean parser; one with properties (here user
+    properties and a content type) takes gmqtt's, with the same result."""
+    import paho.mqtt.client as paho  # noqa: PLC0415
+    from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
+    from paho.mqtt.properties import Properties  # noqa: PLC0415
+
+    watch = collector_factory(["plant/+/actions"])
+    v5 = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    v5.connect("127.0.0.1", broker.port)
+    v5.loop_start()
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("site", "north")]
+    props.ContentType = "application/json"
+    try:
+        async with Gateway(gateway_options(FAST)) as gw:
+            for machine, t in [("m-5", 20.0), ("m-5", 99.0)]:
+                payload = orjson.dumps({"temperature": t})
+                v5.publish(f"plant/{machine}/telemetry", payload, 1, properties=props)
+            watch.publish("plant/m-6/telemetry", orjson.dumps({"temperature": 99.0}))
+            await eventually(lambda: watch.on("plant/m-5/actions"), what="a v5 publish's stop")
+            await eventually(lambda: watch.on("plant/m-6/actions"), what="a plain publish's stop")
+            assert gw.metrics.step_in["readings"] == 3
+            assert not gw.metrics.rejects
+    finally:
+        v5.loop_stop()
+        v5.disconnect()
