@@ -37,6 +37,7 @@ from gateway.metrics import Metrics, MetricsServer
 from gateway.model_updates import ModelUpdates
 from gateway.operators.alert import Alert, raised_alerts
 from gateway.operators.infer import Infer
+from gateway.operators.window import WINDOWS_PER_PASS, Window
 from gateway.outbox import Durability, Outbox
 from gateway.outputs import ActionOutput, UplinkOutput
 from gateway.sources.mqtt import MqttSource
@@ -338,9 +339,15 @@ class Gateway:
 
     async def _ticker(self) -> None:
         tick = self.options.pipeline.header.tick
+        for _, _, _, op in self.engine.steps:  # a boundary's windows, a share a pass
+            if isinstance(op, Window):
+                op.emit_limit = WINDOWS_PER_PASS
         while True:
             await asyncio.sleep(tick)
             self.engine.tick(self.options.clock.now())
+            while self.engine.pending():
+                await asyncio.sleep(0)  # the readings that came meanwhile go first
+                self.engine.tick(self.options.clock.now())
 
     async def _health(self) -> None:
         every = self.options.pipeline.header.health_every

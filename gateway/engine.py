@@ -123,6 +123,10 @@ class Engine:
         """Timers: release what is due at `now` (e.g. windows that closed)."""
         self._run({}, lambda op: op.on_timer(now))
 
+    def pending(self) -> bool:
+        """Some step holds records that are due: `tick` again, now."""
+        return any(op.pending() for _, _, _, op in self.steps)
+
     def flush(self) -> None:
         """Shutdown: release everything still held, open windows included."""
         self._run({}, lambda op: op.flush())

@@ -151,6 +151,10 @@ class Operator(ABC):
         """Records due at processing time `now` (closing windows and the like)."""
         return []
 
+    def pending(self) -> bool:
+        """Records are due already but held for a later pass (`Window.emit_limit`)."""
+        return False
+
     def flush(self) -> list[Record]:
         """Everything still held, for runs that end (simulations, tests). A gateway's stop
         commits the state instead (`checkpoint`), so that its next start goes on with it."""

@@ -33,6 +33,7 @@ import dataclasses
 import math
 import struct
 from array import array
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -60,6 +61,14 @@ Aggregate = Literal[
 assert set(AGGREGATES) == set(Aggregate.__args__)  # type: ignore[attr-defined]  # noqa: S101
 
 MAX_WINDOWS_PER_RECORD = 100
+WINDOWS_PER_PASS = 100
+"""Closed windows a gateway emits per pass (`emit_limit`); the rest go in the next passes,
+with the readings that arrived meanwhile processed between them. A boundary closes every
+key's window at once: for 1,000 machines on the factory pipeline, one pass of 115-122 ms
+(aggregates, features, baselines, rules and the model over 1,000 keys) during which a
+critical reading waited. In shares of 100, the stop action's worst case at 1,000 machines
+and 5k msgs/s went from 76-160 ms to 45-78 ms (3 ABBA runs each). Simulations and tests
+emit everything at once."""
 DROPS_PER_COMMIT = 32
 """Stored segments deleted per checkpoint. Every segment of a window is spent when it
 closes: at 20k readings/s and a commit every 20 ms, 1,250 segments of each of the factory's
@@ -152,7 +161,10 @@ class Window(Operator):
         self._open: dict[float, dict[tuple[str, ...], WindowBuffer]] = {}
         self._max_ts = -math.inf
         self._max_ts_wall = ctx.clock.now()
-        self._frontier = -math.inf  # every window starting before this has been emitted
+        self._frontier = -math.inf  # every window starting before this is closed
+        # Closed windows not emitted yet, oldest first: at most `emit_limit` go per pass.
+        self._closing: deque[ClosingWindow] = deque()
+        self.emit_limit: int | None = None
         self.late = 0
         # Readings taken in since the last checkpoint, and the stored segments of those before
         # (part name, the latest window start they feed): see `checkpoint`.
@@ -253,29 +265,36 @@ class Window(Operator):
         return self._max_ts + max(0.0, now - self._max_ts_wall)
 
     def on_timer(self, now: float) -> list[Record]:
-        if not self._open:
-            return []
         limit = self.watermark(now) - self._size - self._lateness
-        if limit < self._frontier:
-            return []
-        # Every window starting at or before `limit` is complete, with data or without.
-        self._frontier = math.floor(limit / self._hop) * self._hop + self._hop
-        due = sorted(start for start in self._open if start < self._frontier)
-        return self._emit(due) if due else []
+        if self._open and limit >= self._frontier:
+            # Every window starting at or before `limit` is complete, with data or without.
+            self._frontier = math.floor(limit / self._hop) * self._hop + self._hop
+            self._close(sorted(start for start in self._open if start < self._frontier))
+        return self._emit(self.emit_limit)
 
     def flush(self) -> list[Record]:
         due = sorted(self._open)
         if due:
             self._frontier = max(self._frontier, due[-1] + self._hop)
-        return self._emit(due)
+        self._close(due)
+        return self._emit(None)
+
+    def pending(self) -> bool:
+        return bool(self._closing)
 
     def open_state(self) -> int:
-        return sum(len(by_key) for by_key in self._open.values())
+        return sum(len(by_key) for by_key in self._open.values()) + len(self._closing)
 
-    def _emit(self, starts: list[float]) -> list[Record]:
-        windows: list[ClosingWindow] = [
-            (start, key, buf) for start in starts for key, buf in self._open.pop(start).items()
-        ]
+    def _close(self, starts: list[float]) -> None:
+        for start in starts:
+            self._closing.extend((start, key, buf) for key, buf in self._open.pop(start).items())
+
+    def _emit(self, limit: int | None) -> list[Record]:
+        closing = self._closing
+        if not closing:
+            return []
+        n = len(closing) if limit is None else min(limit, len(closing))
+        windows: list[ClosingWindow] = [closing.popleft() for _ in range(n)]
         key_fields = self.ctx.key_fields
         out = [
             Record(
@@ -306,8 +325,12 @@ class Window(Operator):
         CPU at 1,000 machines), and `restore` takes them in again in the same order.
         """
         delta = StateDelta()
-        kept = [(part, horizon) for part, horizon in self._segments if horizon >= self._frontier]
-        spent = self._spent + [p for p, horizon in self._segments if horizon < self._frontier]
+        # Windows closed but not emitted yet keep their readings, and are named (a boundary's
+        # windows share one start, some of them emitted already): a restart takes their
+        # readings in again and closes exactly those.
+        frontier = self._closing[0][0] if self._closing else self._frontier
+        kept = [(part, horizon) for part, horizon in self._segments if horizon >= frontier]
+        spent = self._spent + [p for p, horizon in self._segments if horizon < frontier]
         delta.drop, self._spent = spent[:DROPS_PER_COMMIT], spent[DROPS_PER_COMMIT:]
         journal, old_segments, old_spent = self._journal, self._segments, spent
         if journal.count:
@@ -324,6 +347,7 @@ class Window(Operator):
         marks = {
             "max_ts": _finite(self._max_ts),
             "frontier": _finite(self._frontier),
+            "closing": [[start, list(key)] for start, key, _ in self._closing],
             "idle_for": idle_for,
             "next_segment": self._next_segment,
             "segments": dict(kept),
@@ -342,8 +366,9 @@ class Window(Operator):
         if "" not in parts:
             return
         marks = orjson.loads(parts[""])
-        frontier = marks["frontier"]
-        self._frontier = -math.inf if frontier is None else frontier
+        frontier = -math.inf if marks["frontier"] is None else marks["frontier"]
+        closing = {(start, tuple(key)) for start, key in marks.get("closing", [])}
+        self._frontier = min((start for start, _ in closing), default=frontier)
         ctx, event_time = self.ctx, self._event_time
         # Taken in again as they were: by their own times, with no rejects or late records
         # counted twice (both were counted when they first came).
@@ -354,6 +379,13 @@ class Window(Operator):
                 self.process(Journal.unpack(parts[part], self._fields, self.replay_fields))
         finally:
             self.ctx, self._event_time = ctx, event_time
+        for start in sorted(start for start in self._open if start < frontier):
+            self._closing.extend(
+                (start, key, buf)
+                for key, buf in self._open.pop(start).items()
+                if (start, key) in closing
+            )
+        self._frontier = frontier
         self._journal = Journal(len(self._fields))
         self._segments = [(p, horizon) for p, horizon in marks["segments"].items() if p in parts]
         self._spent = sorted(p for p in parts if p and p not in marks["segments"])
