@@ -32,6 +32,16 @@ ROOT = Path(__file__).resolve().parents[2]
 FACTORY = ROOT / "pipelines" / "factory.yaml"
 MACHINES = [f"m-{i:02d}" for i in range(1, 7)]
 Event = tuple[str, Any]  # ("batch", records) or ("tick", the time it moves the clock to)
+WINDOW = """\
+name: t
+key: [device]
+sources:
+  - mqtt: {topics: ["s/{device}"]}
+steps:
+  - window: {id: w, size: 10s, aggregates: {v: [sum, count]}}
+outputs:
+  - uplink: {from: w, kind: digest}
+"""
 
 
 class OutboxOutput:
@@ -205,16 +215,7 @@ outputs:
 @pytest.mark.parametrize("fail_at", ["state", "commit"])
 def test_a_failed_commit_is_written_by_the_next(tmp_path: Path, fail_at: str) -> None:
     """Nothing taken by a checkpoint that rolled back is forgotten."""
-    text = """\
-name: t
-key: [device]
-sources:
-  - mqtt: {topics: ["s/{device}"]}
-steps:
-  - window: {id: w, size: 10s, aggregates: {v: [sum]}}
-outputs:
-  - uplink: {from: w, kind: digest}
-"""
+    text = WINDOW
     clock = FakeClock(1000.0)
     pipeline = parse_pipeline(text, "t.yaml")
     site = start(tmp_path / "o.db", pipeline, clock)
@@ -285,16 +286,7 @@ def test_spent_window_segments_are_deleted_a_few_a_commit_and_never_replayed(
     """A closing window spends every segment it was stored in at once; deleting them all in
     one commit stalled the gateway, so each commit deletes a few, and a restart in between
     takes in only the live ones."""
-    text = """\
-name: t
-key: [device]
-sources:
-  - mqtt: {topics: ["s/{device}"]}
-steps:
-  - window: {id: w, size: 10s, aggregates: {v: [sum, count]}}
-outputs:
-  - uplink: {from: w, kind: digest}
-"""
+    text = WINDOW
     clock = FakeClock(1000.0)
     site = start(tmp_path / "o.db", parse_pipeline(text, "t.yaml"), clock)
 
@@ -326,16 +318,7 @@ outputs:
 def test_windows_closed_but_not_yet_emitted_survive_a_restart(tmp_path: Path) -> None:
     """A gateway emits a boundary's windows `emit_limit` at a time; a crash between two
     shares loses none of the rest, and emits none twice."""
-    text = """\
-name: t
-key: [device]
-sources:
-  - mqtt: {topics: ["s/{device}"]}
-steps:
-  - window: {id: w, size: 10s, aggregates: {v: [sum]}}
-outputs:
-  - uplink: {from: w, kind: digest}
-"""
+    text = WINDOW
     clock = FakeClock(1000.0)
     site = start(tmp_path / "o.db", parse_pipeline(text, "t.yaml"), clock)
     window = site.engine.steps[0][3]
