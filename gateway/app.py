@@ -345,7 +345,9 @@ class Gateway:
         while True:
             await asyncio.sleep(tick)
             self.engine.tick(self.options.clock.now())
-            while self.engine.pending():
+            for _ in range(1000):  # bounded: a step that keeps failing cannot spin here
+                if not self.engine.pending():
+                    break
                 await asyncio.sleep(0)  # the readings that came meanwhile go first
                 self.engine.tick(self.options.clock.now())
 
