@@ -243,24 +243,22 @@ class MqttLink:
         full_parse = handler._handle_publish_packet  # noqa: SLF001
         state = handler._connection_state  # noqa: SLF001
 
-        def qos1(packet_id: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
+        def deliver(topic: str, payload: bytes, packet_id: int, dup: bool) -> None:
             try:
-                on_delivery(topic, payload, packet_id, bool(properties.get("dup")), self.generation)
+                on_delivery(topic, payload, packet_id, dup, self.generation)
             except Exception:
                 self._count_error("on_delivery")
                 log.exception("%s: the delivery handler failed", self.name)
 
+        def qos1(packet_id: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
+            deliver(topic, payload, packet_id, bool(properties.get("dup")))
+
         def publish(cmd: int, raw: bytes) -> None:
             parsed = lean_qos1_publish(cmd, raw, state.protocol_version >= MQTTv50)
             if parsed is None:
-                full_parse(cmd, raw)
-                return
-            topic, payload, packet_id = parsed
-            try:
-                on_delivery(topic, payload, packet_id, bool(cmd & 0x08), self.generation)
-            except Exception:
-                self._count_error("on_delivery")
-                log.exception("%s: the delivery handler failed", self.name)
+                full_parse(cmd, raw)  # calls `qos1` for a QoS 1 publish
+            else:
+                deliver(*parsed, dup=bool(cmd & 0x08))
 
         setattr(handler, "_handle_qos_1_publish_packet", qos1)  # noqa: B010
         setattr(handler, "_handle_publish_packet", publish)  # noqa: B010

@@ -55,14 +55,25 @@ def gateway_options(broker: Broker, tmp_path: Path) -> Callable[..., GatewayOpti
 
 
 @pytest.fixture
-async def cloud(broker: Broker, tmp_path: Path) -> AsyncIterator[Cloud]:
+def cloud_options(broker: Broker) -> Callable[[Path], CloudOptions]:
+    """Options for an in-process cloud on the test broker, storing into SQLite at a path."""
+
+    def make(db: Path) -> CloudOptions:
+        return CloudOptions(
+            parse_broker_url(broker.url),
+            f"sqlite:///{db}",
+            http_port=0,
+            replica=f"r-{uuid.uuid4().hex[:6]}",
+            wait_broker=None,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def cloud(
+    cloud_options: Callable[[Path], CloudOptions], tmp_path: Path
+) -> AsyncIterator[Cloud]:
     """A real cloud in this process on the test broker, storing into SQLite: it acks."""
-    options = CloudOptions(
-        parse_broker_url(broker.url),
-        f"sqlite:///{tmp_path}/cloud.db",
-        http_port=0,
-        replica=f"r-{uuid.uuid4().hex[:6]}",
-        wait_broker=None,
-    )
-    async with Cloud(options) as c:
+    async with Cloud(cloud_options(tmp_path / "cloud.db")) as c:
         yield c

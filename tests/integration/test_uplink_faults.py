@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import func, select
 from support import Broker, LinkProxy, eventually
 
-from cloud.app import Cloud, CloudOptions
+from cloud.app import Cloud
 from cloud.models import Alert, Received
 from fogline.urls import parse_broker_url
 from gateway.app import Gateway, GatewayOptions
@@ -180,7 +180,7 @@ async def test_a_forged_ack_cannot_drop_unsent_records_or_kill_the_gateway(
 
 
 async def test_what_an_absent_cloud_missed_goes_again_at_its_first_ack(
-    broker: Broker, collector_factory, gateway_options, tmp_path
+    collector_factory, gateway_options, cloud_options, tmp_path
 ) -> None:
     """Alerts sent before the cloud subscribed are lost at the broker and back off; the
     first ack of the cloud that arrives later ends their backoff, so they do not wait for
@@ -202,14 +202,7 @@ async def test_what_an_absent_cloud_missed_goes_again_at_its_first_ack(
 
         # Without the cloud's ack, no alert is tried again for 5 s or more.
         await eventually(lambda: next_try_in() > 5.0, 60, "the alerts' timeout doubled")
-        options = CloudOptions(
-            parse_broker_url(broker.url),
-            f"sqlite:///{tmp_path}/late-cloud.db",
-            http_port=0,
-            replica=f"r-{uuid.uuid4().hex[:6]}",
-            wait_broker=None,
-        )
-        async with Cloud(options) as cloud:
+        async with Cloud(cloud_options(tmp_path / "late-cloud.db")) as cloud:
             up = time.monotonic()
             await eventually(lambda: stored(cloud, gid)[1] == 3, 15, "the 3 alerts stored")
             assert time.monotonic() - up < 3.5, "the alerts waited out their backoff"
