@@ -92,10 +92,13 @@ class Frozen(KeyedOperator):
                 run = runs.get(name)
                 if run is None:
                     run = runs[name] = [float(x), float(x), 1]
-                elif fresh:
+                elif fresh:  # comparisons, not min()/max() calls: this runs per reading
                     x = float(x)
-                    low = min(run[0], x)
-                    high = max(run[1], x)
+                    low, high = run[0], run[1]
+                    if x < low:
+                        low = x
+                    elif x > high:
+                        high = x
                     if high - low <= band:
                         run[0], run[1], run[2] = low, high, run[2] + 1
                     else:
