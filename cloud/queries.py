@@ -80,7 +80,88 @@ def _last_known(row: Gateway, now: float) -> LastKnownBacklog | None:
     )
 
 
-def _summary(row: Gateway, now: float) -> dict[str, Any]:
+def growth(before: tuple[int, ...], now: tuple[int, ...]) -> tuple[int, ...]:
+    """What cumulative counters grew by from one health record to the next. Counters count
+    since the gateway started, so one that went down means a restart in between, and then
+    everything counted since is growth (from zero)."""
+    if any(n < b for b, n in zip(before, now, strict=True)):
+        return now
+    return tuple(n - b for b, n in zip(before, now, strict=True))
+
+
+def _total(counts: Any) -> int | None:
+    """The sum of a health record's per-source (or per-output) counter object."""
+    if not isinstance(counts, dict):
+        return None
+    values = [_count(v) for v in counts.values()]
+    return sum(v for v in values if v is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Messages per second in (all sources) and out (all outputs), None when unknown."""
+
+    rate_in: float | None = None
+    rate_out: float | None = None
+
+
+def _rates(
+    before_ts: float | None, before: tuple[Any, Any], now_ts: float | None, data: dict[str, Any]
+) -> Rates:
+    """Rates from the growth of `messages_in` and `outputs` between two health records.
+
+    After a restart (a counter went down, or `uptime_s` says the gateway started after the
+    earlier record) the growth is what was counted since the start, over the uptime."""
+    now = (_total(data.get("messages_in")), _total(data.get("outputs")))
+    if before_ts is None or now_ts is None or now_ts <= before_ts:
+        return Rates()
+    span = now_ts - before_ts
+    uptime = _float(data.get("uptime_s"))
+    counts = [_total(before[0]), _total(before[1])]
+    rates: list[float | None] = []
+    for was, is_ in zip(counts, now, strict=True):
+        if was is None or is_ is None:
+            rates.append(None)
+            continue
+        grew = growth((was,), (is_,))[0]
+        restarted = is_ < was or (uptime is not None and uptime < span - 1.0)
+        if restarted and uptime is not None and 0 < uptime < span:
+            grew, interval = is_, uptime
+        else:
+            interval = span
+        rates.append(grew / interval)
+    return Rates(rates[0], rates[1])
+
+
+def rates(session: Session, rows: list[Gateway]) -> dict[str, Rates]:
+    """Each gateway's rates between its latest health record (on its row) and the one
+    before it by seq: one query, a lookup on `(gateway_id, seq)` per gateway."""
+    known = [r for r in rows if r.health is not None and r.health_seq is not None]
+    if not known:
+        return {}
+    previous = (
+        select(Health.id)
+        .where(Health.gateway_id == Gateway.id, Health.seq < Gateway.health_seq)
+        .order_by(Health.seq.desc())
+        .limit(1)
+        .correlate(Gateway)
+        .scalar_subquery()
+    )
+    found = session.execute(
+        select(Gateway.id, Health.ts, Health.data["messages_in"], Health.data["outputs"])
+        .join(Health, Health.id == previous)
+        .where(Gateway.id.in_([r.id for r in known]))
+    ).all()
+    before = {g: (ts, (m, o)) for g, ts, m, o in found}
+    out = {}
+    for r in known:
+        if r.id in before and r.health is not None:
+            ts, counts = before[r.id]
+            out[r.id] = _rates(ts, counts, r.health_ts, r.health)
+    return out
+
+
+def _summary(row: Gateway, now: float, rate: Rates | None = None) -> dict[str, Any]:
     # Silent until heard again: the watch clears `silent_since` a check later.
     silent = row.silent_since is not None and row.last_seen <= row.silent_since
     return {
@@ -102,6 +183,8 @@ def _summary(row: Gateway, now: float) -> dict[str, Any]:
         "silent_since": row.silent_since if silent else None,
         "health_every": row.health_every,
         "last_known_backlog": _last_known(row, now),
+        "rate_in": rate.rate_in if rate else None,
+        "rate_out": rate.rate_out if rate else None,
     }
 
 
@@ -112,8 +195,9 @@ def gateways(session: Session, limit: int, cursor: str | None, now: float) -> Ga
         query = query.where(Gateway.id > after)
     rows = list(session.scalars(query))
     page = rows[:limit]
+    per = rates(session, page)
     return GatewayPage(
-        items=[GatewaySummary(**_summary(r, now)) for r in page],
+        items=[GatewaySummary(**_summary(r, now, per.get(r.id))) for r in page],
         next=encode_cursor(page[-1].id) if len(rows) > limit else None,
     )
 
@@ -128,7 +212,7 @@ def gateway(
     horizon = in_flight_from(conn, gateway_id, row.health_seq, row.pending_from, now, gap_grace)
     loss = loss_report(conn, gateway_id, row.received, row.max_seq, gap_limit, horizon)
     return GatewayDetail(
-        **_summary(row, now),
+        **_summary(row, now, rates(session, [row]).get(gateway_id)),
         evicted=loss.evicted,
         missing=loss.missing,
         in_flight=loss.in_flight,
@@ -492,7 +576,7 @@ def local_exit_trend(session: Session, since: float) -> dict[float, float]:
             previous[(gateway, s.step)] = now
             if before is None or float(at) < since:
                 continue
-            grew = now if now[1] < before[1] else (now[0] - before[0], now[1] - before[1])
+            grew = growth(before, now)
             local[float(at)] = local.get(float(at), 0) + grew[0]
             total[float(at)] = total.get(float(at), 0) + grew[1]
     return {h: local[h] / n for h, n in sorted(total.items()) if n}

@@ -235,3 +235,36 @@ async def test_the_live_stream_carries_the_rendered_list_of_a_view(cloud: Cloud)
         page = await other.get("/alerts/rows", params={"state": "active", "severity": "critical"})
     assert 'name="ids"' in page.text  # another role, another rendering
     assert cloud.app.state.fragments.renders == renders + 1
+
+
+def health(
+    ts: float, messages_in: dict[str, int], outputs: dict[str, int], **more: float
+) -> dict[str, object]:
+    return {"ts": ts, "messages_in": messages_in, "outputs": outputs, **more}
+
+
+async def test_gateway_rates_come_from_the_growth_between_the_last_two_health_records(
+    cloud: Cloud,
+) -> None:
+    write = cloud.store.write
+    write([batch("gw1", "health", [(1, "", health(NOW, {"mqtt": 100}, {"uplink": 10}))])])
+    async with await signed_in(cloud, "viewer") as http:
+        one = (await http.get("/api/gateways/gw1")).json()
+        assert (one["rate_in"], one["rate_out"]) == (None, None)  # one record: no rate yet
+        later = health(NOW + 10, {"mqtt": 600, "coap": 100}, {"uplink": 50, "actions": 10})
+        write([batch("gw1", "health", [(2, "", later)])])
+        two = (await http.get("/api/gateways/gw1")).json()
+        assert (two["rate_in"], two["rate_out"]) == (60.0, 5.0)
+        listed = (await http.get("/gateways")).text
+        assert re.search(r'class="rate">60 in, 5 out', listed)
+        page = (await http.get("/gateways/gw1")).text
+        assert re.search(r'id="rates">60 in, 5 out', page)
+        # A restart between records: counters start again from zero, over its uptime.
+        restarted = health(NOW + 40, {"mqtt": 200}, {"uplink": 40}, uptime_s=10.0)
+        write([batch("gw1", "health", [(3, "", restarted)])])
+        three = (await http.get("/api/gateways/gw1")).json()
+        assert (three["rate_in"], three["rate_out"]) == (20.0, 4.0)
+        # Without an uptime, a counter that went down still counts from zero.
+        write([batch("gw1", "health", [(4, "", health(NOW + 50, {"mqtt": 50}, {}))])])
+        four = (await http.get("/api/gateways")).json()["items"][0]
+        assert (four["rate_in"], four["rate_out"]) == (5.0, 0.0)
