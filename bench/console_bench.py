@@ -130,7 +130,12 @@ def seed(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
     transactions of 1M rows that each report their rate, resuming where a run stopped."""
     if cloud.engine.dialect.name == "postgresql":
         seed_sql(cloud, alerts, gateways, digests)
-        return
+    else:
+        seed_sqlite(cloud, alerts, gateways, digests)
+    seed_dense(cloud, time.time())
+
+
+def seed_sqlite(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
     now = time.time()
     rng = random.Random(7)
     states = ["open"] * 5 + ["acknowledged"] * 2 + ["cleared"] * 3 + ["resolved"] * 40
@@ -196,6 +201,41 @@ FROM generate_series(:lo, :hi - 1) AS i
 """
 
 
+DENSE = "line-dense/m-00"  # on gw-0007: a week of 10 s windows, what a 7d chart reads
+DENSE_DIGESTS = 7 * 8640
+DENSE_SQL = """
+INSERT INTO digests (gateway_id, seq, device, window_start, window_end, metrics)
+SELECT 'gw-0007', 900000000 + i, :device, :now - (:n - i) * 10 - 10, :now - (:n - i) * 10,
+       jsonb_build_object('count', 10, 'temperature_mean', 60 + random(),
+                          'temperature_min', 59 + random(), 'temperature_max', 61 + random(),
+                          'vibration_rms', random())
+FROM generate_series(0, :n - 1) AS i
+"""
+
+
+def seed_dense(cloud: Cloud, now: float) -> None:
+    """One device with a week of 10 s digests (60,480), once."""
+    with cloud.engine.begin() as conn:
+        have = conn.execute(
+            text("SELECT count(*) FROM digests WHERE device = :d"), {"d": DENSE}
+        ).scalar_one()
+        if have:
+            return
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(DENSE_SQL), {"now": now, "n": DENSE_DIGESTS, "device": DENSE})
+            return
+        rng = random.Random(11)
+        conn.execute(insert(Digest), [
+            {"gateway_id": "gw-0007", "seq": 900_000_000 + i, "device": DENSE,
+             "window_start": now - (DENSE_DIGESTS - i) * 10 - 10,
+             "window_end": now - (DENSE_DIGESTS - i) * 10, "ts": None,
+             "metrics": {"count": 10, "temperature_mean": 60 + rng.random(),
+                         "temperature_min": 59 + rng.random(), "temperature_max": 61 + rng.random(),
+                         "vibration_rms": rng.random()}}
+            for i in range(DENSE_DIGESTS)
+        ])  # fmt: skip
+
+
 def seed_sql(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
     now = time.time()
     with cloud.engine.begin() as conn:
@@ -247,6 +287,11 @@ async def render(db: str, alerts: int, gateways: int, digests: int, runs: int) -
                 "alert page": f"/alerts/{alert_id}",
                 "gateways (first 200)": "/gateways",
                 "gateway page": "/gateways/gw-0007",
+                "device page, 6h (10 s digests)": f"/gateways/gw-0007/devices/{DENSE}?range=6h",
+                "device page, 24h": f"/gateways/gw-0007/devices/{DENSE}?range=24h",
+                "device page, 7d (60,480 digests)": f"/gateways/gw-0007/devices/{DENSE}?range=7d",
+                "device page, 1,000 days of sparse digests": "/gateways/gw-0007/devices/line-0/m-07"
+                f"?from={time.time() - 1000 * 86400:.0f}",
             }
             for name, path in paths.items():
                 times = []

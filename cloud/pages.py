@@ -36,6 +36,7 @@ router = APIRouter(include_in_schema=False)
 
 PAGE = 50
 CHART_POINTS = 2000
+MAX_CHARTS = 12  # per device page
 AROUND = 1800.0  # seconds of digests shown on each side of an alert
 RANGES = {"1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0, "7d": 7 * 86400.0}
 OUTAGE = 30.0  # seconds of edge-to-cloud delay past which the page names an outage
@@ -463,6 +464,29 @@ def gateway_page(request: Request, db: Db, user: PageUser, gateway_id: str) -> R
     )
 
 
+def _time_param(name: str, value: str | None) -> float | None:
+    """A `from`/`to` of the device page: what the browser sends (ISO 8601, UTC) or epoch
+    seconds; anything else is a 422 that names the field."""
+    if not _text(value):
+        return None
+    parsed = _parse_time(value)
+    if parsed is None:
+        raise HTTPException(
+            422, detail=f"{name}: expected a date and time like 2026-12-04T10:00Z, got {value!r}"
+        )
+    return parsed
+
+
+def _field_groups(sample: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Chartable fields of the newest digests, grouped by what precedes their last `_`
+    (`temperature_mean`, `temperature_max` share one chart)."""
+    groups: defaultdict[str, list[str]] = defaultdict(list)
+    for name in sorted({k for m in sample for k in m}):
+        if any(_chartable(name, m.get(name)) for m in sample):
+            groups[name.rsplit("_", 1)[0] if "_" in name else name].append(name)
+    return dict(sorted(groups.items())[:MAX_CHARTS])
+
+
 @router.get("/gateways/{gateway_id}/devices/{device:path}")
 def device_page(
     request: Request,
@@ -471,36 +495,63 @@ def device_page(
     gateway_id: str,
     device: str,
     range_: Annotated[str, Query(alias="range")] = "6h",
+    from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    to: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
+    """The whole chosen range, downsampled in the database (`queries.digest_chart`): the
+    range ends at the newest digest (or `to`) and spans the range's length (or from
+    `from`)."""
     span = RANGES.get(range_, RANGES["6h"])
-    newest = db.scalar(
-        select(Digest.window_end)
-        .where(Digest.gateway_id == gateway_id, Digest.device == device)
-        .order_by(Digest.window_end.desc())
-        .limit(1)
-    )
-    hi = (newest or _now(request)) + 1
-    lo = hi - span
-    digests = list(
+    lo, hi = _time_param("from", from_), _time_param("to", to)
+    if hi is None and lo is not None:
+        hi = _now(request)  # from a time until now
+    elif hi is None:  # the last `range` of what the device sent (a demo's data may be old)
+        newest = db.scalar(
+            select(Digest.window_end)
+            .where(Digest.gateway_id == gateway_id, Digest.device == device)
+            .order_by(Digest.window_end.desc())
+            .limit(1)
+        )
+        hi = (newest or _now(request)) + 1
+    if lo is None:
+        lo = hi - span
+    if lo >= hi:
+        raise HTTPException(422, detail="from: must be before to; pick an earlier from.")
+    sample = list(
         db.scalars(
-            select(Digest)
+            select(Digest.metrics)
             .where(
                 Digest.gateway_id == gateway_id,
                 Digest.device == device,
                 Digest.window_end >= lo,
+                Digest.window_end < hi,
             )
             .order_by(Digest.window_end.desc())
-            .limit(CHART_POINTS * 2)
+            .limit(50)
         )
     )
-    groups: defaultdict[str, list[str]] = defaultdict(list)
-    for name in sorted({k for d in digests for k, v in d.metrics.items()}):
-        if any(_chartable(name, d.metrics.get(name)) for d in digests[:50]):
-            groups[name.rsplit("_", 1)[0] if "_" in name else name].append(name)
+    groups = _field_groups(sample)
+    chart = queries.digest_chart(
+        db,
+        gateway_id,
+        device,
+        lo,
+        hi,
+        [f for names in groups.values() for f in names],
+        CHART_POINTS,
+    )
     marks = queries.alerts(
         db, queries.Filters(gateway_id, device, lo, hi), queries.AlertFilters(), 200, None
     ).items
-    charts = [{"title": base, **_series(digests, names)} for base, names in sorted(groups.items())]
+    charts = [
+        {
+            "title": base,
+            "x": chart.x,
+            "series": {f: chart.series[f] for f in names if f in chart.series},
+        }
+        for base, names in groups.items()
+    ]
+    custom = from_ is not None or to is not None
     return _render(
         request,
         db,
@@ -511,9 +562,13 @@ def device_page(
         charts=charts,
         marks=[{"at": a.raised_at, "label": f"{a.severity}: {a.rule}"} for a in marks],
         alerts=marks,
-        range=range_ if range_ in RANGES else "6h",
+        range=None if custom else (range_ if range_ in RANGES else "6h"),
         ranges=list(RANGES),
-        count=len(digests),
+        lo=lo,
+        hi=hi,
+        count=chart.digests,
+        points=len(chart.x),
+        width=chart.width,
         now=_now(request),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -269,6 +270,88 @@ def digests(session: Session, filters: Filters, limit: int, cursor: str | None) 
             for r in page
         ],
         next=encode_cursor(page[-1].window_end, page[-1].id) if len(rows) > limit else None,
+    )
+
+
+FIELD_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def chart_aggregate(field: str) -> str:
+    """How a bucket of digests shows one field: its peak for a `_max`, its trough for a
+    `_min`, the mean of anything else (a mean of means, each window weighing the same)."""
+    return "max" if field.endswith("_max") else "min" if field.endswith("_min") else "avg"
+
+
+def _number(field: str, dialect: str) -> Any:
+    """A digest's numeric field as SQL, null where the device sent something else (a
+    string in one digest must not fail the cast for the whole chart)."""
+    if dialect == "sqlite":
+        path = f'$."{field}"'
+        return case(
+            (
+                func.json_type(Digest.metrics, path).in_(("integer", "real")),
+                func.json_extract(Digest.metrics, path),
+            )
+        )
+    return case(
+        (func.jsonb_typeof(Digest.metrics[field]) == "number", Digest.metrics[field].as_float())
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A device's digests over [lo, hi) in at most `points` buckets of `width` seconds."""
+
+    x: list[float]
+    series: dict[str, list[float | None]]
+    digests: int
+    width: float
+
+
+def digest_chart(
+    session: Session,
+    gateway: str,
+    device: str,
+    lo: float,
+    hi: float,
+    fields: list[str],
+    points: int,
+) -> Chart:
+    """Downsampled in the database: `window_end` cut into `points` equal buckets over the
+    whole span, each bucket one point (its mean time; per field `chart_aggregate`), so a
+    week of 10 s windows (60,480 digests) is drawn whole in ~2,000 points and only those
+    cross the wire. Fields must match `FIELD_NAME` (they come from devices)."""
+    dialect = session.get_bind().dialect.name
+    fields = [f for f in fields if FIELD_NAME.fullmatch(f)]
+    width = max((hi - lo) / points, 0.001)
+    at = (Digest.window_end - lo) / width
+    bucket = (cast(at, Integer) if dialect == "sqlite" else func.floor(at)).label("bucket")
+    aggregates: dict[str, Any] = {"max": func.max, "min": func.min, "avg": func.avg}
+    query = (
+        select(
+            bucket,
+            func.avg(Digest.window_end),
+            func.count(),
+            *(aggregates[chart_aggregate(f)](_number(f, dialect)) for f in fields),
+        )
+        .where(
+            Digest.gateway_id == gateway,
+            Digest.device == device,
+            Digest.window_end >= lo,
+            Digest.window_end < hi,
+        )
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    rows = session.execute(query).all()
+    return Chart(
+        x=[float(r[1]) for r in rows],
+        series={
+            f: [None if r[3 + i] is None else float(r[3 + i]) for r in rows]
+            for i, f in enumerate(fields)
+        },
+        digests=sum(int(r[2]) for r in rows),
+        width=width,
     )
 
 

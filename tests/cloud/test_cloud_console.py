@@ -5,8 +5,10 @@ live stream, and every page rendering on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -268,3 +270,47 @@ async def test_gateway_rates_come_from_the_growth_between_the_last_two_health_re
         write([batch("gw1", "health", [(4, "", health(NOW + 50, {"mqtt": 50}, {}))])])
         four = (await http.get("/api/gateways")).json()["items"][0]
         assert (four["rate_in"], four["rate_out"]) == (5.0, 0.0)
+
+
+def charts(html: str) -> dict[str, dict[str, Any]]:
+    """The device page's chart data, by title."""
+    found = re.findall(r'<script type="application/json" id="chart-\d+">(.*?)</script>', html)
+    return {c["title"]: c for c in map(json.loads, found)}
+
+
+async def test_the_device_page_draws_the_whole_range_downsampled(cloud: Cloud) -> None:
+    # A week of 2-minute windows: 5,040 digests, more than the page once read (4,000).
+    week = 7 * 86400
+    for start in range(0, 5040, 504):
+        records = [
+            (i + 1, "line-1/m-0", digest(NOW - week + 120 * (i + 1), temperature_max=float(i)))
+            for i in range(start, start + 504)
+        ]
+        cloud.store.write([batch("gw1", "digest", records)])
+    async with await signed_in(cloud, "viewer") as http:
+        page = (await http.get("/gateways/gw1/devices/line-1/m-0?range=7d")).text
+        assert re.search(r'id="digest-count">5040 digests in \d+ points', page)
+        temperature = charts(page)["temperature"]
+        assert len(temperature["x"]) <= 2000
+        assert temperature["x"][0] < NOW - week + 400  # the oldest day is drawn too
+        assert temperature["x"][-1] > NOW - 400
+        assert temperature["series"]["temperature_max"][-1] == 5039.0  # a bucket's peak
+        assert temperature["series"]["temperature_mean"][0] == 20.5
+        # From and to, sent as UTC by the page's script: just that span, at full detail.
+        span = {"from": "2023-11-14T22:00:00.000Z", "to": "2023-11-14T22:10:00.000Z"}
+        narrow = (await http.get("/gateways/gw1/devices/line-1/m-0", params=span)).text
+        assert 'id="digest-count">5 digests in 5 points.' in narrow
+        assert charts(narrow)["temperature"]["series"]["temperature_max"] == [
+            5033.0, 5034.0, 5035.0, 5036.0, 5037.0
+        ]  # fmt: skip
+        bad = await http.get("/gateways/gw1/devices/line-1/m-0", params={"from": "yesterday"})
+        assert bad.status_code == 422
+        assert (
+            "from: expected a date and time like 2026-12-04T10:00Z, got &#39;yesterday&#39;"
+            in bad.text
+        )
+        backwards = await http.get(
+            "/gateways/gw1/devices/line-1/m-0", params={"from": span["to"], "to": span["from"]}
+        )
+        assert backwards.status_code == 422
+        assert "from: must be before to" in backwards.text
