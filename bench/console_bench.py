@@ -223,6 +223,7 @@ def seed_dense(cloud: Cloud, now: float) -> None:
             return
         if conn.dialect.name == "postgresql":
             conn.execute(text(DENSE_SQL), {"now": now, "n": DENSE_DIGESTS, "device": DENSE})
+            conn.execute(text("ANALYZE digests"))  # as autovacuum would after such an insert
             return
         rng = random.Random(11)
         conn.execute(insert(Digest), [
