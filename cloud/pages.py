@@ -39,7 +39,6 @@ CHART_POINTS = 2000
 MAX_CHARTS = 12  # per device page
 AROUND = 1800.0  # seconds of digests shown on each side of an alert
 RANGES = {"1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0, "7d": 7 * 86400.0}
-OUTAGE = 30.0  # seconds of edge-to-cloud delay past which the page names an outage
 
 
 def _now(request: Request) -> float:
@@ -343,11 +342,9 @@ def alert_page(request: Request, db: Db, user: PageUser, alert_id: int) -> Respo
     delay = arrived - detail.raised_at if arrived is not None else None
     gateway = queries.gateway(db, detail.gateway, 100, _now(request), _gap_grace(request))
     outage = None
-    if delay is not None and delay > OUTAGE:
-        outage = (
-            f"The gateway held this alert for {delay:.0f} s before the cloud stored it: "
-            "its uplink was down or draining a backlog (the outbox keeps alerts until the "
-            "cloud acknowledges them)."
+    if arrived is not None and delay is not None and delay > queries.OUTAGE:
+        outage = queries.outage_evidence(
+            db, detail.gateway, detail.raised_seq, detail.raised_at, arrived
         )
     return _render(
         request,
@@ -361,6 +358,7 @@ def alert_page(request: Request, db: Db, user: PageUser, alert_id: int) -> Respo
         arrived=arrived,
         delay=delay,
         outage=outage,
+        slow=queries.OUTAGE,
         gateway=gateway,
         actions=alerts.ACTIONS,
         here=f"/alerts/{alert_id}",

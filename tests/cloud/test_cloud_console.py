@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from cloudkit import NOW, Database, alert, apply_patch, batch, digest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from support import Broker
 
-from cloud import people
+from cloud import people, silence
 from cloud.app import Cloud, CloudOptions
 from cloud.models import Alert
 from fogline.urls import parse_broker_url
@@ -314,3 +314,57 @@ async def test_the_device_page_draws_the_whole_range_downsampled(cloud: Cloud) -
         )
         assert backwards.status_code == 422
         assert "from: must be before to" in backwards.text
+
+
+async def test_an_outage_is_named_only_on_evidence(cloud: Cloud) -> None:
+    """The cloud clock is today, the records' 2023: every alert here arrived years late."""
+    write = cloud.store.write
+    # gw1: the health record after the raise says the uplink was down with a backlog.
+    write([batch("gw1", "alert", [(1, "line-1/m-0", alert("a", "raised", raised_at=NOW))])])
+    down = {
+        "ts": NOW + 30,
+        "health_every": 30.0,
+        "uplink": {"status": "degraded", "reasons": ["no ack for 45 s"], "connected": False,
+                   "backlog_records": 12, "oldest_age_s": 30.0},
+    }  # fmt: skip
+    write([batch("gw1", "health", [(2, "", down)])])
+    # gw2: its health around the raise is fine: a late arrival with no outage on record.
+    write([batch("gw2", "health", [(1, "", {"ts": NOW - 10, "health_every": 30.0})])])
+    write([batch("gw2", "alert", [(2, "line-1/m-0", alert("b", "raised", raised_at=NOW))])])
+    fine = {"ts": NOW + 20, "health_every": 30.0,
+            "uplink": {"status": "ok", "connected": True, "backlog_records": 0}}  # fmt: skip
+    write([batch("gw2", "health", [(3, "", fine)])])
+    # gw3: health records missing around the raise (10 periods between the two around it).
+    write([batch("gw3", "health", [(1, "", {"ts": NOW - 100, "health_every": 30.0})])])
+    write([batch("gw3", "alert", [(2, "line-1/m-0", alert("c", "raised", raised_at=NOW))])])
+    write([batch("gw3", "health", [(3, "", {"ts": NOW + 200, "health_every": 30.0})])])
+    # gw4: the cloud raised gateway_silent over the raise time.
+    write([batch("gw4", "alert", [(1, "line-1/m-0", alert("d", "raised", raised_at=NOW))])])
+    silent = silence._episode("gw4", NOW - 60, 90.0, None, None, NOW + 30)
+    with cloud.engine.begin() as conn:
+        conn.execute(insert(Alert).values({**silent, "cleared_at": NOW + 100, "state": "cleared"}))
+    with cloud.engine.connect() as conn:
+        episode = {
+            g: pk
+            for pk, g in conn.execute(
+                select(Alert.id, Alert.gateway_id).where(Alert.rule != silence.RULE)
+            )
+        }
+    async with await signed_in(cloud, "viewer") as http:
+        outage = (await http.get(f"/alerts/{episode['gw1']}")).text
+        neutral = (await http.get(f"/alerts/{episode['gw2']}")).text
+        missing = (await http.get(f"/alerts/{episode['gw3']}")).text
+        unheard = (await http.get(f"/alerts/{episode['gw4']}")).text
+    assert (
+        "by an outage.</strong> The gateway&#39;s health record of 2023-11-14 22:13:50 UTC "
+        in outage
+    )
+    assert "reports its uplink disconnected; uplink degraded: no ack for 45 s; 12 records" in outage
+    assert "by an outage" not in neutral
+    assert re.search(r'id="delay-note">Delayed [\d.]+ d between its raise at the edge', neutral)
+    assert "shows no outage then" in neutral
+    assert "by an outage.</strong> No health record of gw3 arrived between" in missing
+    assert (
+        "by an outage.</strong> The cloud heard nothing from gw4 from 2023-11-14 22:12:20"
+        in unheard
+    )
