@@ -38,7 +38,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.db import writing
@@ -48,6 +48,7 @@ log = logging.getLogger("fogline.cloud.notify")
 
 Shape = Literal["generic", "slack"]
 EVENTS = ("raised", "cleared", "acknowledge")
+AUDITED = ("webhook_add", "webhook_remove")  # activity rows of webhook changes
 ASKED_AS = {"closed": "cleared"}  # activity actions delivered to the hooks of another event
 MAX_ATTEMPTS = 8
 TIMEOUT = 5.0
@@ -77,7 +78,7 @@ def add_webhook(engine: Engine, url: str, shape: str, on: list[str], actor: str,
     if not on or any(e not in EVENTS for e in on):
         raise WebhookError(f"on: expected some of {', '.join(EVENTS)}, got {on!r}")
     with writing(engine) as conn:
-        return int(
+        made = int(
             conn.execute(
                 insert(Webhook)
                 .values(
@@ -90,17 +91,31 @@ def add_webhook(engine: Engine, url: str, shape: str, on: list[str], actor: str,
                 .returning(Webhook.id)
             ).scalar_one()
         )
+        detail = {"webhook": made, "url": _redacted(url), "shape": shape, "on": sorted(set(on))}
+        _audit(conn, "webhook_add", actor, now, detail)
+        return made
 
 
-def remove_webhook(engine: Engine, webhook_id: int, now: float) -> bool:
+def remove_webhook(engine: Engine, webhook_id: int, actor: str, now: float) -> bool:
     with writing(engine) as conn:
-        return bool(
-            conn.execute(
-                update(Webhook)
-                .where(Webhook.id == webhook_id, Webhook.removed_at.is_(None))
-                .values(removed_at=now)
-            ).rowcount
-        )
+        url = conn.execute(
+            update(Webhook)
+            .where(Webhook.id == webhook_id, Webhook.removed_at.is_(None))
+            .values(removed_at=now)
+            .returning(Webhook.url)
+        ).scalar_one_or_none()
+        if url is not None:
+            _audit(
+                conn, "webhook_remove", actor, now, {"webhook": webhook_id, "url": _redacted(url)}
+            )
+        return url is not None
+
+
+def _audit(conn: Connection, action: str, actor: str, now: float, detail: dict[str, Any]) -> None:
+    """An activity row with no alert: the audit of who changed the webhooks, and when."""
+    conn.execute(
+        insert(Activity).values(at=now, actor=actor, action=action, alert=None, detail=detail)
+    )
 
 
 def webhooks(engine: Engine) -> list[dict[str, Any]]:

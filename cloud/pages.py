@@ -620,6 +620,7 @@ def models_page(request: Request, db: Db, user: PageUser) -> Response:
         steps=steps,
         disagreements=disagreements,
         trend=trend,
+        changes=queries.activity(db, ("model_upload",), 20),
         now=_now(request),
     )
 
@@ -639,7 +640,7 @@ async def model_upload(
     uploads: ModelUpdates = request.app.state.uploads
     data = await model.read(uploads.max_bytes + 1)
     try:
-        await uploads.upload(gateway, step, data, _text(version))
+        await uploads.upload(gateway, step, data, _text(version), user.name)
     except UploadError as exc:
         raise HTTPException(exc.status, detail=f"Upload refused: {exc.detail}") from exc
     return RedirectResponse("/models", status_code=303)
@@ -650,8 +651,18 @@ async def model_upload(
 
 @router.get("/notifications")
 def notifications_page(request: Request, db: Db, user: PageUser) -> Response:
-    hooks = notify.webhooks(request.app.state.engine) if user.can("admin") else []
-    return _render(request, db, "notifications.html", user, hooks=hooks, events=notify.EVENTS)
+    admin = user.can("admin")
+    hooks = notify.webhooks(request.app.state.engine) if admin else []
+    changes = queries.activity(db, notify.AUDITED, 20) if admin else []
+    return _render(
+        request,
+        db,
+        "notifications.html",
+        user,
+        hooks=hooks,
+        events=notify.EVENTS,
+        changes=changes,
+    )
 
 
 @router.post("/notifications")
@@ -679,5 +690,5 @@ def notifications_remove(
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     _check(user, csrf, "admin")
-    notify.remove_webhook(request.app.state.engine, webhook_id, _now(request))
+    notify.remove_webhook(request.app.state.engine, webhook_id, user.name, _now(request))
     return RedirectResponse("/notifications", status_code=303)

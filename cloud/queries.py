@@ -486,6 +486,18 @@ def activity_out(r: Activity) -> ActivityOut:
     )
 
 
+def activity(session: Session, actions: tuple[str, ...], limit: int) -> list[ActivityOut]:
+    """The newest rows of some actions, newest first: the audit of changes that concern no
+    one alert (webhooks, model uploads)."""
+    rows = session.scalars(
+        select(Activity)
+        .where(Activity.alert.is_(None), Activity.action.in_(actions))
+        .order_by(Activity.id.desc())
+        .limit(limit)
+    )
+    return [activity_out(r) for r in rows]
+
+
 def alert_detail(session: Session, alert_id: int) -> AlertDetail | None:
     row = session.get(Alert, alert_id)
     if row is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,11 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from cloudkit import NOW, Database, alert, batch, bearer, payload
+from cloudkit import NOW, Database, alert, batch, bearer, console, payload
+from sqlalchemy import select
 from support import Broker, Collector, eventually
 
 from cloud import notify
 from cloud.app import Cloud, CloudOptions
+from cloud.models import Activity
 from cloud.notify import NotifyOptions, backoff
 from fogline.envelope import uplink_topic
 from fogline.urls import parse_broker_url
@@ -294,3 +297,28 @@ async def test_receivers_that_never_answer_do_not_slow_ingest(
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_webhook_changes_are_audited_and_shown(
+    cloud: Cloud, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    made = await hook(http, receiver.url + "/a-long-secret-path", on=["raised"])
+    ana, csrf = console(cloud.engine, cloud.http_port, "ana", "admin", time.time())
+    async with ana:
+        removed = await ana.post(f"/notifications/{made['id']}/remove", data={"csrf": csrf})
+        assert removed.status_code == 303
+        with cloud.engine.connect() as conn:
+            rows = conn.execute(
+                select(Activity.actor, Activity.action, Activity.alert, Activity.detail)
+            ).all()
+        short = receiver.url[: receiver.url.index("/hook")] + "/hook/a-long…"
+        assert [tuple(r) for r in rows] == [
+            ("test-admin", "webhook_add", None,
+             {"webhook": made["id"], "url": short, "shape": "generic", "on": ["raised"]}),
+            ("ana", "webhook_remove", None, {"webhook": made["id"], "url": short}),
+        ]  # fmt: skip
+        page = (await ana.get("/notifications")).text
+    audit = page[page.index('id="webhook-audit"') :]
+    assert re.search(r"<strong>ana</strong> removed webhook #\d+ <code>", audit)
+    assert re.search(r"<strong>test-admin</strong> added webhook #\d+ <code>http://127", audit)
+    assert audit.index("ana") < audit.index("test-admin")  # newest first
