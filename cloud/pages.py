@@ -258,10 +258,14 @@ def alert_actions(
     action: Annotated[str, Form(max_length=32)] = "",
     one: Annotated[str, Form(max_length=64)] = "",
     text: Annotated[str, Form(max_length=2000)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
     next: Annotated[str, Form(max_length=2048)] = "/alerts",  # noqa: A002 - a URL word
 ) -> Response:
-    """The bulk form and each row's buttons (`one` = `action:id`) post here."""
+    """The bulk form and each row's buttons (`one` = `action:id`) post here; the bulk
+    form's false alarm takes its own `reason` field."""
     _check(user, csrf)
+    if action == "false_alarm" and reason.strip():
+        text = reason
     if one:
         action, _, single = one.partition(":")
         ids = [int(single)] if single.isdigit() else []
