@@ -3,12 +3,15 @@ connected browser (Chromium, live list over SSE), p50/p99; (2) server-side rende
 the alert list, an alert page and the gateway pages with a large store.
 
     python bench/console_bench.py latency [--alerts 200]
+    python bench/console_bench.py edge [--alerts 200]
     python bench/console_bench.py streams [--browsers 100 --rounds 10]
     python bench/console_bench.py render --db sqlite:////tmp/big.db|postgresql+psycopg://... \
         [--alerts 100000 --gateways 1000 --digests 1000000]
 
-Both run the real `Cloud` (uvicorn, ingest's store, the live feed) in this process; the
-broker URL points nowhere (nothing here needs one).
+All run the real `Cloud` (uvicorn, ingest's store, the live feed) in this process. `edge`
+adds two private mosquittos (the edge broker and the cloud's), a real `Gateway` in this
+process between them, and a device publishing readings on the edge broker; the others
+give the cloud a broker URL that points nowhere (nothing there needs one).
 """
 
 from __future__ import annotations
@@ -18,18 +21,24 @@ import asyncio
 import random
 import re
 import resource
+import shutil
+import socket
+import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from playwright.async_api import async_playwright
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 
 from cloud import people
 from cloud.app import Cloud, CloudOptions
-from cloud.models import Alert, Digest, Gateway
+from cloud.models import Activity, Alert, Digest, Gateway
 from cloud.parse import parse_message
 from fogline.envelope import encode_batch, uplink_topic
 from fogline.urls import parse_broker_url
@@ -122,6 +131,136 @@ async def latency(count: int, tmp: Path) -> None:
               f"p90 {pct(delays, 90):.0f} ms, p99 {pct(delays, 99):.0f} ms, "
               f"max {max(delays):.0f} ms")  # fmt: skip
         await browser.close()
+
+
+EDGE_PIPELINE = """
+name: bench_edge
+key: [machine]
+sources:
+  - mqtt: {topics: ["plant/{machine}/t"], qos: 1}
+steps:
+  - validate:
+      id: readings
+      fields: {temperature: {type: number}}
+  - alert:
+      id: alerts
+      rules:
+        - {name: hot, raise: temperature > 90, clear: temperature < 80, severity: critical,
+           message: "{machine} is hot"}
+outputs:
+  - uplink: {from: alerts, kind: alert}
+"""
+
+
+@contextmanager
+def mosquitto(workdir: Path, name: str) -> Iterator[str]:
+    """A private mosquitto on a free port (persistence off); its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    conf = workdir / f"{name}.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"mosquitto ({name}) did not start") from None
+                time.sleep(0.05)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def edge(count: int, tmp: Path) -> None:
+    """From a reading published on the edge broker to the alert's row in a connected
+    browser, through a real gateway (its rule raises, its outbox and uplink send) and the
+    cloud (ingest commits, the live feed, the SSE stream): the issue's "within 1 s + the
+    uplink latency of the edge's raise". Each alert is a new machine's first hot reading."""
+    import paho.mqtt.client as paho  # noqa: PLC0415 - only this mode publishes
+
+    from gateway.app import Gateway as EdgeGateway  # noqa: PLC0415
+    from gateway.app import GatewayOptions  # noqa: PLC0415
+    from gateway.spec import parse_pipeline  # noqa: PLC0415
+
+    with mosquitto(tmp, "edge") as edge_url, mosquitto(tmp, "cloud") as cloud_url:
+        cloud_options = CloudOptions(
+            parse_broker_url(cloud_url), f"sqlite:///{tmp / 'edge.db'}", http_port=0,
+            replica="bench", warn_no_users=False,
+        )  # fmt: skip
+        gateway_options = GatewayOptions(
+            parse_pipeline(EDGE_PIPELINE, "bench-edge.yaml"), parse_broker_url(edge_url),
+            parse_broker_url(cloud_url), "gw-edge", tmp / "gw-edge", status=False,
+        )  # fmt: skip
+        async with (
+            Cloud(cloud_options) as cloud,
+            EdgeGateway(gateway_options),
+            async_playwright() as pw,
+        ):
+            people.add_user(cloud.engine, "bench", "viewer", PASSWORD, time.time())
+            browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = await (
+                await browser.new_context(
+                    base_url=f"http://127.0.0.1:{cloud.http_port}", bypass_csp=True
+                )
+            ).new_page()
+            await sign_in(page)
+            await page.wait_for_function(
+                "document.getElementById('live-status').textContent.startsWith('Live:')"
+            )
+            await page.evaluate("""() => {
+                window.seen = {};
+                new MutationObserver(() => {
+                  for (const r of document.querySelectorAll('tr[data-id]')) {
+                    const m = r.textContent.match(/(b-\\d+) is hot/);
+                    if (m && !(m[1] in window.seen)) window.seen[m[1]] = performance.timeOrigin + performance.now();
+                  }
+                }).observe(document.getElementById('alert-results'), {childList: true, subtree: true});
+            }""")
+            device = paho.Client(
+                paho.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:6]}"
+            )
+            device.connect("127.0.0.1", int(edge_url.rsplit(":", 1)[1]))
+            device.loop_start()
+            published: dict[str, float] = {}
+            for n in range(1, count + 1):
+                machine = f"b-{n:04d}"
+                published[machine] = time.time() * 1000
+                device.publish(f"plant/{machine}/t", '{"temperature": 95.0}', qos=1)
+                await page.wait_for_function(f"'{machine}' in window.seen", timeout=15_000)
+                await asyncio.sleep(random.uniform(0.05, 0.4))  # not in step with the poll
+            device.loop_stop()
+            device.disconnect()
+            seen = await page.evaluate("window.seen")
+            with cloud.engine.connect() as conn:
+                stored = {
+                    device_: (raised_at * 1000, at * 1000)
+                    for device_, raised_at, at in conn.execute(
+                        select(Alert.device, Alert.raised_at, Activity.at)
+                        .join(Activity, Activity.alert == Alert.id)
+                        .where(Activity.action == "raised")
+                    )
+                }
+            await browser.close()
+    rows = {
+        "reading published -> row in the browser": [seen[m] - published[m] for m in published],
+        "raised at the edge -> row in the browser": [seen[m] - stored[m][0] for m in published],
+        "raised at the edge -> committed by the cloud (uplink)": [
+            stored[m][1] - stored[m][0] for m in published
+        ],
+        "committed -> row in the browser": [seen[m] - stored[m][1] for m in published],
+    }
+    print(f"{count} alerts, one reading each through a gateway and the cloud, live poll "
+          f"{cloud_options.live_interval * 1000:.0f} ms")  # fmt: skip
+    for name, values in rows.items():
+        print(f"  {name:55s} p50 {pct(values, 50):5.0f} ms  p90 {pct(values, 90):5.0f} ms  "
+              f"p99 {pct(values, 99):5.0f} ms  max {max(values):5.0f} ms")  # fmt: skip
 
 
 def seed(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
@@ -407,6 +546,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     lat = sub.add_parser("latency")
     lat.add_argument("--alerts", type=int, default=200)
+    ed = sub.add_parser("edge")
+    ed.add_argument("--alerts", type=int, default=200)
     st = sub.add_parser("streams")
     st.add_argument("--browsers", type=int, default=100)
     st.add_argument("--rounds", type=int, default=10)
@@ -417,12 +558,14 @@ def main() -> None:
     ren.add_argument("--digests", type=int, default=1_000_000)
     ren.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
-    if args.what in ("latency", "streams"):
+    if args.what in ("latency", "streams", "edge"):
         import tempfile  # noqa: PLC0415
 
         with tempfile.TemporaryDirectory() as tmp:
             if args.what == "latency":
                 asyncio.run(latency(args.alerts, Path(tmp)))
+            elif args.what == "edge":
+                asyncio.run(edge(args.alerts, Path(tmp)))
             else:
                 asyncio.run(streams(args.browsers, args.rounds, Path(tmp)))
     else:
