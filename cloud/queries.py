@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Float, Integer, Select, case, cast, func, or_, select, tuple_
+from sqlalchemy import Integer, Numeric, Select, case, cast, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cloud.gaps import in_flight_from, loss_report
@@ -301,10 +301,12 @@ def _field(field: str, dialect: str) -> Any:
 
 def _number(value: Any, dialect: str) -> Any:
     """`_field`'s value as a number, null where the device sent something else (a string
-    in one digest must not fail the cast for the whole chart)."""
+    in one digest must not fail the cast for the whole chart). On PostgreSQL a `numeric`:
+    a JSON number is one already, while a cast to `float8` goes through text, which made
+    the week's chart ~30 % slower; only the 2,000 results become floats."""
     if dialect == "sqlite":
         return value
-    return case((func.jsonb_typeof(value) == "number", cast(value, Float)))
+    return case((func.jsonb_typeof(value) == "number", cast(value, Numeric)))
 
 
 @dataclass(frozen=True, slots=True)
