@@ -34,11 +34,11 @@ from typing import Any
 
 import httpx
 from playwright.async_api import async_playwright
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text, update
 
 from cloud import people
 from cloud.app import Cloud, CloudOptions
-from cloud.models import Activity, Alert, Digest, Gateway
+from cloud.models import Activity, Alert, Digest, Gateway, Health
 from cloud.parse import parse_message
 from fogline.envelope import encode_batch, uplink_topic
 from fogline.urls import parse_broker_url
@@ -272,6 +272,30 @@ def seed(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
     else:
         seed_sqlite(cloud, alerts, gateways, digests)
     seed_dense(cloud, time.time())
+    seed_health(cloud, time.time())
+
+
+def seed_health(cloud: Cloud, now: float) -> None:
+    """Two health records per gateway 30 s apart, the later one on its row, once: what the
+    gateways list reads for its rates (one lookup of the earlier record per gateway)."""
+    with cloud.engine.begin() as conn:
+        if conn.execute(text("SELECT count(*) FROM health")).scalar_one():
+            return
+        ids = [g for (g,) in conn.execute(select(Gateway.id))]
+        rows = []
+        for g in ids:
+            for seq, ts, n in ((20_000, now - 40, 1000), (20_001, now - 10, 1300)):
+                data = {"ts": ts, "health_every": 30.0, "uptime_s": 3600.0,
+                        "messages_in": {"mqtt": n * 10}, "outputs": {"uplink": n}}  # fmt: skip
+                rows.append({"gateway_id": g, "seq": seq, "ts": ts, "data": data})
+        conn.execute(insert(Health), rows)
+        latest = {r["gateway_id"]: r for r in rows if r["seq"] == 20_001}
+        for g, r in latest.items():
+            conn.execute(
+                update(Gateway)
+                .where(Gateway.id == g)
+                .values(health=r["data"], health_seq=r["seq"], health_ts=r["ts"], health_every=30.0)
+            )
 
 
 def seed_sqlite(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:

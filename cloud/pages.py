@@ -67,7 +67,7 @@ def _silent(request: Request, db: Session) -> list[str]:
     now = time.monotonic()
     if cached is not None and now - cached[0] < SILENT_TTL:
         return cached[1]
-    found = queries.gateways(db, 1000, None, _now(request))
+    found = queries.gateways(db, 1000, None, _now(request), with_rates=False)
     silent = [g.gateway for g in found.items if g.status == "silent"]
     request.app.state.silent = (now, silent)
     return silent
@@ -578,7 +578,8 @@ def device_page(
 @router.get("/models")
 def models_page(request: Request, db: Db, user: PageUser) -> Response:
     inference = queries.inference(db, None).items
-    gateways = [g.gateway for g in queries.gateways(db, 1000, None, _now(request)).items]
+    listed = queries.gateways(db, 1000, None, _now(request), with_rates=False)
+    gateways = [g.gateway for g in listed.items]
     uploads = {}
     for gateway in gateways:
         found = queries.gateway_models(db, gateway, 10)

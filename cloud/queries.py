@@ -150,10 +150,17 @@ def rates(session: Session, rows: list[Gateway]) -> dict[str, Rates]:
         .correlate(Gateway)
         .scalar_subquery()
     )
-    found = session.execute(
-        select(Gateway.id, Health.ts, Health.data["messages_in"], Health.data["outputs"])
-        .join(Health, Health.id == previous)
+    # The earlier record's id per gateway first, then those rows: with the subquery in the
+    # join's condition PostgreSQL ran it once per pair of gateway and health record.
+    pairs = (
+        select(Gateway.id.label("gateway"), previous.label("previous"))
         .where(Gateway.id.in_([r.id for r in known]))
+        .subquery()
+    )
+    found = session.execute(
+        select(pairs.c.gateway, Health.ts, Health.data["messages_in"], Health.data["outputs"]).join(
+            Health, Health.id == pairs.c.previous
+        )
     ).all()
     before = {g: (ts, (m, o)) for g, ts, m, o in found}
     out = {}
@@ -191,14 +198,18 @@ def _summary(row: Gateway, now: float, rate: Rates | None = None) -> dict[str, A
     }
 
 
-def gateways(session: Session, limit: int, cursor: str | None, now: float) -> GatewayPage:
+def gateways(
+    session: Session, limit: int, cursor: str | None, now: float, with_rates: bool = True
+) -> GatewayPage:
+    """A page of gateways; `with_rates` False skips the rates (the silent banner and the
+    models page read only ids and status)."""
     query = select(Gateway).order_by(Gateway.id).limit(limit + 1)
     if cursor is not None:
         (after,) = decode_cursor(cursor, str)
         query = query.where(Gateway.id > after)
     rows = list(session.scalars(query))
     page = rows[:limit]
-    per = rates(session, page)
+    per = rates(session, page) if with_rates else {}
     return GatewayPage(
         items=[GatewaySummary(**_summary(r, now, per.get(r.id))) for r in page],
         next=encode_cursor(page[-1].id) if len(rows) > limit else None,
