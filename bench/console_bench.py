@@ -3,12 +3,15 @@ connected browser (Chromium, live list over SSE), p50/p99; (2) server-side rende
 the alert list, an alert page and the gateway pages with a large store.
 
     python bench/console_bench.py latency [--alerts 200]
+    python bench/console_bench.py edge [--alerts 200]
     python bench/console_bench.py streams [--browsers 100 --rounds 10]
     python bench/console_bench.py render --db sqlite:////tmp/big.db|postgresql+psycopg://... \
         [--alerts 100000 --gateways 1000 --digests 1000000]
 
-Both run the real `Cloud` (uvicorn, ingest's store, the live feed) in this process; the
-broker URL points nowhere (nothing here needs one).
+All run the real `Cloud` (uvicorn, ingest's store, the live feed) in this process. `edge`
+adds two private mosquittos (the edge broker and the cloud's), a real `Gateway` in this
+process between them, and a device publishing readings on the edge broker; the others
+give the cloud a broker URL that points nowhere (nothing there needs one).
 """
 
 from __future__ import annotations
@@ -18,18 +21,24 @@ import asyncio
 import random
 import re
 import resource
+import shutil
+import socket
+import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from playwright.async_api import async_playwright
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text, update
 
 from cloud import people
 from cloud.app import Cloud, CloudOptions
-from cloud.models import Alert, Digest, Gateway
+from cloud.models import Activity, Alert, Digest, Gateway, Health
 from cloud.parse import parse_message
 from fogline.envelope import encode_batch, uplink_topic
 from fogline.urls import parse_broker_url
@@ -124,13 +133,172 @@ async def latency(count: int, tmp: Path) -> None:
         await browser.close()
 
 
+EDGE_PIPELINE = """
+name: bench_edge
+key: [machine]
+sources:
+  - mqtt: {topics: ["plant/{machine}/t"], qos: 1}
+steps:
+  - validate:
+      id: readings
+      fields: {temperature: {type: number}}
+  - alert:
+      id: alerts
+      rules:
+        - {name: hot, raise: temperature > 90, clear: temperature < 80, severity: critical,
+           message: "{machine} is hot"}
+outputs:
+  - uplink: {from: alerts, kind: alert}
+"""
+
+
+@contextmanager
+def mosquitto(workdir: Path, name: str) -> Iterator[str]:
+    """A private mosquitto on a free port (persistence off); its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    conf = workdir / f"{name}.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"mosquitto ({name}) did not start") from None
+                time.sleep(0.05)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def edge(count: int, tmp: Path) -> None:
+    """From a reading published on the edge broker to the alert's row in a connected
+    browser, through a real gateway (its rule raises, its outbox and uplink send) and the
+    cloud (ingest commits, the live feed, the SSE stream): the issue's "within 1 s + the
+    uplink latency of the edge's raise". Each alert is a new machine's first hot reading."""
+    import paho.mqtt.client as paho  # noqa: PLC0415 - only this mode publishes
+
+    from gateway.app import Gateway as EdgeGateway  # noqa: PLC0415
+    from gateway.app import GatewayOptions  # noqa: PLC0415
+    from gateway.spec import parse_pipeline  # noqa: PLC0415
+
+    with mosquitto(tmp, "edge") as edge_url, mosquitto(tmp, "cloud") as cloud_url:
+        cloud_options = CloudOptions(
+            parse_broker_url(cloud_url), f"sqlite:///{tmp / 'edge.db'}", http_port=0,
+            replica="bench", warn_no_users=False,
+        )  # fmt: skip
+        gateway_options = GatewayOptions(
+            parse_pipeline(EDGE_PIPELINE, "bench-edge.yaml"), parse_broker_url(edge_url),
+            parse_broker_url(cloud_url), "gw-edge", tmp / "gw-edge", status=False,
+        )  # fmt: skip
+        async with (
+            Cloud(cloud_options) as cloud,
+            EdgeGateway(gateway_options),
+            async_playwright() as pw,
+        ):
+            people.add_user(cloud.engine, "bench", "viewer", PASSWORD, time.time())
+            browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = await (
+                await browser.new_context(
+                    base_url=f"http://127.0.0.1:{cloud.http_port}", bypass_csp=True
+                )
+            ).new_page()
+            await sign_in(page)
+            await page.wait_for_function(
+                "document.getElementById('live-status').textContent.startsWith('Live:')"
+            )
+            await page.evaluate("""() => {
+                window.seen = {};
+                new MutationObserver(() => {
+                  for (const r of document.querySelectorAll('tr[data-id]')) {
+                    const m = r.textContent.match(/(b-\\d+) is hot/);
+                    if (m && !(m[1] in window.seen)) window.seen[m[1]] = performance.timeOrigin + performance.now();
+                  }
+                }).observe(document.getElementById('alert-results'), {childList: true, subtree: true});
+            }""")
+            device = paho.Client(
+                paho.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:6]}"
+            )
+            device.connect("127.0.0.1", int(edge_url.rsplit(":", 1)[1]))
+            device.loop_start()
+            published: dict[str, float] = {}
+            for n in range(1, count + 1):
+                machine = f"b-{n:04d}"
+                published[machine] = time.time() * 1000
+                device.publish(f"plant/{machine}/t", '{"temperature": 95.0}', qos=1)
+                await page.wait_for_function(f"'{machine}' in window.seen", timeout=15_000)
+                await asyncio.sleep(random.uniform(0.05, 0.4))  # not in step with the poll
+            device.loop_stop()
+            device.disconnect()
+            seen = await page.evaluate("window.seen")
+            with cloud.engine.connect() as conn:
+                stored = {
+                    device_: (raised_at * 1000, at * 1000)
+                    for device_, raised_at, at in conn.execute(
+                        select(Alert.device, Alert.raised_at, Activity.at)
+                        .join(Activity, Activity.alert == Alert.id)
+                        .where(Activity.action == "raised")
+                    )
+                }
+            await browser.close()
+    rows = {
+        "reading published -> row in the browser": [seen[m] - published[m] for m in published],
+        "raised at the edge -> row in the browser": [seen[m] - stored[m][0] for m in published],
+        "raised at the edge -> committed by the cloud (uplink)": [
+            stored[m][1] - stored[m][0] for m in published
+        ],
+        "committed -> row in the browser": [seen[m] - stored[m][1] for m in published],
+    }
+    print(f"{count} alerts, one reading each through a gateway and the cloud, live poll "
+          f"{cloud_options.live_interval * 1000:.0f} ms")  # fmt: skip
+    for name, values in rows.items():
+        print(f"  {name:55s} p50 {pct(values, 50):5.0f} ms  p90 {pct(values, 90):5.0f} ms  "
+              f"p99 {pct(values, 99):5.0f} ms  max {max(values):5.0f} ms")  # fmt: skip
+
+
 def seed(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
     """Rows straight into the tables (ingest's own path is benchmarked elsewhere); on
     PostgreSQL generated by the server (`generate_series`), with every index in place, in
     transactions of 1M rows that each report their rate, resuming where a run stopped."""
     if cloud.engine.dialect.name == "postgresql":
         seed_sql(cloud, alerts, gateways, digests)
-        return
+    else:
+        seed_sqlite(cloud, alerts, gateways, digests)
+    seed_dense(cloud, time.time())
+    seed_health(cloud, time.time())
+
+
+def seed_health(cloud: Cloud, now: float) -> None:
+    """Two health records per gateway 30 s apart, the later one on its row, once: what the
+    gateways list reads for its rates (one lookup of the earlier record per gateway)."""
+    with cloud.engine.begin() as conn:
+        if conn.execute(text("SELECT count(*) FROM health")).scalar_one():
+            return
+        ids = [g for (g,) in conn.execute(select(Gateway.id))]
+        rows = []
+        for g in ids:
+            for seq, ts, n in ((20_000, now - 40, 1000), (20_001, now - 10, 1300)):
+                data = {"ts": ts, "health_every": 30.0, "uptime_s": 3600.0,
+                        "messages_in": {"mqtt": n * 10}, "outputs": {"uplink": n}}  # fmt: skip
+                rows.append({"gateway_id": g, "seq": seq, "ts": ts, "data": data})
+        conn.execute(insert(Health), rows)
+        latest = {r["gateway_id"]: r for r in rows if r["seq"] == 20_001}
+        for g, r in latest.items():
+            conn.execute(
+                update(Gateway)
+                .where(Gateway.id == g)
+                .values(health=r["data"], health_seq=r["seq"], health_ts=r["ts"], health_every=30.0)
+            )
+
+
+def seed_sqlite(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
     now = time.time()
     rng = random.Random(7)
     states = ["open"] * 5 + ["acknowledged"] * 2 + ["cleared"] * 3 + ["resolved"] * 40
@@ -196,6 +364,42 @@ FROM generate_series(:lo, :hi - 1) AS i
 """
 
 
+DENSE = "line-dense/m-00"  # on gw-0007: a week of 10 s windows, what a 7d chart reads
+DENSE_DIGESTS = 7 * 8640
+DENSE_SQL = """
+INSERT INTO digests (gateway_id, seq, device, window_start, window_end, metrics)
+SELECT 'gw-0007', 900000000 + i, :device, :now - (:n - i) * 10 - 10, :now - (:n - i) * 10,
+       jsonb_build_object('count', 10, 'temperature_mean', 60 + random(),
+                          'temperature_min', 59 + random(), 'temperature_max', 61 + random(),
+                          'vibration_rms', random())
+FROM generate_series(0, :n - 1) AS i
+"""
+
+
+def seed_dense(cloud: Cloud, now: float) -> None:
+    """One device with a week of 10 s digests (60,480), once."""
+    with cloud.engine.begin() as conn:
+        have = conn.execute(
+            text("SELECT count(*) FROM digests WHERE device = :d"), {"d": DENSE}
+        ).scalar_one()
+        if have:
+            return
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(DENSE_SQL), {"now": now, "n": DENSE_DIGESTS, "device": DENSE})
+            conn.execute(text("ANALYZE digests"))  # as autovacuum would after such an insert
+            return
+        rng = random.Random(11)
+        conn.execute(insert(Digest), [
+            {"gateway_id": "gw-0007", "seq": 900_000_000 + i, "device": DENSE,
+             "window_start": now - (DENSE_DIGESTS - i) * 10 - 10,
+             "window_end": now - (DENSE_DIGESTS - i) * 10, "ts": None,
+             "metrics": {"count": 10, "temperature_mean": 60 + rng.random(),
+                         "temperature_min": 59 + rng.random(), "temperature_max": 61 + rng.random(),
+                         "vibration_rms": rng.random()}}
+            for i in range(DENSE_DIGESTS)
+        ])  # fmt: skip
+
+
 def seed_sql(cloud: Cloud, alerts: int, gateways: int, digests: int) -> None:
     now = time.time()
     with cloud.engine.begin() as conn:
@@ -247,6 +451,11 @@ async def render(db: str, alerts: int, gateways: int, digests: int, runs: int) -
                 "alert page": f"/alerts/{alert_id}",
                 "gateways (first 200)": "/gateways",
                 "gateway page": "/gateways/gw-0007",
+                "device page, 6h (10 s digests)": f"/gateways/gw-0007/devices/{DENSE}?range=6h",
+                "device page, 24h": f"/gateways/gw-0007/devices/{DENSE}?range=24h",
+                "device page, 7d (60,480 digests)": f"/gateways/gw-0007/devices/{DENSE}?range=7d",
+                "device page, 1,000 days of sparse digests": "/gateways/gw-0007/devices/line-0/m-07"
+                f"?from={time.time() - 1000 * 86400:.0f}",
             }
             for name, path in paths.items():
                 times = []
@@ -361,6 +570,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     lat = sub.add_parser("latency")
     lat.add_argument("--alerts", type=int, default=200)
+    ed = sub.add_parser("edge")
+    ed.add_argument("--alerts", type=int, default=200)
     st = sub.add_parser("streams")
     st.add_argument("--browsers", type=int, default=100)
     st.add_argument("--rounds", type=int, default=10)
@@ -371,12 +582,14 @@ def main() -> None:
     ren.add_argument("--digests", type=int, default=1_000_000)
     ren.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
-    if args.what in ("latency", "streams"):
+    if args.what in ("latency", "streams", "edge"):
         import tempfile  # noqa: PLC0415
 
         with tempfile.TemporaryDirectory() as tmp:
             if args.what == "latency":
                 asyncio.run(latency(args.alerts, Path(tmp)))
+            elif args.what == "edge":
+                asyncio.run(edge(args.alerts, Path(tmp)))
             else:
                 asyncio.run(streams(args.browsers, args.rounds, Path(tmp)))
     else:

@@ -2,7 +2,10 @@
 eight simulated machines with an overheating and a bearing fault), signs in with the
 credentials it prints, and photographs each page into docs/.
 
-    python bench/console_screens.py [--wait 110]
+    python bench/console_screens.py [--wait 110] [--only gateways,gateway,device,silences]
+
+`--only` retakes just the named pages (the names after `console-` in docs/). Before the
+silences page it silences one rule from the first alert's page, so the page has a row.
 """
 
 from __future__ import annotations
@@ -40,14 +43,26 @@ def start_demo(duration: float) -> tuple[subprocess.Popen[str], str, str]:
     raise SystemExit("the demo did not print its console address")
 
 
-async def shoot(page: Page, path: str, name: str, full: bool = True) -> None:
+async def shoot(page: Page, path: str, name: str, only: set[str], full: bool = True) -> None:
+    if only and name not in only:
+        return
     await page.goto(path)
     await page.wait_for_timeout(600)  # charts draw, times localize
     await page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=full)
     print("wrote", DOCS / f"console-{name}.png")
 
 
-async def main(wait: float) -> None:
+async def silence_one(page: Page, href: str) -> None:
+    """Silence the rule of an alert on its device, through the alert page's form."""
+    await page.goto(href)
+    await page.get_by_text("Silence this rule").click()
+    await page.get_by_label("For how many hours").fill("8")
+    await page.get_by_label("Why", exact=True).fill("bearing replaced on the night shift")
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Silence", exact=True).click()
+
+
+async def main(wait: float, only: set[str]) -> None:
     proc, url, password = start_demo(wait + 60)
     try:
         print(f"demo at {url}; waiting {wait:.0f} s for faults to develop")
@@ -59,30 +74,36 @@ async def main(wait: float) -> None:
             )
             page = await context.new_page()
             await page.goto("/login")
-            await page.screenshot(path=str(DOCS / "console-login.png"))
+            if not only or "login" in only:
+                await page.screenshot(path=str(DOCS / "console-login.png"))
             await page.get_by_label("Name").fill("demo")
             await page.get_by_label("Password").fill(password)
             await page.get_by_role("button", name="Sign in").click()
             await page.wait_for_url("**/alerts")
-            await shoot(page, "/alerts?state=all", "alerts")
+            await shoot(page, "/alerts?state=all", "alerts", only)
+            await page.goto("/alerts?state=all")
             first = page.locator("table.alerts tbody tr a.rule").first
             href = await first.get_attribute("href")
             if href:
-                await shoot(page, href, "alert")
-            await shoot(page, "/gateways", "gateways")
-            await shoot(page, "/gateways/demo-gw", "gateway")
-            await shoot(page, "/gateways/demo-gw/devices/line-1/m-06?range=1h", "device")
-            await shoot(page, "/models", "models")
-            await shoot(page, "/notifications", "notifications")
+                await shoot(page, href, "alert", only)
+            await shoot(page, "/gateways", "gateways", only)
+            await shoot(page, "/gateways/demo-gw", "gateway", only)
+            await shoot(page, "/gateways/demo-gw/devices/line-1/m-06?range=1h", "device", only)
+            await shoot(page, "/models", "models", only)
+            await shoot(page, "/notifications", "notifications", only)
+            if href and (not only or "silences" in only):
+                await silence_one(page, href)
+            await shoot(page, "/silences", "silences", only)
             phone = await browser.new_context(
                 base_url=url,
                 viewport={"width": 390, "height": 844},
                 storage_state=await context.storage_state(),
             )
             mobile = await phone.new_page()
-            await mobile.goto("/alerts?state=all")
-            await mobile.wait_for_timeout(500)
-            await mobile.screenshot(path=str(DOCS / "console-phone.png"))
+            if not only or "phone" in only:
+                await mobile.goto("/alerts?state=all")
+                await mobile.wait_for_timeout(500)
+                await mobile.screenshot(path=str(DOCS / "console-phone.png"))
             await browser.close()
     finally:
         proc.terminate()
@@ -92,4 +113,6 @@ async def main(wait: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wait", type=float, default=110.0)
-    asyncio.run(main(parser.parse_args().wait))
+    parser.add_argument("--only", default="", help="comma-separated page names; default: all")
+    args = parser.parse_args()
+    asyncio.run(main(args.wait, {n for n in args.only.split(",") if n}))

@@ -302,9 +302,9 @@ def add_webhook(request: Request, body: WebhookIn, user: Admin) -> WebhookOut:
     responses={**WRITE, 404: {"model": ErrorOut, "description": "No such webhook"}},
 )
 def remove_webhook(
-    request: Request, webhook_id: Annotated[int, Path(ge=1, le=MAX_ID)], _user: Admin
+    request: Request, webhook_id: Annotated[int, Path(ge=1, le=MAX_ID)], user: Admin
 ) -> None:
-    if not notify.remove_webhook(request.app.state.engine, webhook_id, _now(request)):
+    if not notify.remove_webhook(request.app.state.engine, webhook_id, user.name, _now(request)):
         raise HTTPException(404, detail=f"no webhook {webhook_id}")
 
 
@@ -395,7 +395,7 @@ async def put_model(
     request: Request,
     gateway_id: str,
     step: str,
-    _user: Admin,
+    user: Admin,
     version: Annotated[
         str | None,
         Query(
@@ -407,7 +407,7 @@ async def put_model(
 ) -> ModelUploadOut:
     uploads = _uploads(request)
     data = await _body(request, uploads.max_bytes)
-    return await uploads.upload(gateway_id, step, data, version)
+    return await uploads.upload(gateway_id, step, data, version, user.name)
 
 
 @service.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)

@@ -36,7 +36,15 @@ from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cloud.db import writing
-from cloud.models import MAX_GATEWAY, MAX_MODEL, MAX_STEP, MAX_VERSION, Gateway, ModelUpload
+from cloud.models import (
+    MAX_GATEWAY,
+    MAX_MODEL,
+    MAX_STEP,
+    MAX_VERSION,
+    Activity,
+    Gateway,
+    ModelUpload,
+)
 from cloud.parse import is_number
 from cloud.queries import inference_steps, upload_out
 from cloud.schemas import InferenceStep, ModelUploadOut
@@ -112,9 +120,10 @@ class ModelUpdates:
         self.limits = sandbox.Limits()
 
     async def upload(
-        self, gateway: str, step: str, data: bytes, version: str | None
+        self, gateway: str, step: str, data: bytes, version: str | None, actor: str
     ) -> ModelUploadOut:
-        """Check, publish and store one upload; UploadError says why not."""
+        """Check, publish and store one upload, audited as `actor`'s (an activity row with
+        no alert); UploadError says why not."""
         check_segment("gateway id", gateway, MAX_GATEWAY)
         check_segment("step", step, MAX_STEP)
         check_size(len(data), self.max_bytes)
@@ -148,7 +157,7 @@ class ModelUpdates:
                 reason=None,
                 reported_at=None,
             )
-            await asyncio.to_thread(self._store, row)
+            await asyncio.to_thread(self._store, row, actor)
         log.info(
             "model %s %s (%d bytes, %d chunks) published for %s/%s",
             model.info.name,
@@ -220,10 +229,29 @@ class ModelUpdates:
             if not await self.link.drain(within=CONFIRM_WITHIN):
                 raise UploadError(503, AWAY)
 
-    def _store(self, row: ModelUpload) -> None:
+    def _store(self, row: ModelUpload, actor: str) -> None:
         with writing(self.engine) as conn, Session(conn) as session:
             session.add(row)
             session.flush()  # assigns row.id; `writing` commits
+            detail = {
+                "upload": row.id,
+                "gateway": row.gateway_id,
+                "step": row.step,
+                "name": row.name,
+                "version": row.version,
+                "sha256": row.sha256,
+                "size": row.size,
+            }
+            session.add(
+                Activity(
+                    at=row.uploaded_at,
+                    actor=actor,
+                    action="model_upload",
+                    alert=None,
+                    detail=detail,
+                )
+            )
+            session.flush()
 
 
 def _would_refuse(model: Model, running: dict[str, Any]) -> str | None:

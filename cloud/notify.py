@@ -3,7 +3,11 @@
 Ingest never waits for this. A task of its own follows the `activity` log (the same log
 the console's live list reads): each new row that a webhook asks for becomes a
 `deliveries` row (unique per webhook and activity, so replicas that both see it make
-one), and due deliveries are sent from worker threads (stdlib `urllib`, 5 s timeout).
+one), and due deliveries are sent from worker threads of the notifier's own pool (stdlib
+`urllib`, 5 s timeout). The pool is the notifier's, not the event loop's default one: ingest's
+writes and the live feed hop through the default pool, and 8 webhooks to a receiver that
+accepts and never answers held its 6 workers (2 cores + 4) for the whole timeout, so a hop
+of ingest's took 3.6 s; now they wait in the webhooks' own queue.
 Deliveries to one webhook go in order (a retry may
 overtake: order is kept while the receiver answers). A failure is retried with capped
 exponential backoff and jitter (5 s, 10 s, 20 s, ... up
@@ -21,18 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.db import writing
@@ -42,6 +48,7 @@ log = logging.getLogger("fogline.cloud.notify")
 
 Shape = Literal["generic", "slack"]
 EVENTS = ("raised", "cleared", "acknowledge")
+AUDITED = ("webhook_add", "webhook_remove")  # activity rows of webhook changes
 ASKED_AS = {"closed": "cleared"}  # activity actions delivered to the hooks of another event
 MAX_ATTEMPTS = 8
 TIMEOUT = 5.0
@@ -71,7 +78,7 @@ def add_webhook(engine: Engine, url: str, shape: str, on: list[str], actor: str,
     if not on or any(e not in EVENTS for e in on):
         raise WebhookError(f"on: expected some of {', '.join(EVENTS)}, got {on!r}")
     with writing(engine) as conn:
-        return int(
+        made = int(
             conn.execute(
                 insert(Webhook)
                 .values(
@@ -84,17 +91,31 @@ def add_webhook(engine: Engine, url: str, shape: str, on: list[str], actor: str,
                 .returning(Webhook.id)
             ).scalar_one()
         )
+        detail = {"webhook": made, "url": _redacted(url), "shape": shape, "on": sorted(set(on))}
+        _audit(conn, "webhook_add", actor, now, detail)
+        return made
 
 
-def remove_webhook(engine: Engine, webhook_id: int, now: float) -> bool:
+def remove_webhook(engine: Engine, webhook_id: int, actor: str, now: float) -> bool:
     with writing(engine) as conn:
-        return bool(
-            conn.execute(
-                update(Webhook)
-                .where(Webhook.id == webhook_id, Webhook.removed_at.is_(None))
-                .values(removed_at=now)
-            ).rowcount
-        )
+        url = conn.execute(
+            update(Webhook)
+            .where(Webhook.id == webhook_id, Webhook.removed_at.is_(None))
+            .values(removed_at=now)
+            .returning(Webhook.url)
+        ).scalar_one_or_none()
+        if url is not None:
+            _audit(
+                conn, "webhook_remove", actor, now, {"webhook": webhook_id, "url": _redacted(url)}
+            )
+        return url is not None
+
+
+def _audit(conn: Connection, action: str, actor: str, now: float, detail: dict[str, Any]) -> None:
+    """An activity row with no alert: the audit of who changed the webhooks, and when."""
+    conn.execute(
+        insert(Activity).values(at=now, actor=actor, action=action, alert=None, detail=detail)
+    )
 
 
 def webhooks(engine: Engine) -> list[dict[str, Any]]:
@@ -197,6 +218,8 @@ class NotifyOptions:
     base_backoff: float = 5.0
     max_attempts: int = MAX_ATTEMPTS
     public_url: str | None = None  # links in messages: https://console.example
+    timeout: float = TIMEOUT  # seconds a receiver has to answer one POST
+    senders: int = 4  # threads that POST (webhooks past that wait their turn)
 
 
 class Notifier:
@@ -213,6 +236,14 @@ class Notifier:
         self.failures = 0
 
     async def run(self) -> None:
+        pool = ThreadPoolExecutor(self.options.senders, thread_name_prefix="fogline-webhook")
+        try:
+            await self._run(pool)
+        finally:
+            # A POST in flight ends at its timeout; nothing waits for it here.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, pool: ThreadPoolExecutor) -> None:
         while True:
             try:
                 await asyncio.to_thread(self._enqueue)
@@ -221,7 +252,7 @@ class Notifier:
                 for delivery in sorted(due, key=lambda d: d["id"]):
                     by_hook.setdefault(delivery["url"], []).append(delivery)
                 # In order per webhook (a chat reads raise, ack, clear), webhooks in parallel.
-                await asyncio.gather(*(self._send_all(group) for group in by_hook.values()))
+                await asyncio.gather(*(self._send_all(pool, group) for group in by_hook.values()))
             except asyncio.CancelledError:
                 raise
             except Exception:  # a database that is away must not end notifications
@@ -313,13 +344,14 @@ class Notifier:
             ).mappings()
             return [{**row, "gateway": row["gateway_id"]} for row in rows]
 
-    async def _send_all(self, deliveries: list[dict[str, Any]]) -> None:
+    async def _send_all(self, pool: ThreadPoolExecutor, deliveries: list[dict[str, Any]]) -> None:
         for delivery in deliveries:
-            await self._send(delivery)
+            await self._send(pool, delivery)
 
-    async def _send(self, delivery: dict[str, Any]) -> None:
+    async def _send(self, pool: ThreadPoolExecutor, delivery: dict[str, Any]) -> None:
         payload = body(delivery["shape"], delivery, self.options.public_url)
-        error = await asyncio.to_thread(_post, delivery["url"], payload)
+        post = functools.partial(_post, delivery["url"], payload, self.options.timeout)
+        error = await asyncio.get_running_loop().run_in_executor(pool, post)
         await asyncio.to_thread(self._record, delivery, error)
 
     def _record(self, delivery: dict[str, Any], error: str | None) -> None:
@@ -348,7 +380,7 @@ class Notifier:
             conn.execute(update(Delivery).where(Delivery.id == delivery["id"]).values(**values))
 
 
-def _post(url: str, payload: bytes) -> str | None:
+def _post(url: str, payload: bytes, timeout: float = TIMEOUT) -> str | None:
     """POST the body; None when the receiver took it (2xx), else why not."""
     request = urllib.request.Request(  # noqa: S310 - http(s) only, checked at creation
         url,
@@ -357,7 +389,7 @@ def _post(url: str, payload: bytes) -> str | None:
         headers={"Content-Type": "application/json", "User-Agent": "fogline-cloud"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             response.read(1024)
             return None
     except urllib.error.HTTPError as exc:
@@ -366,5 +398,7 @@ def _post(url: str, payload: bytes) -> str | None:
         return f"HTTP {exc.code}"
     except urllib.error.URLError as exc:
         return f"cannot reach it: {exc.reason}"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
     except (OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"

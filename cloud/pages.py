@@ -36,9 +36,9 @@ router = APIRouter(include_in_schema=False)
 
 PAGE = 50
 CHART_POINTS = 2000
+MAX_CHARTS = 12  # per device page
 AROUND = 1800.0  # seconds of digests shown on each side of an alert
 RANGES = {"1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0, "7d": 7 * 86400.0}
-OUTAGE = 30.0  # seconds of edge-to-cloud delay past which the page names an outage
 
 
 def _now(request: Request) -> float:
@@ -67,7 +67,7 @@ def _silent(request: Request, db: Session) -> list[str]:
     now = time.monotonic()
     if cached is not None and now - cached[0] < SILENT_TTL:
         return cached[1]
-    found = queries.gateways(db, 1000, None, _now(request))
+    found = queries.gateways(db, 1000, None, _now(request), with_rates=False)
     silent = [g.gateway for g in found.items if g.status == "silent"]
     request.app.state.silent = (now, silent)
     return silent
@@ -258,10 +258,14 @@ def alert_actions(
     action: Annotated[str, Form(max_length=32)] = "",
     one: Annotated[str, Form(max_length=64)] = "",
     text: Annotated[str, Form(max_length=2000)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
     next: Annotated[str, Form(max_length=2048)] = "/alerts",  # noqa: A002 - a URL word
 ) -> Response:
-    """The bulk form and each row's buttons (`one` = `action:id`) post here."""
+    """The bulk form and each row's buttons (`one` = `action:id`) post here; the bulk
+    form's false alarm takes its own `reason` field."""
     _check(user, csrf)
+    if action == "false_alarm" and reason.strip():
+        text = reason
     if one:
         action, _, single = one.partition(":")
         ids = [int(single)] if single.isdigit() else []
@@ -342,11 +346,9 @@ def alert_page(request: Request, db: Db, user: PageUser, alert_id: int) -> Respo
     delay = arrived - detail.raised_at if arrived is not None else None
     gateway = queries.gateway(db, detail.gateway, 100, _now(request), _gap_grace(request))
     outage = None
-    if delay is not None and delay > OUTAGE:
-        outage = (
-            f"The gateway held this alert for {delay:.0f} s before the cloud stored it: "
-            "its uplink was down or draining a backlog (the outbox keeps alerts until the "
-            "cloud acknowledges them)."
+    if arrived is not None and delay is not None and delay > queries.OUTAGE:
+        outage = queries.outage_evidence(
+            db, detail.gateway, detail.raised_seq, detail.raised_at, arrived
         )
     return _render(
         request,
@@ -360,6 +362,7 @@ def alert_page(request: Request, db: Db, user: PageUser, alert_id: int) -> Respo
         arrived=arrived,
         delay=delay,
         outage=outage,
+        slow=queries.OUTAGE,
         gateway=gateway,
         actions=alerts.ACTIONS,
         here=f"/alerts/{alert_id}",
@@ -463,6 +466,29 @@ def gateway_page(request: Request, db: Db, user: PageUser, gateway_id: str) -> R
     )
 
 
+def _time_param(name: str, value: str | None) -> float | None:
+    """A `from`/`to` of the device page: what the browser sends (ISO 8601, UTC) or epoch
+    seconds; anything else is a 422 that names the field."""
+    if not _text(value):
+        return None
+    parsed = _parse_time(value)
+    if parsed is None:
+        raise HTTPException(
+            422, detail=f"{name}: expected a date and time like 2026-12-04T10:00Z, got {value!r}"
+        )
+    return parsed
+
+
+def _field_groups(sample: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Chartable fields of the newest digests, grouped by what precedes their last `_`
+    (`temperature_mean`, `temperature_max` share one chart)."""
+    groups: defaultdict[str, list[str]] = defaultdict(list)
+    for name in sorted({k for m in sample for k in m}):
+        if any(_chartable(name, m.get(name)) for m in sample):
+            groups[name.rsplit("_", 1)[0] if "_" in name else name].append(name)
+    return dict(sorted(groups.items())[:MAX_CHARTS])
+
+
 @router.get("/gateways/{gateway_id}/devices/{device:path}")
 def device_page(
     request: Request,
@@ -471,36 +497,63 @@ def device_page(
     gateway_id: str,
     device: str,
     range_: Annotated[str, Query(alias="range")] = "6h",
+    from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    to: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
+    """The whole chosen range, downsampled in the database (`queries.digest_chart`): the
+    range ends at the newest digest (or `to`) and spans the range's length (or from
+    `from`)."""
     span = RANGES.get(range_, RANGES["6h"])
-    newest = db.scalar(
-        select(Digest.window_end)
-        .where(Digest.gateway_id == gateway_id, Digest.device == device)
-        .order_by(Digest.window_end.desc())
-        .limit(1)
-    )
-    hi = (newest or _now(request)) + 1
-    lo = hi - span
-    digests = list(
+    lo, hi = _time_param("from", from_), _time_param("to", to)
+    if hi is None and lo is not None:
+        hi = _now(request)  # from a time until now
+    elif hi is None:  # the last `range` of what the device sent (a demo's data may be old)
+        newest = db.scalar(
+            select(Digest.window_end)
+            .where(Digest.gateway_id == gateway_id, Digest.device == device)
+            .order_by(Digest.window_end.desc())
+            .limit(1)
+        )
+        hi = (newest or _now(request)) + 1
+    if lo is None:
+        lo = hi - span
+    if lo >= hi:
+        raise HTTPException(422, detail="from: must be before to; pick an earlier from.")
+    sample = list(
         db.scalars(
-            select(Digest)
+            select(Digest.metrics)
             .where(
                 Digest.gateway_id == gateway_id,
                 Digest.device == device,
                 Digest.window_end >= lo,
+                Digest.window_end < hi,
             )
             .order_by(Digest.window_end.desc())
-            .limit(CHART_POINTS * 2)
+            .limit(50)
         )
     )
-    groups: defaultdict[str, list[str]] = defaultdict(list)
-    for name in sorted({k for d in digests for k, v in d.metrics.items()}):
-        if any(_chartable(name, d.metrics.get(name)) for d in digests[:50]):
-            groups[name.rsplit("_", 1)[0] if "_" in name else name].append(name)
+    groups = _field_groups(sample)
+    chart = queries.digest_chart(
+        db,
+        gateway_id,
+        device,
+        lo,
+        hi,
+        [f for names in groups.values() for f in names],
+        CHART_POINTS,
+    )
     marks = queries.alerts(
         db, queries.Filters(gateway_id, device, lo, hi), queries.AlertFilters(), 200, None
     ).items
-    charts = [{"title": base, **_series(digests, names)} for base, names in sorted(groups.items())]
+    charts = [
+        {
+            "title": base,
+            "x": chart.x,
+            "series": {f: chart.series[f] for f in names if f in chart.series},
+        }
+        for base, names in groups.items()
+    ]
+    custom = from_ is not None or to is not None
     return _render(
         request,
         db,
@@ -511,9 +564,13 @@ def device_page(
         charts=charts,
         marks=[{"at": a.raised_at, "label": f"{a.severity}: {a.rule}"} for a in marks],
         alerts=marks,
-        range=range_ if range_ in RANGES else "6h",
+        range=None if custom else (range_ if range_ in RANGES else "6h"),
         ranges=list(RANGES),
-        count=len(digests),
+        lo=lo,
+        hi=hi,
+        count=chart.digests,
+        points=len(chart.x),
+        width=chart.width,
         now=_now(request),
     )
 
@@ -521,7 +578,8 @@ def device_page(
 @router.get("/models")
 def models_page(request: Request, db: Db, user: PageUser) -> Response:
     inference = queries.inference(db, None).items
-    gateways = [g.gateway for g in queries.gateways(db, 1000, None, _now(request)).items]
+    listed = queries.gateways(db, 1000, None, _now(request), with_rates=False)
+    gateways = [g.gateway for g in listed.items]
     uploads = {}
     for gateway in gateways:
         found = queries.gateway_models(db, gateway, 10)
@@ -567,6 +625,7 @@ def models_page(request: Request, db: Db, user: PageUser) -> Response:
         steps=steps,
         disagreements=disagreements,
         trend=trend,
+        changes=queries.activity(db, ("model_upload",), 20),
         now=_now(request),
     )
 
@@ -586,7 +645,7 @@ async def model_upload(
     uploads: ModelUpdates = request.app.state.uploads
     data = await model.read(uploads.max_bytes + 1)
     try:
-        await uploads.upload(gateway, step, data, _text(version))
+        await uploads.upload(gateway, step, data, _text(version), user.name)
     except UploadError as exc:
         raise HTTPException(exc.status, detail=f"Upload refused: {exc.detail}") from exc
     return RedirectResponse("/models", status_code=303)
@@ -597,8 +656,18 @@ async def model_upload(
 
 @router.get("/notifications")
 def notifications_page(request: Request, db: Db, user: PageUser) -> Response:
-    hooks = notify.webhooks(request.app.state.engine) if user.can("admin") else []
-    return _render(request, db, "notifications.html", user, hooks=hooks, events=notify.EVENTS)
+    admin = user.can("admin")
+    hooks = notify.webhooks(request.app.state.engine) if admin else []
+    changes = queries.activity(db, notify.AUDITED, 20) if admin else []
+    return _render(
+        request,
+        db,
+        "notifications.html",
+        user,
+        hooks=hooks,
+        events=notify.EVENTS,
+        changes=changes,
+    )
 
 
 @router.post("/notifications")
@@ -626,5 +695,5 @@ def notifications_remove(
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     _check(user, csrf, "admin")
-    notify.remove_webhook(request.app.state.engine, webhook_id, _now(request))
+    notify.remove_webhook(request.app.state.engine, webhook_id, user.name, _now(request))
     return RedirectResponse("/notifications", status_code=303)

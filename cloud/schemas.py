@@ -77,6 +77,14 @@ class GatewaySummary(_Out):
         description="Its uplink backlog from its latest health record, with that record's "
         "age; null before any health record."
     )
+    rate_in: float | None = Field(
+        description="Messages per second received from its sources, from the growth of "
+        "`messages_in` between its latest two health records (a restart counts from zero); "
+        "null with fewer than two."
+    )
+    rate_out: float | None = Field(
+        description="Records per second its outputs emitted, from `outputs` likewise."
+    )
 
 
 class GapOut(_Out):

@@ -130,8 +130,10 @@
 
   // Time filters: typed in the viewer's zone, sent as UTC (ISO 8601 with Z), shown back local.
   function timeFilters() {
-    const form = document.querySelector(".filter-form");
-    if (!form) return;
+    for (const form of document.querySelectorAll(".filter-form")) timeInputs(form);
+  }
+
+  function timeInputs(form) {
     const pad = n => String(n).padStart(2, "0");
     for (const input of form.querySelectorAll("input[type=datetime-local]")) {
       const label = input.closest("label");
@@ -139,10 +141,11 @@
       const given = new URLSearchParams(location.search).get(input.name);
       const d = given ? new Date(given) : null;
       if (d && !isNaN(d)) input.value = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
+      else if (given) input.value = "";
     }
     form.addEventListener("submit", () => {
       for (const input of form.querySelectorAll("input[type=datetime-local]")) {
-        if (!input.value) continue;
+        if (!input.value) { input.removeAttribute("name"); continue; }
         const hidden = document.createElement("input");
         hidden.type = "hidden"; hidden.name = input.name; hidden.value = new Date(input.value).toISOString();
         input.removeAttribute("name");

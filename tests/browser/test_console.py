@@ -261,3 +261,33 @@ async def test_an_alert_a_restarted_gateway_lost_says_who_closed_it_and_why(
         await expect(page.locator("dl.facts")).to_contain_text("Closed by")
         await expect(page.locator("table.audit tbody tr").nth(1)).to_contain_text("closed")
         assert await _axe(page) == []
+
+
+async def test_bulk_false_alarm_with_a_reason(
+    cloud: Cloud, gateway: Gateway, browser: Browser, collector_factory: Any
+) -> None:
+    page = await sign_in(browser, cloud, "olga")
+    device = collector_factory([])
+    for machine in ("m-21", "m-22", "m-23"):
+        await hot(device, machine)
+    rows = page.locator("table.alerts tbody tr")
+    await expect(rows).to_have_count(3, timeout=TIMEOUT)
+    await page.get_by_role("checkbox", name="Select alert 1").check()
+    await page.get_by_role("checkbox", name="Select alert 3").check()
+    bulk = page.locator("fieldset.bulk")
+    await bulk.get_by_label("False alarm because").fill("sensor recalibrated")
+    async with page.expect_navigation():
+        await bulk.get_by_role("button", name="Mark false alarm").click()
+    await expect(rows).to_have_count(1)  # both resolved: off the default list
+    await page.goto("/alerts?state=all")
+    marked = page.locator("table.alerts tbody tr", has=page.locator(".tag", has_text="false alarm"))
+    await expect(marked).to_have_count(2)
+    await page.reload()  # it persisted
+    await expect(marked).to_have_count(2)
+    for alert_id in (1, 3):
+        await page.goto(f"/alerts/{alert_id}")
+        await expect(page.locator("dl.facts")).to_contain_text("sensor recalibrated")
+        audit = page.locator("table.audit tbody tr", has_text="false_alarm")
+        await expect(audit).to_contain_text("olga")
+    await page.goto("/alerts/2")
+    await expect(page.locator("dl.facts")).not_to_contain_text("False alarm")

@@ -105,3 +105,14 @@ def apply_patch(old: str, event: bytes) -> str:
     for op in json.loads(data):
         out.extend([op] if isinstance(op, str) else lines[op[0] : op[1]])
     return "\n".join(out)
+
+
+def console(engine: Engine, port: int, name: str, role: str, now: float) -> tuple[Any, str]:
+    """An HTTP client signed in to the console as a new user, and its CSRF token."""
+    import httpx  # noqa: PLC0415 - only the console tests need it
+
+    user = people.add_user(engine, name, role, None, now)
+    cookie, csrf = people.open_session(engine, user, now)
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}")
+    client.cookies.set("fogline_session", cookie)
+    return client, csrf

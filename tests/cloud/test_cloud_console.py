@@ -5,16 +5,18 @@ live stream, and every page rendering on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from cloudkit import NOW, Database, alert, apply_patch, batch, digest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from support import Broker
 
-from cloud import people
+from cloud import people, silence
 from cloud.app import Cloud, CloudOptions
 from cloud.models import Alert
 from fogline.urls import parse_broker_url
@@ -235,3 +237,137 @@ async def test_the_live_stream_carries_the_rendered_list_of_a_view(cloud: Cloud)
         page = await other.get("/alerts/rows", params={"state": "active", "severity": "critical"})
     assert 'name="ids"' in page.text  # another role, another rendering
     assert cloud.app.state.fragments.renders == renders + 1
+
+
+def health(
+    ts: float, messages_in: dict[str, int], outputs: dict[str, int], **more: float
+) -> dict[str, object]:
+    return {"ts": ts, "messages_in": messages_in, "outputs": outputs, **more}
+
+
+async def test_gateway_rates_come_from_the_growth_between_the_last_two_health_records(
+    cloud: Cloud,
+) -> None:
+    write = cloud.store.write
+    write([batch("gw1", "health", [(1, "", health(NOW, {"mqtt": 100}, {"uplink": 10}))])])
+    async with await signed_in(cloud, "viewer") as http:
+        one = (await http.get("/api/gateways/gw1")).json()
+        assert (one["rate_in"], one["rate_out"]) == (None, None)  # one record: no rate yet
+        later = health(NOW + 10, {"mqtt": 600, "coap": 100}, {"uplink": 50, "actions": 10})
+        write([batch("gw1", "health", [(2, "", later)])])
+        two = (await http.get("/api/gateways/gw1")).json()
+        assert (two["rate_in"], two["rate_out"]) == (60.0, 5.0)
+        listed = (await http.get("/gateways")).text
+        assert re.search(r'class="rate">60 in, 5 out', listed)
+        page = (await http.get("/gateways/gw1")).text
+        assert re.search(r'id="rates">60 in, 5 out', page)
+        # A restart between records: counters start again from zero, over its uptime.
+        restarted = health(NOW + 40, {"mqtt": 200}, {"uplink": 40}, uptime_s=10.0)
+        write([batch("gw1", "health", [(3, "", restarted)])])
+        three = (await http.get("/api/gateways/gw1")).json()
+        assert (three["rate_in"], three["rate_out"]) == (20.0, 4.0)
+        # Without an uptime, a counter that went down still counts from zero.
+        write([batch("gw1", "health", [(4, "", health(NOW + 50, {"mqtt": 50}, {}))])])
+        four = (await http.get("/api/gateways")).json()["items"][0]
+        assert (four["rate_in"], four["rate_out"]) == (5.0, 0.0)
+
+
+def charts(html: str) -> dict[str, dict[str, Any]]:
+    """The device page's chart data, by title."""
+    found = re.findall(r'<script type="application/json" id="chart-\d+">(.*?)</script>', html)
+    return {c["title"]: c for c in map(json.loads, found)}
+
+
+async def test_the_device_page_draws_the_whole_range_downsampled(cloud: Cloud) -> None:
+    # A week of 2-minute windows: 5,040 digests, more than the page once read (4,000).
+    week = 7 * 86400
+    for start in range(0, 5040, 504):
+        records = [
+            (i + 1, "line-1/m-0", digest(NOW - week + 120 * (i + 1), temperature_max=float(i)))
+            for i in range(start, start + 504)
+        ]
+        cloud.store.write([batch("gw1", "digest", records)])
+    # A device that sends text where a number was: that value is left out, not a failure.
+    odd = {**digest(NOW - 30), "temperature_max": "n/a"}
+    cloud.store.write([batch("gw1", "digest", [(6000, "line-1/m-0", odd)])])
+    async with await signed_in(cloud, "viewer") as http:
+        page = (await http.get("/gateways/gw1/devices/line-1/m-0?range=7d")).text
+        assert re.search(r'id="digest-count">5041 digests in \d+ points', page)
+        temperature = charts(page)["temperature"]
+        assert len(temperature["x"]) <= 2000
+        assert temperature["x"][0] < NOW - week + 400  # the oldest day is drawn too
+        assert temperature["x"][-1] > NOW - 400
+        assert temperature["series"]["temperature_max"][-1] == 5039.0  # a bucket's peak
+        assert temperature["series"]["temperature_mean"][0] == 20.5
+        # From and to, sent as UTC by the page's script: just that span, at full detail.
+        span = {"from": "2023-11-14T22:00:00.000Z", "to": "2023-11-14T22:10:00.000Z"}
+        narrow = (await http.get("/gateways/gw1/devices/line-1/m-0", params=span)).text
+        assert 'id="digest-count">5 digests in 5 points.' in narrow
+        assert charts(narrow)["temperature"]["series"]["temperature_max"] == [
+            5033.0, 5034.0, 5035.0, 5036.0, 5037.0
+        ]  # fmt: skip
+        bad = await http.get("/gateways/gw1/devices/line-1/m-0", params={"from": "yesterday"})
+        assert bad.status_code == 422
+        assert (
+            "from: expected a date and time like 2026-12-04T10:00Z, got &#39;yesterday&#39;"
+            in bad.text
+        )
+        backwards = await http.get(
+            "/gateways/gw1/devices/line-1/m-0", params={"from": span["to"], "to": span["from"]}
+        )
+        assert backwards.status_code == 422
+        assert "from: must be before to" in backwards.text
+
+
+async def test_an_outage_is_named_only_on_evidence(cloud: Cloud) -> None:
+    """The cloud clock is today, the records' 2023: every alert here arrived years late."""
+    write = cloud.store.write
+    # gw1: the health record after the raise says the uplink was down with a backlog.
+    write([batch("gw1", "alert", [(1, "line-1/m-0", alert("a", "raised", raised_at=NOW))])])
+    down = {
+        "ts": NOW + 30,
+        "health_every": 30.0,
+        "uplink": {"status": "degraded", "reasons": ["no ack for 45 s"], "connected": False,
+                   "backlog_records": 12, "oldest_age_s": 30.0},
+    }  # fmt: skip
+    write([batch("gw1", "health", [(2, "", down)])])
+    # gw2: its health around the raise is fine: a late arrival with no outage on record.
+    write([batch("gw2", "health", [(1, "", {"ts": NOW - 10, "health_every": 30.0})])])
+    write([batch("gw2", "alert", [(2, "line-1/m-0", alert("b", "raised", raised_at=NOW))])])
+    fine = {"ts": NOW + 20, "health_every": 30.0,
+            "uplink": {"status": "ok", "connected": True, "backlog_records": 0}}  # fmt: skip
+    write([batch("gw2", "health", [(3, "", fine)])])
+    # gw3: health records missing around the raise (10 periods between the two around it).
+    write([batch("gw3", "health", [(1, "", {"ts": NOW - 100, "health_every": 30.0})])])
+    write([batch("gw3", "alert", [(2, "line-1/m-0", alert("c", "raised", raised_at=NOW))])])
+    write([batch("gw3", "health", [(3, "", {"ts": NOW + 200, "health_every": 30.0})])])
+    # gw4: the cloud raised gateway_silent over the raise time.
+    write([batch("gw4", "alert", [(1, "line-1/m-0", alert("d", "raised", raised_at=NOW))])])
+    silent = silence._episode("gw4", NOW - 60, 90.0, None, None, NOW + 30)
+    with cloud.engine.begin() as conn:
+        conn.execute(insert(Alert).values({**silent, "cleared_at": NOW + 100, "state": "cleared"}))
+    with cloud.engine.connect() as conn:
+        episode = {
+            g: pk
+            for pk, g in conn.execute(
+                select(Alert.id, Alert.gateway_id).where(Alert.rule != silence.RULE)
+            )
+        }
+    async with await signed_in(cloud, "viewer") as http:
+        outage = (await http.get(f"/alerts/{episode['gw1']}")).text
+        neutral = (await http.get(f"/alerts/{episode['gw2']}")).text
+        missing = (await http.get(f"/alerts/{episode['gw3']}")).text
+        unheard = (await http.get(f"/alerts/{episode['gw4']}")).text
+    assert (
+        "by an outage.</strong> The gateway&#39;s health record of 2023-11-14 22:13:50 UTC "
+        in outage
+    )
+    assert "reports its uplink disconnected; uplink degraded: no ack for 45 s; 12 records" in outage
+    assert "by an outage" not in neutral
+    assert re.search(r'id="delay-note">Delayed [\d.]+ d between its raise at the edge', neutral)
+    assert "shows no outage then" in neutral
+    assert "by an outage.</strong> No health record of gw3 arrived between" in missing
+    assert (
+        "by an outage.</strong> The cloud heard nothing from gw4 from 2023-11-14 22:12:20"
+        in unheard
+    )

@@ -5,18 +5,21 @@ gateway's `model_update` events and health move the upload's status."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cloudkit import NOW, Database, batch, bearer, payload
+from cloudkit import NOW, Database, batch, bearer, console, payload
 from inferkit import FACTORY, Clock, running_cloud, tiny_model
+from sqlalchemy import select
 from support import Broker, Collector, eventually
 
 from cloud.app import Cloud
 from cloud.model_updates import WINDOW
+from cloud.models import Activity
 from fogline import ota
 from fogline.envelope import uplink_topic
 from fogline.model import Model, ModelError
@@ -360,3 +363,35 @@ async def test_what_the_gateway_would_refuse_is_refused_at_once(
     damaged = event("diagnosis", sent["sha256"], "refused", NOW + 4, "damaged in transit: x")
     cloud.store.write([batch("gw1", "event", [(4, "", damaged)])])
     assert (await put(http, fine)).status_code == 200
+
+
+async def test_uploads_are_audited_and_shown(
+    cloud: Cloud, http: httpx.AsyncClient, clock: Clock
+) -> None:
+    api = await put(http, tiny_model(kind="edge"), version="7")
+    assert api.status_code == 200, api.text
+    ana, csrf = console(cloud.engine, cloud.http_port, "ana", "admin", clock.now)
+    async with ana:
+        form = await ana.post(
+            "/models/upload",
+            data={"csrf": csrf, "gateway": "gw1", "step": "spare", "version": "8"},
+            files={"model": ("m.tflite", tiny_model(kind="edge"), "application/octet-stream")},
+        )
+        assert form.status_code == 303, form.text
+        with cloud.engine.connect() as conn:
+            rows = conn.execute(
+                select(Activity.actor, Activity.action, Activity.alert, Activity.detail)
+            ).all()
+        assert [(r.actor, r.action, r.alert) for r in rows] == [
+            ("test-admin", "model_upload", None),
+            ("ana", "model_upload", None),
+        ]
+        assert [(r.detail["gateway"], r.detail["step"], r.detail["version"]) for r in rows] == [
+            ("gw1", "diagnosis", "7"),
+            ("gw1", "spare", "8"),
+        ]
+        assert rows[0].detail["upload"] == api.json()["id"]
+        page = (await ana.get("/models")).text
+    audit = page[page.index('id="upload-audit"') :]
+    assert re.search(r"<strong>ana</strong> sent model \S+ 8 \(\d+ B\) to gw1/spare", audit)
+    assert re.search(r"<strong>test-admin</strong> sent model \S+ 7 .* to gw1/diagnosis", audit)

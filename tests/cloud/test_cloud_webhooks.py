@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-from cloudkit import NOW, Database, alert, batch, bearer
-from support import Broker, eventually
+from cloudkit import NOW, Database, alert, batch, bearer, console, payload
+from sqlalchemy import select
+from support import Broker, Collector, eventually
 
 from cloud import notify
 from cloud.app import Cloud, CloudOptions
+from cloud.models import Activity
 from cloud.notify import NotifyOptions, backoff
+from fogline.envelope import uplink_topic
 from fogline.urls import parse_broker_url
 
 
@@ -242,3 +246,79 @@ async def test_a_url_whose_port_does_not_parse_is_refused_and_listing_still_work
         bad = await admin.post("/api/alerts/actions", json={"ids": [2**63], "action": "resolve"})
         assert bad.status_code == 422
         assert bad.json()["detail"].startswith("body.ids.0: Input should be less than or equal")
+
+
+async def test_receivers_that_never_answer_do_not_slow_ingest(
+    cloud: Cloud, http: httpx.AsyncClient, collector_factory: Callable[[list[str]], Collector]
+) -> None:
+    """8 webhooks to a socket that accepts and never answers: more than the event loop's
+    default thread pool has workers (6 on 2 cores), which ingest hops through."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # until the client gives up and closes
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cloud.notifier.options.timeout = 3.0
+    cloud.notifier.options.max_attempts = 1
+    watch = collector_factory(["fogline/+/down/ack"])
+    try:
+        hooks = [await hook(http, f"http://127.0.0.1:{port}/h{i}", on=["raised"]) for i in range(8)]
+        write(cloud, 1, alert("hot/1", "raised"))
+        await eventually(lambda: len(held) >= 4, 10, "webhook POSTs hanging")
+        hops = []
+        for _ in range(10):
+            started = time.monotonic()
+            await asyncio.to_thread(time.monotonic)
+            hops.append(time.monotonic() - started)
+        started = time.monotonic()
+        records = [(2, "line-1/m-01", alert("hot/2", "raised"))]
+        watch.publish(uplink_topic("gw1", "alert"), payload("gw1", "alert", records))
+        await eventually(lambda: watch.on("fogline/gw1/down/ack"), 10, "ingest's ack")
+        stored = time.monotonic() - started
+        assert max(hops) < 0.5, hops
+        assert stored < 0.5, stored
+        assert cloud.notifier.failures == 0  # all of that while the POSTs still hung
+        # They time out, and each shows its failure.
+
+        async def failed() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = (await http.get("/api/webhooks")).json()["items"]
+            return [w for w in items if w["failed"]]
+
+        deadline = time.monotonic() + 30
+        while len(shown := await failed()) < len(hooks):
+            assert time.monotonic() < deadline, "every hanging webhook to show its failure"
+            await _sleep()
+        assert {w["last_error"] for w in shown} == {"no answer within 3 s"}
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_webhook_changes_are_audited_and_shown(
+    cloud: Cloud, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    made = await hook(http, receiver.url + "/a-long-secret-path", on=["raised"])
+    ana, csrf = console(cloud.engine, cloud.http_port, "ana", "admin", time.time())
+    async with ana:
+        removed = await ana.post(f"/notifications/{made['id']}/remove", data={"csrf": csrf})
+        assert removed.status_code == 303
+        with cloud.engine.connect() as conn:
+            rows = conn.execute(
+                select(Activity.actor, Activity.action, Activity.alert, Activity.detail)
+            ).all()
+        short = receiver.url[: receiver.url.index("/hook")] + "/hook/a-long…"
+        assert [tuple(r) for r in rows] == [
+            ("test-admin", "webhook_add", None,
+             {"webhook": made["id"], "url": short, "shape": "generic", "on": ["raised"]}),
+            ("ana", "webhook_remove", None, {"webhook": made["id"], "url": short}),
+        ]  # fmt: skip
+        page = (await ana.get("/notifications")).text
+    audit = page[page.index('id="webhook-audit"') :]
+    assert re.search(r"<strong>ana</strong> removed webhook #\d+ <code>", audit)
+    assert re.search(r"<strong>test-admin</strong> added webhook #\d+ <code>http://127", audit)
+    assert audit.index("ana") < audit.index("test-admin")  # newest first
