@@ -400,9 +400,45 @@ def test_run_time_bounds_raise_expr_limit_error(
 
 
 @pytest.mark.parametrize(
+    ("source", "record"),
+    [
+        ("x * x", {"x": 2**40}),
+        ("x * 2", {"x": 2**62}),
+        ("-x - x - 1", {"x": 2**62}),
+        ("x ** 3", {"x": 2**22}),
+        ("abs(x)", {"x": -(2**63)}),
+        ("x + 1 if x > 0 else 0", {"x": 2**63 - 1}),
+        ("x > 0 and x + 1", {"x": 2**63 - 1}),
+        ("floor(x * 1e10)", {"x": 1e10}),
+    ],
+)
+def test_an_integer_result_past_64_bits_is_a_limit_error(
+    source: str, record: dict[str, Any]
+) -> None:
+    """orjson writes at most 64-bit integers: a larger result would stop an output batch."""
+    with pytest.raises(ExprLimitError, match="does not fit in a signed 64-bit integer"):
+        compile_expr(source)(record)
+
+
+def test_a_literal_result_past_64_bits_is_a_compile_error() -> None:
+    error = err("2 ** 70")
+    assert (error.message, error.column) == (
+        "result 1180591620717411303424 does not fit in a signed 64-bit integer",
+        0,
+    )
+    assert compile_expr("2 ** 70 > x")({"x": 1}) is True
+
+
+@pytest.mark.parametrize(
     ("source", "record", "expected"),
     [
-        ("x ** 64", {"x": 2**63}, 2 ** (63 * 64)),  # a 64-bit reading to the 64th: allowed
+        ("x ** 64 > 0", {"x": 2**63}, True),  # a 64-bit reading to the 64th: allowed
+        ("x * x // 2**40", {"x": 2**40}, 2**40),  # an intermediate past 64 bits: allowed
+        ("x * 2 - 1", {"x": 2**62}, 2**63 - 1),
+        ("-x - x", {"x": 2**62}, -(2**63)),
+        ("x", {"x": 2**70}, 2**70),  # a field as the decoder gave it: not computed here
+        ("x > 0 and x", {"x": 2**70}, 2**70),
+        ("x * 1.5", {"x": 2**70}, 2**70 * 1.5),  # a float may be large
         ("x ** y", {"x": 1, "y": 10**100}, 1),
         ("x ** y", {"x": 2.0, "y": 3}, 8.0),
         ("s * 3", {"s": "ab"}, "ababab"),
