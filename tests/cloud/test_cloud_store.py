@@ -42,6 +42,28 @@ def test_the_same_batch_twice_is_stored_once(store: Store) -> None:
     assert tuple(gw) == (500, 500)
 
 
+def test_a_replayed_batch_does_not_move_last_seen(store: Store) -> None:
+    """A hostile broker replaying an old genuine batch must not hide a silent gateway:
+    only records the cloud did not hold yet say that the gateway is alive."""
+    now = [1000.0]
+    timed = Store(store.engine, clock=lambda: now[0])
+    records = [(s, "line-1/m-01", digest(NOW + s)) for s in range(1, 4)]
+    timed.write([batch("gw1", "digest", records)])
+    now[0] = 2000.0
+    again = timed.write([batch("gw1", "digest", records)])
+    assert again.duplicates == {"digest": 3}
+
+    def row() -> tuple[float, int, int]:
+        with store.engine.connect() as conn:
+            query = select(Gateway.last_seen, Gateway.received, Gateway.max_seq)
+            return tuple(conn.execute(query.where(Gateway.id == "gw1")).one())  # type: ignore[return-value]
+
+    assert row() == (1000.0, 3, 3)
+    now[0] = 3000.0  # a replay mixed with one new record: the gateway was heard
+    timed.write([batch("gw1", "digest", [*records, (4, "line-1/m-01", digest(NOW + 4))])])
+    assert row() == (3000.0, 4, 4)
+
+
 def test_duplicates_inside_one_drain_and_across_kinds_count_once(store: Store) -> None:
     a = batch("gw1", "digest", [(1, "d", digest()), (2, "d", digest())])
     b = batch("gw1", "digest", [(2, "d", digest()), (3, "d", digest())])
