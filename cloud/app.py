@@ -40,6 +40,7 @@ from cloud.store import Store
 from cloud.trust import CloudTrust
 from cloud.web import create_app
 from fogline import __version__, ota
+from fogline.redact import dataclass_repr
 from fogline.signing import Signer, load_or_create_key
 from fogline.tls import TlsFiles
 from fogline.urls import BrokerUrl
@@ -75,6 +76,10 @@ class CloudOptions:
     allow_unregistered: bool = True
     broker_tls: TlsFiles | None = None  # for an mqtts:// broker
     https: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
+
+    def __repr__(self) -> str:
+        """Without the database password (`db_url`, `db_connect_args`): a repr reaches logs."""
+        return dataclass_repr(self)
 
 
 class _EmbeddedServer(uvicorn.Server):
