@@ -46,6 +46,9 @@ class ModelUpdates:
         directory: Path,
         report: Report,
         metrics: Metrics,
+        *,
+        limits: ota.AssemblyLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.subscription = ota.subscription(gateway_id)
         self._prefix = self.subscription[:-1]
@@ -53,7 +56,9 @@ class ModelUpdates:
         self._dir = directory
         self._report = report
         self._metrics = metrics
-        self._assembler = ota.Assembler(steps=frozenset(steps), on_expired=self._expired)
+        self._assembler = ota.Assembler(
+            limits, steps=frozenset(steps), clock=clock, on_expired=self._expired
+        )
         # Refused chunks are each counted, but reported (an outbox event) once per upload and
         # at most REPORTS_PER_MINUTE times a minute: junk must not fill the outbox.
         self._reported: set[tuple[str, str]] = set()
@@ -75,6 +80,10 @@ class ModelUpdates:
             self._inbox.put_nowait(payload)
         except asyncio.QueueFull:
             self._metrics.rejects[("model_update", "inbox_full")] += 1
+
+    def expire(self) -> None:
+        """Drop transfers incomplete for too long (each tick: not only when a chunk comes)."""
+        self._assembler.expire()
 
     def restore(self) -> None:
         """Run the models kept from earlier updates (at start, before any reading)."""
