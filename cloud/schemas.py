@@ -320,6 +320,10 @@ class ModelUploadOut(_Out):
     step: str
     name: str = Field(description="Model name, from its metadata.")
     version: str = Field(description="Version announced to the gateway.")
+    serial: int | None = Field(
+        description="Its number among the uploads to this step, signed into each chunk: "
+        "the gateway refuses one older than the upload it took last."
+    )
     sha256: str
     size: int = Field(description="Bytes.")
     chunks: int = Field(description="Retained chunks it was published as.")

@@ -22,7 +22,7 @@ def test_migrations_create_exactly_the_models(store: Store) -> None:
         diff = compare_metadata(
             MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
         )
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0011",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0012",)]
         if conn.dialect.name == "sqlite":
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     assert diff == []

@@ -42,7 +42,7 @@ def assembler(clock: FakeClock, dropped: Dropped | None = None) -> ota.Assembler
 
 
 def header(**fields: Any) -> bytes:
-    base = {"v": 1, "step": "a", "version": "1", "sha256": "0" * 64, "index": 0}
+    base = {"v": 1, "step": "a", "version": "1", "serial": 1, "sha256": "0" * 64, "index": 0}
     return orjson.dumps({**base, **fields}) + b"\n"
 
 
@@ -213,3 +213,24 @@ async def test_a_full_inbox_refuses_and_counts(tmp_path: Path) -> None:
     for _ in range(INBOX_MAX + 3):  # nothing drains it: the model check is busy
         models.on_message(ota.topic("gw1", "a", 0), chunk)
     assert metrics.rejects[("model_update", "inbox_full")] == 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"serial": None}, "header field 'serial' is missing or malformed"),
+        ({"serial": 0}, "serial 0 is outside 1..9223372036854775807"),
+        ({"serial": 2**63}, "serial 9223372036854775808 is outside 1..9223372036854775807"),
+    ],
+)
+def test_a_chunk_needs_an_upload_serial(fields: dict[str, Any], message: str) -> None:
+    """The serial is what a gateway refuses a replayed older upload by (fogline/ota.py)."""
+    body = {k: v for k, v in fields.items() if v is not None}
+    payload = header(size=1, count=1, **body) if body else _without_serial(header(size=1, count=1))
+    assert str(refusal(assembler(FakeClock()), payload + b"x")) == message
+
+
+def _without_serial(line: bytes) -> bytes:
+    head = orjson.loads(line)
+    del head["serial"]
+    return orjson.dumps(head) + b"\n"
