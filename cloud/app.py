@@ -34,6 +34,7 @@ from cloud.metrics import CloudMetrics
 from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
 from cloud.notify import Notifier, NotifyOptions
 from cloud.people import count_users
+from cloud.provision import BrokerFiles, Provisioner
 from cloud.retention import run_retention
 from cloud.silence import DEFAULT_EVERY, SilenceWatch, run_silence_watch
 from cloud.store import Store
@@ -75,6 +76,9 @@ class CloudOptions:
     signing_key: Path | None = None
     allow_unregistered: bool = True
     broker_tls: TlsFiles | None = None  # for an mqtts:// broker
+    # The broker's password and ACL files: POST/DELETE /api/gateways provision through them
+    # (cloud.provision.Provisioner); None: those answer 409, saying how to enable them.
+    broker_files: BrokerFiles | None = None
     https: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
 
     def __repr__(self) -> str:
@@ -168,6 +172,16 @@ class Cloud:
             options.max_model_bytes,
         )
         self.model_updates.trust = self.trust
+        self.provisioner = (
+            None
+            if options.broker_files is None
+            else Provisioner(
+                self.engine,
+                options.broker_files,
+                self.trust.signer.key if self.trust.signer else None,
+                self.trust.keys.invalidate,
+            )
+        )
         self.feed = Feed(self.engine, options.live_interval)
         self.notifier = Notifier(self.engine, options.notify, options.clock)
         self.silence = SilenceWatch(
@@ -202,6 +216,7 @@ class Cloud:
                 self.feed,
                 clock=options.clock,
                 gap_grace=options.gap_grace,
+                provisioner=self.provisioner,
             )
             https = options.https
             self.app = app

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from identitykit import signed_batch
 from sqlalchemy import select
 from support import Broker, eventually
 
@@ -24,7 +25,7 @@ from cloud.app import Cloud, CloudOptions
 from cloud.models import Event, ModelUpload, Received
 from cloud.models import Gateway as GatewayRow
 from cloud.provision import add_gateway, revoke_gateway
-from fogline import chain, ota, signing
+from fogline import ota, signing
 from fogline.envelope import decode_batch, encode_ack, encode_batch, uplink_topic
 from fogline.identity import KEY_FILE, Identity
 from fogline.model import read_metadata, with_metadata
@@ -110,21 +111,6 @@ def gateway_row(cloud: Cloud, gid: str = "gw1") -> tuple | None:
             )
         ).first()
     return None if row is None else tuple(row)
-
-
-def signed_batch(
-    key: Ed25519PrivateKey,
-    gid: str,
-    records: list[tuple[int, str, dict]],
-    prev: tuple[int, bytes] = (0, chain.GENESIS),
-) -> bytes:
-    """A batch as a gateway holding `key` would sign it (the chain computed honestly,
-    the batch's records committed as one group)."""
-    seqs, devices, data = zip(*records, strict=True)
-    own = chain.link(prev[1], "event", seqs, devices, [orjson.dumps(x) for x in data])
-    link = (prev[0], prev[1], records[-1][0], own)
-    signer = signing.Signer(key)
-    return signer.sign(encode_batch(gid, "event", records, 1.7e9, link, signer.kid))
 
 
 async def test_forged_altered_and_replayed_batches_are_refused_and_never_stored(
