@@ -8,6 +8,7 @@ and counted, nothing of it is stored, and the genuine records all arrive.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 import zlib
@@ -146,12 +147,19 @@ async def test_forged_altered_and_replayed_batches_are_refused_and_never_stored(
         # 3. a genuine batch with one value changed, its signature kept
         body = plain[0]
         attacks.append(("forged", body.replace(b'"n":1', b'"n":9', 1)))
-        # 4. random bit flips anywhere in genuine batches (plain and compressed)
+        # 4. random bit flips anywhere in genuine batches (plain and compressed). A flip in
+        #    the padding bits after a deflate stream's last block leaves the batch as it
+        #    was (the same bytes, signed): that is a replay, not an alteration; skip it.
         rng = random.Random(9)
-        for _ in range(60):
+        flipped = 0
+        while flipped < 60:
             victim = bytearray(rng.choice(genuine + plain))
             victim[rng.randrange(len(victim))] ^= 1 << rng.randrange(8)
+            with contextlib.suppress(zlib.error):
+                if zlib.decompress(victim) in plain:
+                    continue
             attacks.append(("any", bytes(victim)))
+            flipped += 1
         # 5. a genuine batch of gw1 replayed as gw2 (same bytes, another topic)
         attacks.append(("topic", plain[0]))
         for reason, payload in attacks:
