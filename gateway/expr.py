@@ -146,8 +146,35 @@ def _result(value: Any) -> Any:
     return value
 
 
+_FLOAT_FUNCTIONS = frozenset({"exp", "hypot", "log", "log10", "pow", "sqrt"})
+
+
+def _never_int(node: ast.expr) -> bool:
+    """A rewritten expression whose value cannot be an integer (a float, a string from
+    `%`, or an error): `/`, a float literal operand, math functions. Its result needs no
+    check (the check costs about 50 ns an evaluation)."""
+    match node:
+        case ast.Constant(value=value):
+            return value.__class__ is float
+        case ast.BinOp(op=ast.Div()):
+            return True
+        case ast.BinOp(left=left, right=right):
+            return _never_int(left) or _never_int(right)
+        case ast.UnaryOp(op=ast.USub() | ast.UAdd(), operand=operand):
+            return _never_int(operand)
+        case ast.Call(func=ast.Name(id=name), args=args) if name in _GUARD_FUNCTIONS:
+            return any(_never_int(arg) for arg in args)  # _pow, _mul, _mod
+        case ast.Call(func=ast.Name(id=name)):
+            return name in _FLOAT_FUNCTIONS
+        case ast.IfExp(body=body, orelse=orelse):
+            return _never_int(body) and _never_int(orelse)
+    return False
+
+
 def _may_compute_int(node: ast.expr) -> bool:
     """Whether a rewritten expression can return an integer no record held (see above)."""
+    if _never_int(node):
+        return False
     match node:
         case ast.Compare() | ast.UnaryOp(op=ast.Not()) | ast.Subscript():
             return False

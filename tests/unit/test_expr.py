@@ -473,3 +473,26 @@ def test_a_bounded_power_returns_quickly() -> None:
         with pytest.raises(ExprLimitError):
             fn({"x": 10, "y": 10**10, "t": 1})
     assert time.perf_counter() - start < 0.1
+
+
+@pytest.mark.parametrize(
+    ("source", "checked"),
+    [
+        ("x * x", True),
+        ("x - y", True),
+        ("abs(x)", True),
+        ("x + 1 if c else 1.5", True),
+        ("x if c else 1.5", False),  # a field as the record holds it
+        ("x", False),
+        ("x > 3", False),
+        ("x / y", False),
+        ("x * 1.8 + 32", False),
+        ("-(x ** 0.5)", False),
+        ("sqrt(x) * y", False),
+        ("'%5.1f' % x", True),  # a string, but a field on the right: checked, harmlessly
+    ],
+)
+def test_only_results_that_may_be_integers_are_checked(source: str, checked: bool) -> None:
+    """The result check costs a call per evaluation; float-only expressions skip it."""
+    fn = compile_expr(source).fn
+    assert ("_result" in fn.__code__.co_names) is checked
