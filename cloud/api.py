@@ -23,6 +23,7 @@ from cloud.deps import Db
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import ModelUpdates, check_size
 from cloud.models import MAX_VERSION
+from cloud.provision import API_OFF, Provisioner, ProvisionError
 from cloud.schemas import (
     MAX_ID,
     ActionIn,
@@ -34,6 +35,8 @@ from cloud.schemas import (
     ErrorOut,
     EscalationPage,
     GatewayDetail,
+    GatewayIdentity,
+    GatewayIn,
     GatewayModels,
     GatewayPage,
     Health,
@@ -48,6 +51,8 @@ from cloud.schemas import (
     WebhookList,
     WebhookOut,
 )
+from fogline import signing
+from fogline.identity import VERSION as IDENTITY_VERSION
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="The `next` of the previous page.")]
@@ -149,6 +154,78 @@ def get_gateway(
     if detail is None:
         raise HTTPException(404, detail=f"unknown gateway {gateway_id!r}")
     return detail
+
+
+def _provisioner(request: Request) -> Provisioner:
+    provisioner: Provisioner | None = request.app.state.provisioner
+    if provisioner is None:
+        raise HTTPException(409, detail=API_OFF)
+    return provisioner
+
+
+_PROBLEM_STATUS = {"invalid": 422, "conflict": 409, "broker": 502}
+PROVISIONING: dict[int | str, dict[str, Any]] = {
+    **WRITE,
+    409: {
+        "model": ErrorOut,
+        "description": "Provisioning through the API is off: how to enable it",
+    },
+    502: {"model": ErrorOut, "description": "Done, but the broker's reload command failed"},
+}
+
+
+@router.post(
+    "/api/gateways",
+    status_code=201,
+    summary="Provision a gateway: its broker user and registered key (admin)",
+    description="As `fogline cloud gateway add ID --public-key KEY`: a broker user confined "
+    "to the gateway's own topics, with a new password (shown in the answer only), and its "
+    "key registered. Adding another key of a gateway is a key rotation; adding the same one "
+    "again gives it a new password. Needs the cloud started with --broker-dir.",
+    responses={
+        **PROVISIONING,
+        422: {"model": ErrorOut, "description": "A bad id or key, in one line"},
+    },
+)
+def add_gateway(request: Request, body: GatewayIn, _user: Admin) -> GatewayIdentity:
+    provisioner = _provisioner(request)
+    try:
+        identity, broker = provisioner.add(body.id, body.public_key)
+    except ProvisionError as exc:
+        raise HTTPException(_PROBLEM_STATUS[exc.kind], detail=str(exc)) from exc
+    assert identity.gateway_public_key is not None  # noqa: S101 - add_gateway sets it
+    return GatewayIdentity(
+        v=IDENTITY_VERSION,
+        gateway=identity.gateway,
+        username=identity.username,
+        password=identity.password,
+        cloud_public_key=identity.cloud_public_key,
+        gateway_public_key=identity.gateway_public_key,
+        key_id=signing.key_id(signing.load_public(identity.gateway_public_key)),
+        broker=broker,
+    )
+
+
+@router.delete(
+    "/api/gateways/{gateway_id}",
+    status_code=204,
+    summary="Revoke a gateway: its keys and its broker user (admin)",
+    description="As `fogline cloud gateway revoke ID`: its batches are refused from now on "
+    "and the broker lets it in no more.",
+    responses={**PROVISIONING, 404: {"model": ErrorOut, "description": "No live key"}},
+)
+def revoke_gateway(
+    request: Request,
+    gateway_id: Annotated[str, Path(min_length=1, max_length=64)],
+    _user: Admin,
+) -> None:
+    provisioner = _provisioner(request)
+    try:
+        revoked, _ = provisioner.revoke(gateway_id)
+    except ProvisionError as exc:
+        raise HTTPException(502, detail=str(exc)) from exc
+    if not revoked:
+        raise HTTPException(404, detail=f"gateway {gateway_id!r} has no live key to revoke")
 
 
 Rule = Annotated[str | None, Query(description="Only this rule.")]

@@ -34,12 +34,14 @@ from cloud.metrics import CloudMetrics
 from cloud.model_updates import MAX_MODEL_BYTES, ModelUpdates
 from cloud.notify import Notifier, NotifyOptions
 from cloud.people import count_users
+from cloud.provision import BrokerFiles, Provisioner
 from cloud.retention import run_retention
 from cloud.silence import DEFAULT_EVERY, SilenceWatch, run_silence_watch
 from cloud.store import Store
 from cloud.trust import CloudTrust
 from cloud.web import create_app
 from fogline import __version__, ota
+from fogline.redact import dataclass_repr
 from fogline.signing import Signer, load_or_create_key
 from fogline.tls import TlsFiles
 from fogline.urls import BrokerUrl
@@ -74,7 +76,14 @@ class CloudOptions:
     signing_key: Path | None = None
     allow_unregistered: bool = True
     broker_tls: TlsFiles | None = None  # for an mqtts:// broker
+    # The broker's password and ACL files: POST/DELETE /api/gateways provision through them
+    # (cloud.provision.Provisioner); None: those answer 409, saying how to enable them.
+    broker_files: BrokerFiles | None = None
     https: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
+
+    def __repr__(self) -> str:
+        """Without the database password (`db_url`, `db_connect_args`): a repr reaches logs."""
+        return dataclass_repr(self)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -163,6 +172,16 @@ class Cloud:
             options.max_model_bytes,
         )
         self.model_updates.trust = self.trust
+        self.provisioner = (
+            None
+            if options.broker_files is None
+            else Provisioner(
+                self.engine,
+                options.broker_files,
+                self.trust.signer.key if self.trust.signer else None,
+                self.trust.keys.invalidate,
+            )
+        )
         self.feed = Feed(self.engine, options.live_interval)
         self.notifier = Notifier(self.engine, options.notify, options.clock)
         self.silence = SilenceWatch(
@@ -197,6 +216,7 @@ class Cloud:
                 self.feed,
                 clock=options.clock,
                 gap_grace=options.gap_grace,
+                provisioner=self.provisioner,
             )
             https = options.https
             self.app = app

@@ -139,15 +139,18 @@ class ModelUpdates:
         version = model.info.version if version is None else version
         if not 0 < len(version) <= MAX_VERSION:
             raise UploadError(422, f"version must be 1 to {MAX_VERSION} characters")
-        payloads = ota.chunks(step, version, data, self.chunk_size)
         async with self._turn:
-            previous, running = await asyncio.to_thread(self._before, gateway, step)
+            previous, running, last = await asyncio.to_thread(self._before, gateway, step)
+            # Counts up even after a database reset (gateways remember the last serial).
+            serial = max(last + 1, int(self._clock() * 1_000_000))
+            payloads = ota.chunks(step, version, data, self.chunk_size, serial=serial)
             await self._publish(gateway, step, payloads, previous)
             row = ModelUpload(
                 gateway_id=gateway,
                 step=step,
                 name=model.info.name[:MAX_MODEL],
                 version=version,
+                serial=serial,
                 sha256=model.info.sha256,
                 size=len(data),
                 chunks=len(payloads),
@@ -192,24 +195,24 @@ class ModelUpdates:
                 .order_by(ModelUpload.id.desc())
                 .limit(1)
             ).scalar()
-        if reason is not None and not reason.startswith(DAMAGED):
+        if reason is not None and not reason.startswith((DAMAGED, ota.NOT_NEWER)):
             raise UploadError(409, f"gateway {gateway!r} refused this model before: {reason}")
         described: dict[str, Any] = health[0]["inference"][step]
         return described
 
-    def _before(self, gateway: str, step: str) -> tuple[int, list[InferenceStep]]:
-        """The most chunk topics earlier uploads to this step may have left retained, and
-        the steps the gateway's latest health describes."""
+    def _before(self, gateway: str, step: str) -> tuple[int, list[InferenceStep], int]:
+        """The most chunk topics earlier uploads to this step may have left retained, the
+        steps the gateway's latest health describes, and the step's last upload serial."""
         with self.engine.connect() as conn:
             health = conn.execute(select(Gateway.health).where(Gateway.id == gateway)).first()
             if health is None:
                 raise UploadError(404, f"unknown gateway {gateway!r}")
-            most = conn.execute(
-                select(func.max(ModelUpload.chunks)).where(
+            most, last = conn.execute(
+                select(func.max(ModelUpload.chunks), func.max(ModelUpload.serial)).where(
                     ModelUpload.gateway_id == gateway, ModelUpload.step == step
                 )
-            ).scalar_one()
-        return int(most or 0), inference_steps(health[0])
+            ).one()
+        return int(most or 0), inference_steps(health[0]), int(last or 0)
 
     async def _publish(self, gateway: str, step: str, payloads: list[bytes], previous: int) -> None:
         """Every chunk, then empty payloads over the topics of older, longer uploads, a
@@ -266,7 +269,8 @@ def _would_refuse(model: Model, running: dict[str, Any]) -> str | None:
 def apply_model_events(
     conn: Connection, rows: list[tuple[str, int, str, dict[str, Any]]], now: float
 ) -> None:
-    """Move the uploads that `model_update` events name (by gateway, step and sha256).
+    """Move the uploads that `model_update` events name (by gateway, step and sha256, and
+    serial when the event has one: a replayed old upload refused names only that upload).
 
     The latest report wins, by the event's `ts`: a retransmitted older event changes nothing.
     """
@@ -282,14 +286,18 @@ def apply_model_events(
         ts = data.get("ts")
         at = float(ts) if is_number(ts) else now
         reason = data.get("reason")
+        serial = data.get("serial")
+        which = [
+            ModelUpload.gateway_id == gateway,
+            ModelUpload.step == step,
+            ModelUpload.sha256 == sha256,
+            or_(ModelUpload.reported_at.is_(None), ModelUpload.reported_at <= at),
+        ]
+        if isinstance(serial, int) and not isinstance(serial, bool):
+            which.append(ModelUpload.serial == serial)
         conn.execute(
             update(ModelUpload)
-            .where(
-                ModelUpload.gateway_id == gateway,
-                ModelUpload.step == step,
-                ModelUpload.sha256 == sha256,
-                or_(ModelUpload.reported_at.is_(None), ModelUpload.reported_at <= at),
-            )
+            .where(*which)
             .values(
                 status=status,
                 reason=reason if status == "refused" and isinstance(reason, str) else None,

@@ -277,6 +277,9 @@ class ModelUpload(Base):
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     reported_at: Mapped[float | None]
+    # Its number for (gateway, step), signed into every chunk (`fogline.ota`); NULL before
+    # revision 0012.
+    serial: Mapped[int | None] = mapped_column(Seq)
 
 
 class GatewayKey(Base):

@@ -1,6 +1,7 @@
 """Provisioning gateways: broker credentials, the registered key, and the identity file.
 
-`fogline cloud gateway add <id>` does three things, and `revoke` undoes the first two:
+`fogline cloud gateway add <id>` (or `POST /api/gateways`, see `Provisioner`) does three
+things, and `revoke` (`DELETE /api/gateways/<id>`) undoes the first two:
 
 1. **broker credentials**: a random password for user `<id>` in mosquitto's password file
    (PBKDF2-SHA512, mosquitto's own `$7$` format). The ACL file is the same for every
@@ -29,9 +30,12 @@ import re
 import secrets
 import shlex
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, insert, select, update
@@ -47,7 +51,15 @@ PBKDF2_ITERATIONS = 101_000  # mosquitto_passwd uses 101; the broker reads the c
 
 
 class ProvisionError(ValueError):
-    """Provisioning that cannot go on; the message says what to do."""
+    """Provisioning that cannot go on; the message says what to do. `kind`: the input is
+    bad (`invalid`), the state forbids it (`conflict`), or the broker was not told
+    (`broker`: the files changed, the reload command failed)."""
+
+    def __init__(
+        self, message: str, kind: Literal["invalid", "conflict", "broker"] = "invalid"
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def check_gateway_id(gateway: str) -> None:
@@ -123,7 +135,8 @@ class BrokerFiles:
         if done.returncode != 0:
             raise ProvisionError(
                 f"--reload {self.reload!r} failed ({done.returncode}): "
-                f"{done.stderr.strip() or done.stdout.strip()}; reload the broker by hand"
+                f"{done.stderr.strip() or done.stdout.strip()}; reload the broker by hand",
+                "broker",
             )
         return "the broker reloaded its password file"
 
@@ -190,7 +203,8 @@ def add_gateway(
         elif held[0] is not None:
             raise ProvisionError(
                 f"key {kid} of {gateway} was revoked and stays so; make the gateway a new key "
-                "(remove its data directory's gateway.key) and add that one"
+                "(remove its data directory's gateway.key) and add that one",
+                "conflict",
             )
     password = secrets.token_urlsafe(24)
     if broker is not None:
@@ -237,6 +251,58 @@ def list_gateways(engine: Engine) -> list[dict[str, object]]:
             ).order_by(GatewayKey.gateway_id, GatewayKey.added_at)
         ).all()
     return [{"gateway": g, "key_id": k, "added_at": a, "revoked_at": r} for g, k, a, r in rows]
+
+
+API_OFF = (
+    "provisioning through the API is off: start the cloud with --broker-dir DIR (the "
+    "broker's password and ACL files, shared with the broker) and --broker-reload CMD (how "
+    "to make the broker read them), or provision with `fogline cloud gateway add` where the "
+    "broker's files are"
+)
+
+
+class Provisioner:
+    """`POST /api/gateways` and `DELETE /api/gateways/<id>`, as the CLI does them.
+
+    One change at a time (the password file is rewritten whole), and the cloud's own key
+    cache is refreshed at once, so a revoked gateway is refused from the next batch on
+    (other replicas within their refresh period)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        files: BrokerFiles,
+        cloud_key: Ed25519PrivateKey | None,
+        refresh: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.engine = engine
+        self.files = files
+        self.cloud_key = cloud_key
+        self._refresh = refresh
+        self._lock = threading.Lock()
+
+    def add(self, gateway: str, public_key: str) -> tuple[Identity, str]:
+        """The gateway's identity (its broker password: shown this once) and what the
+        broker was told; ProvisionError if it cannot be done."""
+        if self.cloud_key is None:
+            msg = (
+                "the cloud has no signing key, so a gateway could not check what it sends: "
+                "start the cloud with --signing-key FILE"
+            )
+            raise ProvisionError(msg, "conflict")
+        with self._lock:
+            identity = add_gateway(
+                self.engine, gateway, self.cloud_key, public_key=public_key, broker=self.files
+            )
+            self._refresh()
+            return identity, self.files.apply()
+
+    def revoke(self, gateway: str) -> tuple[int, str]:
+        """Keys revoked (0: none was live), and what the broker was told."""
+        with self._lock:
+            n = revoke_gateway(self.engine, gateway, broker=self.files)
+            self._refresh()
+            return n, self.files.apply() if n else ""
 
 
 def cloud_user(broker: BrokerFiles, password: str | None = None) -> str:

@@ -855,6 +855,7 @@ def upload_out(row: ModelUpload, running: list[InferenceStep]) -> ModelUploadOut
         step=row.step,
         name=row.name,
         version=row.version,
+        serial=row.serial,
         sha256=row.sha256,
         size=row.size,
         chunks=row.chunks,

@@ -328,6 +328,10 @@ class ModelUploadOut(_Out):
     step: str
     name: str = Field(description="Model name, from its metadata.")
     version: str = Field(description="Version announced to the gateway.")
+    serial: int | None = Field(
+        description="Its number among the uploads to this step, signed into each chunk: "
+        "the gateway refuses one older than the upload it took last."
+    )
     sha256: str
     size: int = Field(description="Bytes.")
     chunks: int = Field(description="Retained chunks it was published as.")
@@ -344,6 +348,37 @@ class GatewayModels(_Out):
     gateway: str
     running: list[InferenceStep] = Field(description="Its infer steps, from the latest health.")
     uploads: list[ModelUploadOut] = Field(description="Uploads, newest first.")
+
+
+class GatewayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="The gateway's id (its --id; also its broker user name).",
+    )
+    public_key: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Its Ed25519 public key, as `fogline gateway key --data-dir DIR` prints "
+        "it on the gateway (the private key never leaves it).",
+    )
+
+
+class GatewayIdentity(_Out):
+    """An identity file (`fogline.identity`): save it as identity.json in the gateway's
+    --data-dir. Its broker password is shown this once."""
+
+    v: int = Field(description="The identity file's format.")
+    gateway: str
+    username: str = Field(description="Its broker user.")
+    password: str = Field(description="Its broker password: shown this once.")
+    cloud_public_key: str = Field(description="The key the cloud signs acks and models with.")
+    gateway_public_key: str = Field(description="The key registered for it.")
+    key_id: str = Field(description="That key's id (as in `fogline cloud gateway list`).")
+    broker: str = Field(description="Whether the broker has reloaded its password file.")
 
 
 class WebhookIn(BaseModel):

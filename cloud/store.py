@@ -201,15 +201,15 @@ class Store:
             seqs[gateway].append(seq)
         for gateway in gateways:
             top = max(seqs[gateway], default=0)
-            conn.execute(
-                update(Gateway)
-                .where(Gateway.id == gateway)
-                .values(
-                    last_seen=case((Gateway.last_seen < now, now), else_=Gateway.last_seen),
-                    received=Gateway.received + len(seqs[gateway]),
-                    max_seq=case((Gateway.max_seq < top, top), else_=Gateway.max_seq),
-                )
-            )
+            values: dict[str, Any] = {
+                "received": Gateway.received + len(seqs[gateway]),
+                "max_seq": case((Gateway.max_seq < top, top), else_=Gateway.max_seq),
+            }
+            if seqs[gateway]:
+                # Only new records say the gateway is alive: a replayed batch (genuine and
+                # signed, from a hostile broker's copy) would otherwise hide a silent one.
+                values["last_seen"] = case((Gateway.last_seen < now, now), else_=Gateway.last_seen)
+            conn.execute(update(Gateway).where(Gateway.id == gateway).values(**values))
 
     # -- kinds ------------------------------------------------------------------------------
 

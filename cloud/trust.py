@@ -80,6 +80,10 @@ class GatewayKeys:
                     keys.setdefault(gateway, []).append(signing.load_public(public))
         self._keys, self._known, self._at = keys, known, time.monotonic()
 
+    def invalidate(self) -> None:
+        """Read the keys again at the next lookup (a gateway was just added or revoked)."""
+        self._at = -float("inf")
+
     def lookup(self, gateway: str) -> tuple[list[Ed25519PublicKey], bool]:
         """(live keys, ever registered)."""
         with self._lock:

@@ -29,6 +29,7 @@ from cloud.live import Feed
 from cloud.metrics import CloudMetrics
 from cloud.model_updates import ModelUpdates, UploadError
 from cloud.pagination import CursorError
+from cloud.provision import Provisioner
 from cloud.render import STATIC, page
 from cloud.throttle import SignInThrottle
 from fogline import __version__
@@ -134,8 +135,10 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     gap_grace: float = DEFAULT_GRACE,
+    provisioner: Provisioner | None = None,
 ) -> FastAPI:
-    """The app; `clock` dates ages and silence, `gap_grace` is `cloud.gaps`' grace period."""
+    """The app; `clock` dates ages and silence, `gap_grace` is `cloud.gaps`' grace period,
+    `provisioner` serves POST/DELETE /api/gateways (None: those answer 409)."""
     app = FastAPI(
         docs_url=None,  # served below, offline
         redoc_url=None,
@@ -144,7 +147,8 @@ def create_app(
         description="Digests, alerts, escalations and gateway health received from Fogline "
         "gateways; models sent to them. Every `/api/` route needs a token "
         "(`Authorization: Bearer fgl_...`, made by `fogline cloud token add`): reads the "
-        "viewer role, alert and silence actions operator, models admin.",
+        "viewer role, alert and silence actions operator, models and gateway provisioning "
+        "admin.",
     )
     app.state.sessions = sessionmaker(engine)
     app.state.engine = engine
@@ -154,6 +158,7 @@ def create_app(
     app.state.feed = feed or Feed(engine)
     app.state.clock = clock
     app.state.gap_grace = gap_grace
+    app.state.provisioner = provisioner
     app.state.fragments = pages.FragmentCache()
     app.state.signin_throttle = SignInThrottle()
     app.add_exception_handler(CursorError, _bad_cursor)

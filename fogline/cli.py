@@ -159,6 +159,19 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
         gateways_cli.DEFAULT_SIGNING_KEY,
     )
     _add(cloud, "broker-password-file", "file holding the broker password (not on `ps`)")
+    _add(
+        cloud,
+        "broker-dir",
+        "the broker's password and ACL files, to provision gateways through the API "
+        "(POST/DELETE /api/gateways); without it those answer 409",
+    )
+    _add(
+        cloud,
+        "broker-reload",
+        "command that makes the broker read its files again after a change, e.g. "
+        "'docker compose kill -s HUP cloud-broker'",
+    )
+    _add(cloud, "broker-owner", "UID:GID the broker runs as (its files stay 0600, its own)")
     _add(cloud, "tls-cert", "serve HTTPS with this certificate (PEM)")
     _add(cloud, "tls-key", "and this private key")
     cloud.add_argument(
@@ -511,6 +524,7 @@ def _cloud(args: argparse.Namespace) -> int:
     )
     from cloud.db import check_url  # noqa: PLC0415
     from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
+    from fogline import gateways_cli  # noqa: PLC0415
 
     try:
         broker = with_password_file(parse_broker_url(args.broker), args.broker_password_file)
@@ -523,6 +537,7 @@ def _cloud(args: argparse.Namespace) -> int:
         models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
         broker_tls = tls_files(args.ca, args.cert, args.key)
         https = _https(args.tls_cert, args.tls_key)
+        files = gateways_cli.broker_files(args.broker_dir, args.broker_reload, args.broker_owner)
     except ValueError as exc:
         print(redact(f"fogline cloud: {exc}"), file=sys.stderr)
         return 2
@@ -542,6 +557,7 @@ def _cloud(args: argparse.Namespace) -> int:
         allow_unregistered=args.allow_unregistered,
         broker_tls=broker_tls,
         https=https,
+        broker_files=files,
     )
     try:
         return asyncio.run(run_cloud(options))

@@ -22,13 +22,16 @@ from fogline.identity import Identity
 GATEWAY = "demo-gw"
 # Everyone but the cloud and the gateway: the machines, the gateway's edge link, the viewer.
 EDGE_ACL = f"""
-# The demo's edge side (one broker stands in for the plant's and the cloud's).
+# The demo's edge side (one broker stands in for the plant's and the cloud's), as in
+# deploy/edge-acl: the simulated machines share one connection, so one user that publishes
+# readings and reads commands only; the gateway's edge link reads readings and publishes
+# commands only.
 user demo-devices
-topic write factory/#
+topic write factory/+/+/telemetry
 topic read factory/+/+/actions
 
 user demo-edge
-topic read factory/#
+topic read factory/+/+/telemetry
 topic write factory/+/+/actions
 
 user demo-viewer

@@ -135,17 +135,27 @@ def run_key(args: argparse.Namespace) -> int:
 
 
 def _broker_files(args: argparse.Namespace) -> Any:
+    return broker_files(
+        getattr(args, "broker_dir", None),
+        getattr(args, "reload", None),
+        getattr(args, "broker_owner", None),
+    )
+
+
+def broker_files(directory: str | None, reload: str | None, owner_text: str | None) -> Any:
+    """The broker's files from --broker-dir, --reload (or --broker-reload) and
+    --broker-owner; None without a directory. ValueError names a bad flag."""
     from cloud.provision import BrokerFiles  # noqa: PLC0415
 
-    if not getattr(args, "broker_dir", None):
+    if not directory:
         return None
     owner = None
-    if args.broker_owner:
-        uid, _, gid = args.broker_owner.partition(":")
+    if owner_text:
+        uid, _, gid = owner_text.partition(":")
         if not uid.isdigit() or not gid.isdigit():
-            raise ValueError(f"--broker-owner: expected UID:GID, got {args.broker_owner!r}")
+            raise ValueError(f"--broker-owner: expected UID:GID, got {owner_text!r}")
         owner = (int(uid), int(gid))
-    return BrokerFiles(Path(args.broker_dir), args.reload, owner)
+    return BrokerFiles(Path(directory), reload or None, owner)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,15 @@ The cloud publishes a model for one pipeline step of one gateway as `count` reta
 chunks, one topic each, so a gateway that connects later (or restarts) still receives the
 latest model whole. Each chunk is one line of JSON, a newline, then raw bytes:
 
-    {"v": 1, "step": "diagnosis", "version": "2", "sha256": "...", "size": 5120,
-     "index": 0, "count": 1}\\n<bytes>
+    {"v": 1, "step": "diagnosis", "version": "2", "serial": 1764878400000000,
+     "sha256": "...", "size": 5120, "index": 0, "count": 1}\\n<bytes>
+
+`serial` numbers the uploads to one step of one gateway, increasing (the cloud takes the
+larger of the last one + 1 and the time in microseconds, so a cloud whose database was
+reset still counts up). It sits in the header the cloud signs (`fogline.signing.sign_chunk`),
+and a gateway runs a model only if its serial is greater than that of the model it runs:
+an old signed upload replayed by a hostile broker cannot roll the gateway back. A rollback
+is a new upload of the old bytes.
 
 The gateway assembles chunks per step (a chunk of another sha256 starts over: a newer
 upload replaced the one in progress), and checks size and sha256 before it even tries to
@@ -32,6 +39,10 @@ import orjson
 
 WIRE_VERSION = 1
 CHUNK_SIZE = 64 * 1024
+MAX_SERIAL = 2**63 - 1
+NOT_NEWER = "not newer than the running model"
+"""How a gateway's refusal of a replayed (older) upload begins: the cloud does not hold it
+against the bytes, which may be uploaded again to roll back on purpose."""
 
 
 class ChunkError(ValueError):
@@ -52,6 +63,7 @@ class Manifest:
     sha256: str
     size: int
     count: int
+    serial: int = 0  # the upload's number for its (gateway, step): see the module docstring
 
 
 def topic(gateway: str, step: str, index: int) -> str:
@@ -62,16 +74,22 @@ def subscription(gateway: str) -> str:
     return f"fogline/{gateway}/down/model/#"
 
 
-def chunks(step: str, version: str, data: bytes, size: int = CHUNK_SIZE) -> list[bytes]:
-    """The payloads to publish, retained, on `topic(gateway, step, i)` for i = 0, 1, ..."""
+def chunks(
+    step: str, version: str, data: bytes, size: int = CHUNK_SIZE, *, serial: int | None = None
+) -> list[bytes]:
+    """The payloads to publish, retained, on `topic(gateway, step, i)` for i = 0, 1, ...
+
+    `serial` defaults to the time in microseconds (the cloud passes its own, see above)."""
     digest = hashlib.sha256(data).hexdigest()
     count = max(1, -(-len(data) // size))
+    serial = time.time_ns() // 1000 if serial is None else serial
     return [
         orjson.dumps(
             {
                 "v": WIRE_VERSION,
                 "step": step,
                 "version": version,
+                "serial": serial,
                 "sha256": digest,
                 "size": len(data),
                 "index": i,
@@ -102,10 +120,13 @@ def parse_chunk(payload: bytes) -> tuple[Manifest, int, bytes]:
             str(header["sha256"]),
             int(header["size"]),
             int(header["count"]),
+            int(header["serial"]),
         )
         index = int(header["index"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ChunkError(f"header field {exc} is missing or malformed") from exc
+    if not 0 < manifest.serial <= MAX_SERIAL:
+        raise ChunkError(f"serial {manifest.serial} is outside 1..{MAX_SERIAL}", manifest)
     if not 0 <= index < manifest.count:
         raise ChunkError(f"chunk {index} of {manifest.count}")
     return manifest, index, body

@@ -10,8 +10,11 @@ message and traceback, whoever logged it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 MASK = "***"
@@ -46,6 +49,30 @@ def redact(text: str) -> str:
     for secret in sorted(_known, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+_SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, Mapping):
+        items = (
+            f"{k!r}: {MASK!r}"
+            if isinstance(k, str) and _SECRET_KEY.search(k)
+            else f"{k!r}: {_shown(v)}"
+            for k, v in value.items()
+        )
+        return "{" + ", ".join(items) + "}"
+    return redact(repr(value))
+
+
+def dataclass_repr(obj: Any) -> str:
+    """A dataclass's repr with secrets masked: URL passwords, remembered passwords and the
+    values of mapping keys that name a password, secret or token (`connect_args`)."""
+    shown = ", ".join(
+        f"{f.name}={_shown(getattr(obj, f.name))}" for f in dataclasses.fields(obj) if f.repr
+    )
+    return f"{type(obj).__name__}({shown})"
 
 
 class RedactingFilter(logging.Filter):

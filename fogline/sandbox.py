@@ -11,8 +11,11 @@ batch (`batch` rows around the model's own training mean) and reports as one JSO
 Whatever the child does, the caller gets a `ModelError` with the reason (a crash names
 its signal), never a crash. Only bytes the child accepted are then loaded in-process.
 
-The seam for signed models (a later change): verify the signature before `check`; a
-model that fails it never reaches a child.
+Signatures come first: a gateway takes a model chunk only if the cloud signed it for this
+gateway (`gateway/trust.py`, before the chunk is even queued) and runs only an upload newer
+than the one it took last (`gateway/model_updates.py`), so bytes that reach a child came
+from the cloud. The child still guards against what the cloud itself was given (a damaged
+or hostile upload), and the cloud runs the same check before it signs anything.
 """
 
 from __future__ import annotations

@@ -345,6 +345,7 @@ class Gateway:
         while True:
             await asyncio.sleep(tick)
             self.engine.tick(self.options.clock.now())
+            self.models.expire()
             for _ in range(1000):  # bounded: a step that keeps failing cannot spin here
                 if not self.engine.pending():
                     break

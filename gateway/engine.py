@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, RateLimitedLog
 from gateway.operators import REGISTRY
 from gateway.operators.base import Operator, StepContext
 from gateway.record import Record
@@ -30,27 +30,6 @@ DeadLetter = Callable[[dict[str, Any]], None]
 class Output(Protocol):
     def emit(self, records: list[Record]) -> None:
         """Take records; never block (publish or enqueue)."""
-
-
-class RateLimitedLog:
-    """At most one log line per reason every `every` seconds, with a count of the rest."""
-
-    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
-        self._log = logger
-        self._every = every
-        self._last: dict[str, float] = {}
-        self._suppressed: defaultdict[str, int] = defaultdict(int)
-
-    def warning(self, reason: str, text: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(reason, -1e9) < self._every:
-            self._suppressed[reason] += 1
-            return
-        self._last[reason] = now
-        more = self._suppressed.pop(reason, 0)
-        self._log.warning(
-            "%s%s", text, f" ({more} more like this since the last report)" if more else ""
-        )
 
 
 class Engine:

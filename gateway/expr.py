@@ -33,6 +33,15 @@ or sequence past :data:`MAX_SEQUENCE` items; the step counts the record as an
 guards at compile time, so ``pipeline check`` reports them with their column. A
 multiplication by a float literal (``x * 1.8``) skips the guard: it cannot repeat a
 sequence. The source itself is at most :data:`MAX_SOURCE` characters.
+
+An expression's *result* is an integer of at most 64 bits (signed): intermediate values may
+be larger (``x * x // 2**20``), but a value kept in a record must be one orjson can write
+into the outbox, a JSON reader can parse and a SQL ``BIGINT`` can hold. A result outside
+that range raises :class:`ExprLimitError` rather than becoming a float: a float would
+change the field's type with its magnitude and silently drop the low digits of exact
+values (counters, ids compared with ``==``), while a limit error is counted at the step
+that made the value, with its path. A comparison, ``not``, ``has()`` or a bare field is
+not checked: it cannot compute a new integer.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ __all__ = [
     "MAX_INT_BITS",
     "MAX_SEQUENCE",
     "MAX_SOURCE",
+    "RESULT_INT_RANGE",
     "Expr",
     "ExprError",
     "ExprLimitError",
@@ -66,6 +76,8 @@ MAX_SEQUENCE = 65536
 """Longest string or sequence a repetition or ``%`` formatting may produce (max_payload)."""
 MAX_SOURCE = 4096
 """Longest expression source, in characters."""
+RESULT_INT_RANGE = (-(2**63), 2**63 - 1)
+"""Smallest and largest integer an expression may return (signed 64-bit)."""
 _MAX_EXPONENT = 1000  # a literal exponent; computed ones meet MAX_INT_BITS at run time
 
 
@@ -121,6 +133,73 @@ def _mod(a: Any, b: Any) -> Any:
                     msg = f"format width {width} exceeds {MAX_SEQUENCE}"
                     raise ExprLimitError(msg)
     return a % b
+
+
+_INT_LO, _INT_HI = RESULT_INT_RANGE
+
+
+def _result(value: Any) -> Any:
+    """An expression's value, refused when it is an integer beyond signed 64 bits."""
+    if value.__class__ is int and not _INT_LO <= value <= _INT_HI:
+        msg = f"result {value} does not fit in a signed 64-bit integer"
+        raise ExprLimitError(_short(msg))
+    return value
+
+
+_FLOAT_FUNCTIONS = frozenset({"exp", "hypot", "log", "log10", "pow", "sqrt"})
+
+
+def _never_int(node: ast.expr) -> bool:
+    """A rewritten expression whose value cannot be an integer (a float, a string from
+    `%`, or an error): `/`, a float literal operand, math functions. Its result needs no
+    check (the check costs about 50 ns an evaluation)."""
+    match node:
+        case ast.Constant(value=value):
+            return value.__class__ is float
+        case ast.BinOp(op=ast.Div()):
+            return True
+        case ast.BinOp(left=left, right=right):
+            return _never_int(left) or _never_int(right)
+        case ast.UnaryOp(op=ast.USub() | ast.UAdd(), operand=operand):
+            return _never_int(operand)
+        case ast.Call(func=ast.Name(id=name), args=args) if name in _GUARD_FUNCTIONS:
+            return any(_never_int(arg) for arg in args)  # _pow, _mul, _mod
+        case ast.Call(func=ast.Name(id=name)):
+            return name in _FLOAT_FUNCTIONS
+        case ast.IfExp(body=body, orelse=orelse):
+            return _never_int(body) and _never_int(orelse)
+    return False
+
+
+def _may_compute_int(node: ast.expr) -> bool:
+    """Whether a rewritten expression can return an integer no record held (see above)."""
+    if _never_int(node):
+        return False
+    match node:
+        case ast.Compare() | ast.UnaryOp(op=ast.Not()) | ast.Subscript():
+            return False
+        case ast.BoolOp(values=values):
+            return any(_may_compute_int(value) for value in values)
+        case ast.IfExp(body=body, orelse=orelse):
+            return _may_compute_int(body) or _may_compute_int(orelse)
+        case ast.Constant(value=value):
+            return value.__class__ is int and not _INT_LO <= value <= _INT_HI
+    return True
+
+
+def _check_constant_result(node: ast.expr) -> None:
+    """A literal-only expression whose value is out of range fails at compile time, where
+    ``pipeline check`` shows it, not on the first record."""
+    if not _constant_only(node):
+        return
+    try:
+        value = _fold(node)
+    except (ArithmeticError, TypeError, ValueError):
+        return  # a located guard error follows from the checker, or a run-time error
+    try:
+        _result(value)
+    except ExprLimitError as exc:
+        raise ExprError(str(exc), 0) from None
 
 
 def _short(text: str) -> str:
@@ -458,7 +537,10 @@ def compile_expr(source: str) -> Expr:
     try:
         # The newline makes an unexpected end of input point at the end, not at column 0.
         tree = ast.parse(text + "\n", "<expr>", mode="eval")
+        _check_constant_result(tree.body)
         body = checker.visit(tree.body)
+        if _may_compute_int(body):
+            body = ast.copy_location(ast.Call(ast.Name("_result", ast.Load()), [body], []), body)
         arguments = ast.arguments([], [ast.arg("r")], None, [], [], None, [])
         func = ast.Expression(ast.copy_location(ast.Lambda(arguments, body), body))
         code = compile(ast.fix_missing_locations(func), "<expr>", "eval")
@@ -472,5 +554,6 @@ def compile_expr(source: str) -> Expr:
     except (RecursionError, MemoryError):
         raise ExprError("expression is too deeply nested", lead) from None
     namespace: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS, **_GUARD_FUNCTIONS}
+    namespace["_result"] = _result
     fn = eval(code, namespace)  # noqa: S307 - only whitelisted, rewritten ast is compiled
     return Expr(source, frozenset(checker.fields), fn)

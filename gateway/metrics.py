@@ -22,6 +22,27 @@ from fogline.prometheus import Exposition, Labels
 log = logging.getLogger("fogline.gateway.metrics")
 
 
+class RateLimitedLog:
+    """At most one log line per reason every `every` seconds, with a count of the rest."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self._log = logger
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._suppressed: defaultdict[str, int] = defaultdict(int)
+
+    def warning(self, reason: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -1e9) < self._every:
+            self._suppressed[reason] += 1
+            return
+        self._last[reason] = now
+        more = self._suppressed.pop(reason, 0)
+        self._log.warning(
+            "%s%s", text, f" ({more} more like this since the last report)" if more else ""
+        )
+
+
 UPLINK_COUNTERS = {
     "records_sent": "Records sent to the cloud for the first time.",
     "records_resent": "Records sent again because their ack was overdue.",

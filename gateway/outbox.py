@@ -75,6 +75,20 @@ CREATE TABLE IF NOT EXISTS chain (
 # signing (docs/benchmarks.md).
 
 
+class UnserialisableRecordError(ValueError):
+    """A record the outbox cannot write as JSON; refused before it was given a seq."""
+
+    def __init__(self, kind: str, device: str, reason: str) -> None:
+        super().__init__(kind, device, reason)
+        self.kind, self.device, self.reason = kind, device, reason
+
+    def __str__(self) -> str:
+        return (
+            f"outbox: refused a record (kind {self.kind}, device {self.device!r}) that "
+            f"cannot be written as JSON ({self.reason}); the rest of its batch is kept"
+        )
+
+
 class Participant(Protocol):
     """Something committed in the outbox's transactions (operator state, delivery acks)."""
 
@@ -176,11 +190,19 @@ class Outbox:
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, kind: str, device: str, data: dict[str, Any]) -> int:
-        """Number a record and buffer it for the next group commit; returns its seq."""
+        """Number a record and buffer it for the next group commit; returns its seq.
+
+        The record is serialised before it is numbered: one that cannot be (an integer
+        past 64 bits, a value of no JSON type) raises :class:`UnserialisableRecordError` and
+        takes no seq, so the cloud never sees a gap nobody can explain."""
+        try:
+            body = orjson.dumps(data)
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+            raise UnserialisableRecordError(kind, device, str(exc)) from None
         seq = self.next_seq
         self.next_seq += 1
         cls = CLASS.get(kind, CLASS["event"])
-        self._appends.append(Pending(seq, cls, device, orjson.dumps(data), time.time()))
+        self._appends.append(Pending(seq, cls, device, body, time.time()))
         if cls == 0:
             self.urgent = True
         elif cls == HEALTH:

@@ -52,8 +52,8 @@ from fogline.mqtt import MqttLink
 from fogline.signing import Signer
 from gateway.clock import Clock
 from gateway.flow import AckTimer, LinkRate
-from gateway.metrics import Metrics
-from gateway.outbox import Outbox
+from gateway.metrics import Metrics, RateLimitedLog
+from gateway.outbox import Outbox, UnserialisableRecordError
 
 log = logging.getLogger("fogline.gateway.uplink")
 
@@ -117,6 +117,7 @@ class Uplink:
         self.gateway_id = gateway_id
         self.outbox = outbox
         self._metrics = metrics
+        self._log = RateLimitedLog(log)
         self._clock = clock
         self._flush_interval = flush_interval
         self._batch_records = batch_records
@@ -181,7 +182,12 @@ class Uplink:
 
     def send(self, kind: str, records: list[tuple[str, dict[str, Any]]]) -> None:
         for device, data in records:
-            self.outbox.append(kind, device, data)
+            try:
+                self.outbox.append(kind, device, data)
+            except UnserialisableRecordError as exc:
+                # One record, not the batch: the others are numbered and kept.
+                self._metrics.rejects[("uplink", "unserialisable")] += 1
+                self._log.warning("unserialisable", str(exc))
         if self.outbox.urgent or self.outbox.buffered >= self.outbox.flush_records:
             self._flush_now.set()
 

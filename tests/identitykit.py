@@ -13,14 +13,18 @@ import time
 import uuid
 from pathlib import Path
 
+import orjson
 import paho.mqtt.client as paho
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from support import free_port, start_mosquitto
 
 from cloud.provision import BrokerFiles, cloud_user, write_acl
+from fogline import chain, signing
+from fogline.envelope import encode_batch
 
 
 class Pki:
@@ -228,3 +232,18 @@ class Client:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def signed_batch(
+    key: Ed25519PrivateKey,
+    gid: str,
+    records: list[tuple[int, str, dict]],
+    prev: tuple[int, bytes] = (0, chain.GENESIS),
+) -> bytes:
+    """A batch as a gateway holding `key` would sign it (the chain computed honestly,
+    the batch's records committed as one group)."""
+    seqs, devices, data = zip(*records, strict=True)
+    own = chain.link(prev[1], "event", seqs, devices, [orjson.dumps(x) for x in data])
+    link = (prev[0], prev[1], records[-1][0], own)
+    signer = signing.Signer(key)
+    return signer.sign(encode_batch(gid, "event", records, 1.7e9, link, signer.kid))

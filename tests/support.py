@@ -78,10 +78,18 @@ def udp_port() -> int:
                 return port
 
 
-def start_mosquitto(conf: Path, log_path: Path, port: int) -> subprocess.Popen[bytes]:
-    """Start mosquitto with `conf` and return once it listens on `port`."""
+def start_mosquitto(
+    conf: Path,
+    log_path: Path,
+    port: int,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start mosquitto with `conf` (or `command`, a script that ends by exec'ing it) and
+    return once it listens on `port`."""
+    argv = command or [MOSQUITTO, "-c", str(conf)]
     with log_path.open("ab") as log:
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

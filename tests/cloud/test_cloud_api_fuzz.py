@@ -22,6 +22,7 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 from support import Broker
 
 from cloud.app import Cloud, CloudOptions
+from cloud.provision import BrokerFiles
 from fogline.urls import parse_broker_url
 
 EXAMPLES = 12
@@ -37,6 +38,8 @@ BEYOND_SCHEMA = {
     "POST /api/webhooks": "a port past 65535 (422)",
     "PUT /api/gateways/{gateway_id}/models/{step}": "a step with '+', '#' or NUL (422)",
     "POST /api/alerts/actions": "a false alarm without its reason, or an assign without whom (422)",
+    "POST /api/gateways": "a public key that is not an Ed25519 key (422)",
+    "DELETE /api/gateways/{gateway_id}": "a gateway with no live key (404)",
 }
 
 
@@ -91,6 +94,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cloud, di
         http_port=0,
         replica="fuzz",
         wait_broker=None,
+        signing_key=tmp / "cloud.key",
+        broker_files=BrokerFiles(tmp / "broker"),  # POST/DELETE /api/gateways provision
     )
     try:
         with Running(options) as cloud:

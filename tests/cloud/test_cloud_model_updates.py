@@ -100,6 +100,7 @@ async def test_an_upload_is_published_retained_in_chunks_and_a_shorter_one_clear
         "step": "diagnosis",
         "name": info.name,
         "version": info.version,
+        "serial": int(clock.now * 1_000_000),  # the first upload: the time in microseconds
         "sha256": info.sha256,
         "size": len(data),
         "chunks": count,

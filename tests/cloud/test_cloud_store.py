@@ -22,7 +22,7 @@ def test_migrations_create_exactly_the_models(store: Store) -> None:
         diff = compare_metadata(
             MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
         )
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0011",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0012",)]
         if conn.dialect.name == "sqlite":
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     assert diff == []
@@ -40,6 +40,28 @@ def test_the_same_batch_twice_is_stored_once(store: Store) -> None:
     with store.engine.connect() as conn:
         gw = conn.execute(select(Gateway.received, Gateway.max_seq)).one()
     assert tuple(gw) == (500, 500)
+
+
+def test_a_replayed_batch_does_not_move_last_seen(store: Store) -> None:
+    """A hostile broker replaying an old genuine batch must not hide a silent gateway:
+    only records the cloud did not hold yet say that the gateway is alive."""
+    now = [1000.0]
+    timed = Store(store.engine, clock=lambda: now[0])
+    records = [(s, "line-1/m-01", digest(NOW + s)) for s in range(1, 4)]
+    timed.write([batch("gw1", "digest", records)])
+    now[0] = 2000.0
+    again = timed.write([batch("gw1", "digest", records)])
+    assert again.duplicates == {"digest": 3}
+
+    def row() -> tuple[float, int, int]:
+        with store.engine.connect() as conn:
+            query = select(Gateway.last_seen, Gateway.received, Gateway.max_seq)
+            return tuple(conn.execute(query.where(Gateway.id == "gw1")).one())  # type: ignore[return-value]
+
+    assert row() == (1000.0, 3, 3)
+    now[0] = 3000.0  # a replay mixed with one new record: the gateway was heard
+    timed.write([batch("gw1", "digest", [*records, (4, "line-1/m-01", digest(NOW + 4))])])
+    assert row() == (3000.0, 4, 4)
 
 
 def test_duplicates_inside_one_drain_and_across_kinds_count_once(store: Store) -> None:

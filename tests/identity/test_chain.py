@@ -1,5 +1,6 @@
 """The outbox's hash chain: linked at commit, kept across restarts, cut where a record is
-missing, and the same whatever the batches (fogline.chain)."""
+missing, and the same whatever the batches (fogline.chain); and a signature with one
+spelling (fogline.signing)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fogline import chain
+from fogline import chain, signing
 from gateway.outbox import Outbox
 
 
@@ -176,3 +179,20 @@ def test_an_outbox_converted_after_all_was_acknowledged_follows_its_old_head(
     new = chain.link(old_head, "digest", [4], ["m1"], [orjson.dumps({"i": 4})])
     assert link == (3, old_head, new)  # what the cloud holds at 3, not the new link
     box.close()
+
+
+def test_a_signature_has_one_spelling() -> None:
+    """Base64 leaves 4 bits of a 64-byte signature's last character unused: a message with
+    one of them flipped is not the message that was signed, and is refused as forged."""
+    key = Ed25519PrivateKey.generate()
+    signed = signing.Signer(key).sign(b'{"a":1}')
+    assert signing.verify(signed, [key.public_key()]) == b'{"a":1}'
+    last = len(signed) - len(b'=="}') - 1  # the character before the padding
+    refused = 0
+    for bit in range(8):
+        altered = bytearray(signed)
+        altered[last] ^= 1 << bit
+        with pytest.raises(signing.SignatureError) as info:
+            signing.verify(bytes(altered), [key.public_key()])
+        refused += info.value.reason == "forged"
+    assert refused == 8

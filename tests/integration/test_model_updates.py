@@ -176,7 +176,7 @@ async def test_crashing_slow_and_junk_models_are_refused_and_the_gateway_lives_o
         publish_model(watch, "gw1", "diagnosis", "segv", crasher, 64 * 1024)
         publish_model(watch, "gw1", "diagnosis", "slow", slow_model(100_000, 4), 64 * 1024)
         for i in range(400):  # junk for steps that do not exist: refused, never held
-            header = {"v": 1, "step": f"s{i}", "version": "x", "sha256": "0" * 64,
+            header = {"v": 1, "step": f"s{i}", "version": "x", "serial": 1, "sha256": "0" * 64,
                       "size": 10**9, "index": 0, "count": 10**6}  # fmt: skip
             watch.client.publish(
                 ota.topic("gw1", f"s{i}", 0), orjson.dumps(header) + b"\n" + b"x" * 1000, qos=1

@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 from support import Broker, free_port
 
+from cloud.app import CloudOptions
+from fogline.identity import Identity
 from fogline.redact import RedactingFilter, redact, remember
 from fogline.urls import parse_broker_url
+from gateway.app import GatewayOptions
+from gateway.spec import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 FOGLINE = [sys.executable, "-m", "fogline.cli"]
@@ -124,3 +128,26 @@ def test_log_lines_and_tracebacks_are_redacted(caplog: pytest.LogCaptureFixture)
     assert "lost postgres://a:***@c/d (dsn host=h password=***)" in text
     assert "ConnectionError: connecting to amqp://x:***@h failed" in text
     assert redact("no secrets here: 5 passes") == "no secrets here: 5 passes"
+
+
+def test_repr_of_the_cloud_and_gateway_options_hides_the_passwords(tmp_path: Path) -> None:
+    """Options objects end up in logs and tracebacks (`log.debug("%r", options)`)."""
+    url = parse_broker_url(f"mqtt://cloud:{SECRET}@localhost:1883")
+    options = CloudOptions(
+        url,
+        db_url=f"postgresql+psycopg://fogline:{SECRET}@db:5432/fogline",
+        db_connect_args={"password": "other-Pw7", "sslmode": "require"},
+    )
+    assert options.db_url.endswith(f":{SECRET}@db:5432/fogline")  # still usable
+    shown = repr(options)
+    assert SECRET not in shown
+    assert "other-Pw7" not in shown
+    assert "db_url='postgresql+psycopg://fogline:***@db:5432/fogline'" in shown
+    assert "db_connect_args={'password': '***', 'sslmode': 'require'}" in shown
+    assert shown.startswith("CloudOptions(broker=BrokerUrl(host='localhost', port=1883")
+
+    identity = Identity("gw1", "gw1", SECRET, "cloud-key", "pub", "PRIVATE-KEY-TEXT")
+    pipeline = load_pipeline(ROOT / "pipelines" / "factory.yaml")
+    gateway = GatewayOptions(pipeline, url, url, "gw1", tmp_path, identity=identity)
+    assert SECRET not in repr(gateway)
+    assert "PRIVATE-KEY-TEXT" not in repr(gateway)

@@ -347,9 +347,15 @@ numbers = st.integers(-(10**12), 10**12) | st.floats(allow_nan=False, allow_infi
 @settings(database=None)
 @given(a=numbers, b=numbers, op=st.sampled_from(sorted(OPERATORS)))
 def test_matches_python(a: float, b: float, op: str) -> None:
+    """Python's answer, or ExprLimitError for an integer result past 64 bits (signed)."""
     expected = OPERATORS[op](a, b)
-    assert compile_expr(f"a {op} b")({"a": a, "b": b}) == expected
-    assert compile_expr(f"{a!r} {op} b")({"b": b}) == expected
+    sources = [(f"a {op} b", {"a": a, "b": b}), (f"{a!r} {op} b", {"b": b})]
+    for source, record in sources:
+        if type(expected) is int and not -(2**63) <= expected < 2**63:
+            with pytest.raises(ExprLimitError):
+                compile_expr(source)(record)
+        else:
+            assert compile_expr(source)(record) == expected
 
 
 # --- bounds: nothing a record or a literal holds may build an unbounded value ---------
@@ -400,9 +406,45 @@ def test_run_time_bounds_raise_expr_limit_error(
 
 
 @pytest.mark.parametrize(
+    ("source", "record"),
+    [
+        ("x * x", {"x": 2**40}),
+        ("x * 2", {"x": 2**62}),
+        ("-x - x - 1", {"x": 2**62}),
+        ("x ** 3", {"x": 2**22}),
+        ("abs(x)", {"x": -(2**63)}),
+        ("x + 1 if x > 0 else 0", {"x": 2**63 - 1}),
+        ("x > 0 and x + 1", {"x": 2**63 - 1}),
+        ("floor(x * 1e10)", {"x": 1e10}),
+    ],
+)
+def test_an_integer_result_past_64_bits_is_a_limit_error(
+    source: str, record: dict[str, Any]
+) -> None:
+    """orjson writes at most 64-bit integers: a larger result would stop an output batch."""
+    with pytest.raises(ExprLimitError, match="does not fit in a signed 64-bit integer"):
+        compile_expr(source)(record)
+
+
+def test_a_literal_result_past_64_bits_is_a_compile_error() -> None:
+    error = err("2 ** 70")
+    assert (error.message, error.column) == (
+        "result 1180591620717411303424 does not fit in a signed 64-bit integer",
+        0,
+    )
+    assert compile_expr("2 ** 70 > x")({"x": 1}) is True
+
+
+@pytest.mark.parametrize(
     ("source", "record", "expected"),
     [
-        ("x ** 64", {"x": 2**63}, 2 ** (63 * 64)),  # a 64-bit reading to the 64th: allowed
+        ("x ** 64 > 0", {"x": 2**63}, True),  # a 64-bit reading to the 64th: allowed
+        ("x * x // 2**40", {"x": 2**40}, 2**40),  # an intermediate past 64 bits: allowed
+        ("x * 2 - 1", {"x": 2**62}, 2**63 - 1),
+        ("-x - x", {"x": 2**62}, -(2**63)),
+        ("x", {"x": 2**70}, 2**70),  # a field as the decoder gave it: not computed here
+        ("x > 0 and x", {"x": 2**70}, 2**70),
+        ("x * 1.5", {"x": 2**70}, 2**70 * 1.5),  # a float may be large
         ("x ** y", {"x": 1, "y": 10**100}, 1),
         ("x ** y", {"x": 2.0, "y": 3}, 8.0),
         ("s * 3", {"s": "ab"}, "ababab"),
@@ -431,3 +473,26 @@ def test_a_bounded_power_returns_quickly() -> None:
         with pytest.raises(ExprLimitError):
             fn({"x": 10, "y": 10**10, "t": 1})
     assert time.perf_counter() - start < 0.1
+
+
+@pytest.mark.parametrize(
+    ("source", "checked"),
+    [
+        ("x * x", True),
+        ("x - y", True),
+        ("abs(x)", True),
+        ("x + 1 if c else 1.5", True),
+        ("x if c else 1.5", False),  # a field as the record holds it
+        ("x", False),
+        ("x > 3", False),
+        ("x / y", False),
+        ("x * 1.8 + 32", False),
+        ("-(x ** 0.5)", False),
+        ("sqrt(x) * y", False),
+        ("'%5.1f' % x", True),  # a string, but a field on the right: checked, harmlessly
+    ],
+)
+def test_only_results_that_may_be_integers_are_checked(source: str, checked: bool) -> None:
+    """The result check costs a call per evaluation; float-only expressions skip it."""
+    fn = compile_expr(source).fn
+    assert ("_result" in fn.__code__.co_names) is checked
