@@ -266,9 +266,13 @@ def _trust_flags(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a reader that stops early (`fogline pipeline schema | head`) ends
-    it quietly, as it would a Unix filter, with the shell's status for SIGPIPE."""
+    it quietly, as it would a Unix filter, with the shell's status for SIGPIPE. Ctrl-C
+    before a command has its own handler in place (while importing, while starting) ends it
+    quietly too, with the shell's status for SIGINT."""
     try:
         return _main(argv)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
     except BrokenPipeError:
         # Python would report the pipe again while flushing stdout at exit: point it away.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

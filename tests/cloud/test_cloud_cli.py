@@ -112,3 +112,35 @@ def test_cloud_command_reports_a_busy_port_and_a_missing_database(
     missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
     assert main(["cloud", "--broker", broker.url, "--db", missing, "--http", "127.0.0.1:0"]) == 1
     assert f"fogline cloud: cannot use the database {missing}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("moment", ["importing", "running"])
+def test_ctrl_c_stops_the_cloud_quietly_at_any_moment(
+    moment: str, broker: Broker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FOGLINE_BROKER": broker.url,
+        "FOGLINE_DB": f"sqlite:///{tmp_path / 'cloud.db'}",
+        "FOGLINE_HTTP": f"127.0.0.1:{port}",
+        "FOGLINE_SIGNING_KEY": str(tmp_path / "cloud.key"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fogline", "cloud"],  # `python -m fogline` is the command
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a shell's foreground job
+    )  # fmt: skip
+    try:
+        if moment == "importing":
+            time.sleep(0.3)  # the moment of the Ctrl-C is what is tested, not a wait
+        else:
+            wait_healthy(port, proc)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode in {0, 130}, stderr
+    assert "Traceback" not in stderr
