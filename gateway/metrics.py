@@ -17,6 +17,7 @@ from typing import Any, Self
 
 import orjson
 
+from fogline.envelope import KINDS
 from fogline.prometheus import Exposition, Labels
 
 log = logging.getLogger("fogline.gateway.metrics")
@@ -35,6 +36,8 @@ UPLINK_COUNTERS = {
     "bad_acks": "Acks that could not be read.",
     "commit_failures": "Outbox commits that failed (a full disk, an I/O error), then retried.",
 }
+
+RECORDS_OUT = (*KINDS, "action")  # the `outputs` keys that are records out
 
 
 @dataclass
@@ -66,7 +69,9 @@ class Metrics:
         return sum(self.rejects.values())
 
     def total_out(self) -> int:
-        return sum(self.outputs.values())
+        """Records out: sent to the cloud, or published as actions. `outputs` also counts
+        what did not go out (an action while the broker was away, a model swapped in)."""
+        return sum(self.outputs.get(kind, 0) for kind in RECORDS_OUT)
 
     def snapshot(self) -> dict[str, object]:
         """A compact summary for the health record."""
