@@ -136,7 +136,22 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
         "sqlite:///./fogline.db",
     )
     _add(cloud, "http", "HOST:PORT for the API, /metrics and /healthz", "127.0.0.1:8080")
-    _add(cloud, "replica", "replica name, unique per instance", socket.gethostname().split(".")[0])
+    _add(
+        cloud,
+        "replica",
+        "replica name, unique per instance and stable across restarts: the broker keeps "
+        "each name's session and queue for --session-expiry after it leaves",
+        socket.gethostname().split(".")[0],
+    )
+    _add(
+        cloud,
+        "session-expiry",
+        "how long the broker keeps this replica's queue while it is away: a restart within "
+        "it gets what was sent meanwhile; until it ends, a replica gone for good (renamed, "
+        "removed) keeps its share of the gateways' batches, which they resend after an ack "
+        "timeout",
+        "5m",
+    )
     _add(cloud, "public-url", "the console's address as people reach it (links in webhooks)")
     _add(cloud, "retention-days", "days digests are kept", "30")
     _add(
@@ -503,6 +518,21 @@ def _seconds(text: str, flag: str) -> int:
     return int(text)
 
 
+def _session_expiry(text: str) -> int:
+    """Whole seconds from `5m`, `300` or `0` (the session ends with the connection)."""
+    from cloud.ingest import MAX_SESSION_EXPIRY  # noqa: PLC0415
+
+    try:
+        seconds = float(text) if text.strip().isdigit() else parse_duration(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_SESSION_EXPIRY:
+        raise ValueError(
+            f"--session-expiry: expected a duration like 5m, 1h or 300 (seconds), got {text!r}"
+        )
+    return round(seconds)
+
+
 def _cloud(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
@@ -515,6 +545,7 @@ def _cloud(args: argparse.Namespace) -> int:
     )
     from cloud.db import check_url  # noqa: PLC0415
     from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
+    from cloud.ingest import IngestOptions  # noqa: PLC0415
 
     try:
         broker = with_password_file(parse_broker_url(args.broker), args.broker_password_file)
@@ -527,6 +558,7 @@ def _cloud(args: argparse.Namespace) -> int:
         models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
         broker_tls = tls_files(args.ca, args.cert, args.key)
         https = _https(args.tls_cert, args.tls_key)
+        session_expiry = _session_expiry(args.session_expiry)
     except ValueError as exc:
         print(redact(f"fogline cloud: {exc}"), file=sys.stderr)
         return 2
@@ -539,6 +571,7 @@ def _cloud(args: argparse.Namespace) -> int:
         http_host=host,
         http_port=port,
         replica=args.replica,
+        ingest=IngestOptions(session_expiry=session_expiry),
         retention_days=retention_days,
         models_dir=models,
         silent_after=silent_after,

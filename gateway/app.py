@@ -53,7 +53,7 @@ from gateway.state import StateStore
 from gateway.status import show_status
 from gateway.template import compile_template
 from gateway.trust import DownlinkTrust
-from gateway.uplink import Uplink
+from gateway.uplink import STALL_AFTER, Uplink
 
 log = logging.getLogger("fogline.gateway")
 
@@ -82,6 +82,9 @@ class GatewayOptions:
     outbox_ttl: dict[str, float] = field(default_factory=dict)
     uplink_max_rate: float | None = None
     uplink_keepalive: int = UPLINK_KEEPALIVE
+    # Seconds records may wait on a connected uplink with no ack from the cloud before
+    # /healthz says degraded and the gateway warns (once) that the cloud does not answer.
+    uplink_stall_after: float = STALL_AFTER
     clock: Clock = field(default_factory=SystemClock)
     # Trust (issue 9): with an identity, the uplink logs in with its credentials and acks
     # and model chunks must carry the cloud's signature; batches are always signed.
@@ -145,7 +148,12 @@ class Gateway:
             ttl=options.outbox_ttl,
         )
         self.uplink = Uplink(
-            gid, self.outbox, self.metrics, options.clock, max_rate=options.uplink_max_rate
+            gid,
+            self.outbox,
+            self.metrics,
+            options.clock,
+            max_rate=options.uplink_max_rate,
+            stall_after=options.uplink_stall_after,
         )
         self.uplink.signer = Signer(gateway_key(options.data_dir, options.identity))
         identity = options.identity

@@ -4,6 +4,7 @@ SQLite file, and a clean exit on SIGTERM that keeps what it acknowledged."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import sqlite3
@@ -13,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from cloudkit import digests
 from support import Broker, Collector, free_port
@@ -21,6 +23,7 @@ from fogline.cli import main
 from fogline.envelope import decode_ack, uplink_topic
 
 ROOT = Path(__file__).resolve().parents[2]
+CLOUD = [sys.executable, "-m", "fogline", "cloud"]
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
@@ -90,6 +93,8 @@ def test_cloud_command_stores_acks_and_stops_on_sigterm(broker: Broker, tmp_path
         (["--retention-days", "0"], "got '0'"),
         (["--silent-after", "soon"], "--silent-after: expected a positive number of seconds"),
         (["--silent-after", "-5"], "got '-5'"),
+        (["--session-expiry", "forever"], "--session-expiry: expected a duration like 5m"),
+        (["--session-expiry", "-5"], "got '-5'"),
     ],
 )
 def test_cloud_command_rejects_bad_flags(
@@ -144,3 +149,51 @@ def test_ctrl_c_stops_the_cloud_quietly_at_any_moment(
             proc.communicate()
     assert proc.returncode in {0, 130}, stderr
     assert "Traceback" not in stderr
+
+
+def session_kept(port: int, client_id: str) -> bool:
+    """Whether the broker still holds a session for `client_id`. Asking takes it over, and
+    the asker's own session ends as it leaves."""
+    present: queue.Queue[bool] = queue.Queue()
+    probe = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    probe.on_connect = lambda _c, _u, flags, _rc, _p: present.put(flags.session_present)
+    probe.connect("127.0.0.1", port, clean_start=False)
+    probe.loop_start()
+    try:
+        return present.get(timeout=5)
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
+
+
+def test_a_departed_replica_is_forgotten_after_its_session_expiry(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A replica's session (and with it its share of a shared subscription) outlives it by
+    --session-expiry: 5 min by default, here 1 s; a replica renamed or removed no longer
+    holds the gateways' batches for a day."""
+    env = {
+        **os.environ,
+        "FOGLINE_BROKER": broker.url,
+        "FOGLINE_DB": f"sqlite:///{tmp_path / 'cloud.db'}",
+        "FOGLINE_SIGNING_KEY": str(tmp_path / "cloud.key"),
+    }
+    for replica, expiry in (("kept", []), ("brief", ["--session-expiry", "1"])):
+        port = free_port()
+        proc = subprocess.Popen(
+            [*CLOUD, "--replica", replica, "--http", f"127.0.0.1:{port}", *expiry],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_healthy(port, proc)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert session_kept(broker.port, "fogline-cloud-kept")  # 5 min: still there
+    deadline = time.monotonic() + 15
+    while session_kept(broker.port, "fogline-cloud-brief"):
+        assert time.monotonic() < deadline, "the session outlived --session-expiry 1"
+        time.sleep(0.2)
