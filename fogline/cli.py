@@ -19,7 +19,7 @@ from fogline.clihelp import Formatter, command
 from fogline.identity import IDENTITY_FILE, Identity, IdentityError, read_identity
 from fogline.redact import install as install_redaction
 from fogline.redact import redact, remember_url
-from fogline.tls import tls_files, with_password_file
+from fogline.tls import https_files, tls_files, with_password_file
 from fogline.units import parse_duration, parse_size
 from fogline.urls import parse_broker_url
 
@@ -267,12 +267,6 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
     return parser
 
 
-def _https(cert: str | None, key: str | None) -> tuple[Path, Path] | None:
-    if bool(cert) != bool(key):
-        raise ValueError("--tls-cert and --tls-key go together")
-    return (Path(cert), Path(key)) if cert and key else None
-
-
 def _trust_flags(p: argparse.ArgumentParser) -> None:
     _add(p, "ca", "CA file to trust for mqtts:// brokers (default: the system's)")
     _add(p, "cert", "client certificate for mqtts:// brokers that ask for one (mutual TLS)")
@@ -427,6 +421,7 @@ def _ttl(spec: str) -> dict[str, float]:
 
 def _gateway(args: argparse.Namespace) -> int:
     from gateway.app import GatewayOptions, check_data_dir, run_gateway  # noqa: PLC0415
+    from gateway.metrics import ListenError  # noqa: PLC0415
     from gateway.spec import PipelineError, load_pipeline  # noqa: PLC0415
 
     if not args.pipeline:
@@ -439,14 +434,14 @@ def _gateway(args: argparse.Namespace) -> int:
         pipeline = load_pipeline(args.pipeline)
         broker = with_password_file(parse_broker_url(args.broker), args.broker_password_file)
         uplink = parse_broker_url(args.uplink) if args.uplink else broker
-        metrics_port = int(args.metrics_port) if args.metrics_port else None
+        metrics_port = _port(args.metrics_port, "--metrics-port") if args.metrics_port else None
         _check_durability(args.durability)
         ack_readings = _ack_readings(args.ack_readings)
         max_bytes = parse_size(args.outbox_max_bytes)
         ttl = _ttl(args.outbox_ttl or "")
         max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
         keepalive = _seconds(args.uplink_keepalive, "--uplink-keepalive")
-        check_data_dir(Path(args.data_dir))
+        check_data_dir(Path(args.data_dir))  # makes nothing: see there
         uplink_tls = tls_files(args.ca, args.cert, args.key)
         shared = (broker.host, broker.port) == (uplink.host, uplink.port)
         broker_tls = tls_files(
@@ -487,7 +482,13 @@ def _gateway(args: argparse.Namespace) -> int:
         return asyncio.run(run_gateway(options))
     except (IdentityError, PermissionError) as exc:
         print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
-        return 1
+    except ListenError as exc:
+        print(
+            f"fogline gateway: {exc}; choose another --metrics-port, or a --metrics-host "
+            "of this machine",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def _identity(args: argparse.Namespace) -> Identity | None:
@@ -509,6 +510,13 @@ def _identity(args: argparse.Namespace) -> Identity | None:
             f"run with --id {identity.gateway}, or provision {args.id}"
         )
     return identity
+
+
+def _port(text: str, flag: str) -> int:
+    """A TCP port; the error names the flag."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{flag}: expected a port number 1-65535, got {text!r}")
+    return int(text)
 
 
 def _seconds(text: str, flag: str) -> int:
@@ -543,7 +551,7 @@ def _cloud(args: argparse.Namespace) -> int:
         parse_seconds,
         run_cloud,
     )
-    from cloud.db import check_url  # noqa: PLC0415
+    from cloud.db import check_url, db_error  # noqa: PLC0415
     from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
     from cloud.ingest import IngestOptions  # noqa: PLC0415
 
@@ -557,7 +565,7 @@ def _cloud(args: argparse.Namespace) -> int:
         )
         models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
         broker_tls = tls_files(args.ca, args.cert, args.key)
-        https = _https(args.tls_cert, args.tls_key)
+        https = https_files(args.tls_cert, args.tls_key)
         session_expiry = _session_expiry(args.session_expiry)
     except ValueError as exc:
         print(redact(f"fogline cloud: {exc}"), file=sys.stderr)
@@ -585,7 +593,10 @@ def _cloud(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(redact(f"fogline cloud: cannot listen on {args.http}: {exc}"), file=sys.stderr)
     except SQLAlchemyError as exc:
-        print(redact(f"fogline cloud: cannot use the database {args.db}: {exc}"), file=sys.stderr)
+        print(
+            redact(f"fogline cloud: cannot use the database {args.db}: {db_error(exc)}"),
+            file=sys.stderr,
+        )
     return 1
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import gc
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -450,14 +452,19 @@ def _with_credentials(url: BrokerUrl, identity: Identity | None) -> BrokerUrl:
 
 def check_data_dir(path: Path) -> None:
     """The gateway keeps its outbox and models here: refuse, in one line, a place it cannot
-    write (a file, /proc, a read-only mount or directory) before anything starts."""
+    write (a file, /proc, a read-only mount or directory) before anything starts, and make
+    nothing meanwhile: a directory still to be made is judged by the nearest one that
+    exists, so a mistake elsewhere on the command line leaves no /var/lib/fogline behind
+    (`run_gateway` makes it)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--data-dir {path}: exists and is not a directory")
+    there = next(p for p in (path, *path.absolute().parents) if p.exists())
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".fogline-write-test"
+        if not there.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        probe = there / f".fogline-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except FileExistsError:
-        raise ValueError(f"--data-dir {path}: exists and is not a directory") from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ValueError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from cloudkit import digests
+from identitykit import Pki
 from support import Broker, Collector, free_port
 
 from fogline.cli import main
@@ -116,7 +117,34 @@ def test_cloud_command_reports_a_busy_port_and_a_missing_database(
     assert f"fogline cloud: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
     assert main(["cloud", "--broker", broker.url, "--db", missing, "--http", "127.0.0.1:0"]) == 1
-    assert f"fogline cloud: cannot use the database {missing}" in capsys.readouterr().err
+    # The database's own words, without SQLAlchemy's "(Background on this error at: ...)"
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("fogline")]
+    assert errors == [
+        f"fogline cloud: cannot use the database {missing}: unable to open database file"
+    ]
+
+
+def test_https_files_are_checked_before_the_cloud_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.issue("cloud", server=True)
+    _, other = pki.issue("other", server=True)
+    nothing = tmp_path / "nothing.pem"
+    db = tmp_path / "cloud.db"
+    expected = "expected a PEM certificate and its unencrypted private key, got"
+    for pair, said in (
+        ((nothing, key), f"--tls-cert: no such file {nothing}; expected the HTTPS certificate"),
+        ((cert, nothing), f"--tls-key: no such file {nothing}; expected the HTTPS private key"),
+        ((cert, other), f"--tls-cert {cert} --tls-key {other}: {expected} a key of another"),
+        ((key, cert), f"--tls-cert {key} --tls-key {cert}: {expected} files it cannot read"),
+    ):
+        files = ["--tls-cert", str(pair[0]), "--tls-key", str(pair[1])]
+        assert main(["cloud", *files, "--db", f"sqlite:///{db}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"fogline cloud: {said}"), err
+        assert err.count("\n") == 1, err
+    assert not db.exists(), "nothing started"
 
 
 @pytest.mark.parametrize("moment", ["importing", "running"])

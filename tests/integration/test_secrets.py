@@ -36,6 +36,9 @@ def test_the_cloud_hides_the_database_password_when_it_cannot_connect(tmp_path: 
     output = result.stdout + result.stderr
     assert "cannot use the database postgresql+psycopg://fogline:***@127.0.0.1:" in output
     assert SECRET not in output
+    said = result.stderr.split("fogline cloud: ", 1)[1]
+    assert "Connection refused; Is the server running" in said  # psycopg's two lines in one
+    assert said.count("\n") == 1, said  # and no "(Background on this error at: ...)"
 
 
 def test_the_gateway_hides_the_uplink_password_while_it_retries(
