@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,15 +51,23 @@ class Demo:
 
     def wait_for(self, text: str, timeout: float = 60) -> int:
         """The index of the first line holding `text`, once it is printed."""
+        return self.wait_for_match(re.compile(re.escape(text)), timeout)
+
+    def wait_for_match(self, pattern: re.Pattern[str], timeout: float = 60) -> int:
+        """The index of the first line `pattern` finds something in, once it is printed."""
+
+        def at() -> int | None:
+            return next((i for i, line in enumerate(self.lines) if pattern.search(line)), None)
+
         with self._changed:
             found = self._changed.wait_for(
-                lambda: any(text in line for line in self.lines) or not self._reader.is_alive(),
-                timeout,
+                lambda: at() is not None or not self._reader.is_alive(), timeout
             )
-            at = next((i for i, line in enumerate(self.lines) if text in line), None)
-        assert found, f"the demo did not print {text!r} in {timeout:g}s: {self.lines}"
-        assert at is not None, f"the demo ended without printing {text!r}: {self.lines}"
-        return at
+            index = at()
+        what = pattern.pattern
+        assert found, f"the demo did not print {what!r} in {timeout:g}s: {self.lines}"
+        assert index is not None, f"the demo ended without printing {what!r}: {self.lines}"
+        return index
 
     def interrupt(self) -> None:
         os.killpg(self.proc.pid, signal.SIGINT)  # as the terminal sends it on Ctrl-C

@@ -4,6 +4,7 @@ reach of the terminal's signal: the demo must end them)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -54,3 +55,20 @@ def test_ctrl_c_while_the_demo_starts(moment: str) -> None:
         assert_stopped_cleanly(demo, code, 0)
     finally:
         demo.kill_left()
+
+
+def test_an_ordinary_start_prints_no_warning() -> None:
+    """Up to a full window of every machine: the first windows, short (a machine's first
+    window holds the readings since it started), are counted, not warned about."""
+    demo = Demo(log_level="INFO")
+    try:
+        demo.wait_for(READY)
+        full = re.compile(r"digest  #\d+ \S+ n=(?:[89]|1\d)\b")  # 1 Hz: a whole 10 s window
+        demo.wait_for_match(full, timeout=60)
+        demo.interrupt()
+        code = demo.finish()
+    finally:
+        demo.kill_left()
+    assert code in {0, 130}
+    warnings = [line for line in demo.lines if " WARNING " in line or " ERROR " in line]
+    assert warnings == []
