@@ -112,11 +112,13 @@ def test_cloud_command_reports_a_busy_port_and_a_missing_database(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        args = ["--broker", broker.url, "--db", f"sqlite:///{tmp_path / 'c.db'}"]
+        key = ["--signing-key", str(tmp_path / "cloud.key")]  # not ./fogline-cloud.key
+        args = ["--broker", broker.url, "--db", f"sqlite:///{tmp_path / 'c.db'}", *key]
         assert main(["cloud", *args, "--http", f"127.0.0.1:{port}"]) == 1
     assert f"fogline cloud: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
-    assert main(["cloud", "--broker", broker.url, "--db", missing, "--http", "127.0.0.1:0"]) == 1
+    args = ["--broker", broker.url, "--db", missing, "--http", "127.0.0.1:0", *key]
+    assert main(["cloud", *args]) == 1
     # The database's own words, without SQLAlchemy's "(Background on this error at: ...)"
     errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("fogline")]
     assert errors == [
