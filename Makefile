@@ -1,23 +1,29 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-# Python packages go into .venv; mosquitto comes from the system (installed when missing).
+# Python packages go into .venv; the system packages below come from apt (installed when
+# missing, as root).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint system-deps
+.PHONY: demo test lint demo-deps system-deps
 
 $(BIN)/fogline: pyproject.toml
 	@echo "== installing fogline and its dev tools into $(VENV)"
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { echo "$(PYTHON) cannot make a venv: apt-get install -y python3-venv"; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $@
 
-SYSTEM_PACKAGES := mosquitto mosquitto-clients libcoap3-bin chromium
+# What the demo needs from the system: a broker. The tests also run mosquitto_pub/_sub (the
+# tutorial), a CoAP client (coap-client) and the console in Chromium.
+DEMO_PACKAGES := mosquitto
+SYSTEM_PACKAGES := $(DEMO_PACKAGES) mosquitto-clients libcoap3-bin chromium
 
-system-deps:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+demo-deps: PACKAGES = $(DEMO_PACKAGES)
+system-deps: PACKAGES = $(SYSTEM_PACKAGES)
+demo-deps system-deps:
+	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "== installing $$missing"; \
@@ -27,7 +33,7 @@ system-deps:
 	  fi; \
 	fi
 
-demo: $(BIN)/fogline system-deps
+demo: $(BIN)/fogline demo-deps
 	$(BIN)/fogline demo
 
 lint: $(BIN)/fogline

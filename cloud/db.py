@@ -11,6 +11,7 @@ queue on `busy_timeout` instead of failing half-way through a drain. PostgreSQL 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from fogline.redact import redact
@@ -50,6 +51,16 @@ def check_url(url: str) -> URL:
         # Each pooled connection would get its own empty in-memory database.
         raise ValueError(f"expected a SQLite file URL like sqlite:///./fogline.db, got {url!r}")
     return parsed
+
+
+def db_error(exc: SQLAlchemyError) -> str:
+    """The database's own words, on one line and with no password: SQLAlchemy adds its
+    statement, parameters and a "(Background on this error at: ...)" line to them."""
+    reason = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else None
+    if reason is None:
+        reason = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", str(exc))
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    return redact("; ".join(lines) or type(exc).__name__)
 
 
 def make_engine(url: str, connect_args: dict[str, Any] | None = None) -> Engine:

@@ -55,7 +55,17 @@ from fogline.urls import BrokerUrl
 log = logging.getLogger("fogline.cloud.ingest")
 
 SUBSCRIPTION = "$share/fogline/fogline/+/up/#"
-SESSION_EXPIRY = 86_400  # seconds the broker keeps our queue while we are away
+SESSION_EXPIRY = 300
+"""Seconds the broker keeps a replica's session (`fogline-cloud-<replica>`) and its queue
+while it is away (`fogline cloud --session-expiry`). What it trades: a replica that
+restarts within it (a crash, an upgrade) finds what was published meanwhile waiting; but
+until it expires, a replica gone for good (renamed or removed) stays a member of the
+shared subscription, and mosquitto keeps queueing its share of every gateway's batches for
+it: those gateways see ack timeouts and resend. It was a day, and a replica that ran once
+under another name cost the gateways a day of timeouts. Nothing is lost with a short one:
+a gateway keeps every record until the cloud acknowledges it, and the first ack after an
+outage ends the resends' backoff."""
+MAX_SESSION_EXPIRY = 2**32 - 1  # MQTT 5's limit
 
 
 @dataclass(frozen=True)

@@ -129,13 +129,27 @@ class BrokerFiles:
                 f"reload the broker so that it reads {self.passwords}: "
                 "kill -HUP <mosquitto's pid> (or pass --reload 'CMD')"
             )
-        done = subprocess.run(  # noqa: S603 - the operator's own command line
-            shlex.split(self.reload), capture_output=True, text=True, check=False, timeout=30
-        )
-        if done.returncode != 0:
+        by_hand = "reload the broker by hand: kill -HUP <mosquitto's pid>"
+        try:
+            done = subprocess.run(  # noqa: S603 - the operator's own command line
+                shlex.split(self.reload), capture_output=True, text=True, check=False, timeout=30
+            )
+        except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            reason = (
+                exc.strerror
+                if isinstance(exc, OSError) and exc.strerror
+                else "it did not end within 30 s"
+                if isinstance(exc, subprocess.TimeoutExpired)
+                else str(exc)
+            )
             raise ProvisionError(
-                f"--reload {self.reload!r} failed ({done.returncode}): "
-                f"{done.stderr.strip() or done.stdout.strip()}; reload the broker by hand",
+                f"--reload {self.reload!r} could not run ({reason}); {by_hand}", "broker"
+            ) from None
+        if done.returncode != 0:
+            said = " ".join((done.stderr.strip() or done.stdout.strip()).split())
+            raise ProvisionError(
+                f"--reload {self.reload!r} failed (exit {done.returncode}"
+                f"{': ' + said if said else ''}); {by_hand}",
                 "broker",
             )
         return "the broker reloaded its password file"

@@ -1,7 +1,17 @@
-"""`python -m devices factory ...`: the simulators without the `fogline` command around them."""
+"""`python -m devices factory ...`: the simulators without the `fogline` command around them.
+
+A Ctrl-C while it is still importing ends it as quietly as one after (fogline/__main__.py)."""
 
 import sys
 
-from devices.cli import main
 
-sys.exit(main())
+def main() -> int:
+    try:
+        from devices.cli import main as run  # noqa: PLC0415
+    except KeyboardInterrupt:
+        return 130
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -441,4 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("gmqtt").setLevel(logging.ERROR)
-    return run(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # before its own handler is in place: quietly, as `fogline`
+        return 130

@@ -19,7 +19,7 @@ from fogline.clihelp import Formatter, command
 from fogline.identity import IDENTITY_FILE, Identity, IdentityError, read_identity
 from fogline.redact import install as install_redaction
 from fogline.redact import redact, remember_url
-from fogline.tls import tls_files, with_password_file
+from fogline.tls import https_files, tls_files, with_password_file
 from fogline.units import parse_duration, parse_size
 from fogline.urls import parse_broker_url
 
@@ -136,7 +136,22 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
         "sqlite:///./fogline.db",
     )
     _add(cloud, "http", "HOST:PORT for the API, /metrics and /healthz", "127.0.0.1:8080")
-    _add(cloud, "replica", "replica name, unique per instance", socket.gethostname().split(".")[0])
+    _add(
+        cloud,
+        "replica",
+        "replica name, unique per instance and stable across restarts: the broker keeps "
+        "each name's session and queue for --session-expiry after it leaves",
+        socket.gethostname().split(".")[0],
+    )
+    _add(
+        cloud,
+        "session-expiry",
+        "how long the broker keeps this replica's queue while it is away: a restart within "
+        "it gets what was sent meanwhile; until it ends, a replica gone for good (renamed, "
+        "removed) keeps its share of the gateways' batches, which they resend after an ack "
+        "timeout",
+        "5m",
+    )
     _add(cloud, "public-url", "the console's address as people reach it (links in webhooks)")
     _add(cloud, "retention-days", "days digests are kept", "30")
     _add(
@@ -265,12 +280,6 @@ def build_parser(with_devices: bool = False) -> argparse.ArgumentParser:  # noqa
     return parser
 
 
-def _https(cert: str | None, key: str | None) -> tuple[Path, Path] | None:
-    if bool(cert) != bool(key):
-        raise ValueError("--tls-cert and --tls-key go together")
-    return (Path(cert), Path(key)) if cert and key else None
-
-
 def _trust_flags(p: argparse.ArgumentParser) -> None:
     _add(p, "ca", "CA file to trust for mqtts:// brokers (default: the system's)")
     _add(p, "cert", "client certificate for mqtts:// brokers that ask for one (mutual TLS)")
@@ -279,9 +288,13 @@ def _trust_flags(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a reader that stops early (`fogline pipeline schema | head`) ends
-    it quietly, as it would a Unix filter, with the shell's status for SIGPIPE."""
+    it quietly, as it would a Unix filter, with the shell's status for SIGPIPE. Ctrl-C
+    before a command has its own handler in place (while importing, while starting) ends it
+    quietly too, with the shell's status for SIGINT."""
     try:
         return _main(argv)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
     except BrokenPipeError:
         # Python would report the pipe again while flushing stdout at exit: point it away.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -421,6 +434,7 @@ def _ttl(spec: str) -> dict[str, float]:
 
 def _gateway(args: argparse.Namespace) -> int:
     from gateway.app import GatewayOptions, check_data_dir, run_gateway  # noqa: PLC0415
+    from gateway.metrics import ListenError  # noqa: PLC0415
     from gateway.spec import PipelineError, load_pipeline  # noqa: PLC0415
 
     if not args.pipeline:
@@ -433,14 +447,14 @@ def _gateway(args: argparse.Namespace) -> int:
         pipeline = load_pipeline(args.pipeline)
         broker = with_password_file(parse_broker_url(args.broker), args.broker_password_file)
         uplink = parse_broker_url(args.uplink) if args.uplink else broker
-        metrics_port = int(args.metrics_port) if args.metrics_port else None
+        metrics_port = _port(args.metrics_port, "--metrics-port") if args.metrics_port else None
         _check_durability(args.durability)
         ack_readings = _ack_readings(args.ack_readings)
         max_bytes = parse_size(args.outbox_max_bytes)
         ttl = _ttl(args.outbox_ttl or "")
         max_rate = float(args.uplink_max_rate) if args.uplink_max_rate else None
         keepalive = _seconds(args.uplink_keepalive, "--uplink-keepalive")
-        check_data_dir(Path(args.data_dir))
+        check_data_dir(Path(args.data_dir))  # makes nothing: see there
         uplink_tls = tls_files(args.ca, args.cert, args.key)
         shared = (broker.host, broker.port) == (uplink.host, uplink.port)
         broker_tls = tls_files(
@@ -481,7 +495,13 @@ def _gateway(args: argparse.Namespace) -> int:
         return asyncio.run(run_gateway(options))
     except (IdentityError, PermissionError) as exc:
         print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
-        return 1
+    except ListenError as exc:
+        print(
+            f"fogline gateway: {exc}; choose another --metrics-port, or a --metrics-host "
+            "of this machine",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def _identity(args: argparse.Namespace) -> Identity | None:
@@ -505,11 +525,33 @@ def _identity(args: argparse.Namespace) -> Identity | None:
     return identity
 
 
+def _port(text: str, flag: str) -> int:
+    """A TCP port; the error names the flag."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{flag}: expected a port number 1-65535, got {text!r}")
+    return int(text)
+
+
 def _seconds(text: str, flag: str) -> int:
     """A whole number of seconds from 1 to 3600; the error names the flag."""
     if not text.isdigit() or not 1 <= int(text) <= 3600:
         raise ValueError(f"{flag}: expected whole seconds from 1 to 3600, got {text!r}")
     return int(text)
+
+
+def _session_expiry(text: str) -> int:
+    """Whole seconds from `5m`, `300` or `0` (the session ends with the connection)."""
+    from cloud.ingest import MAX_SESSION_EXPIRY  # noqa: PLC0415
+
+    try:
+        seconds = float(text) if text.strip().isdigit() else parse_duration(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_SESSION_EXPIRY:
+        raise ValueError(
+            f"--session-expiry: expected a duration like 5m, 1h or 300 (seconds), got {text!r}"
+        )
+    return round(seconds)
 
 
 def _cloud(args: argparse.Namespace) -> int:
@@ -522,8 +564,9 @@ def _cloud(args: argparse.Namespace) -> int:
         parse_seconds,
         run_cloud,
     )
-    from cloud.db import check_url  # noqa: PLC0415
+    from cloud.db import check_url, db_error  # noqa: PLC0415
     from cloud.escalations import DEFAULT_MODELS, models_dir  # noqa: PLC0415
+    from cloud.ingest import IngestOptions  # noqa: PLC0415
     from fogline import gateways_cli  # noqa: PLC0415
 
     try:
@@ -536,7 +579,8 @@ def _cloud(args: argparse.Namespace) -> int:
         )
         models = models_dir(args.models, "--models") if args.models else DEFAULT_MODELS
         broker_tls = tls_files(args.ca, args.cert, args.key)
-        https = _https(args.tls_cert, args.tls_key)
+        https = https_files(args.tls_cert, args.tls_key)
+        session_expiry = _session_expiry(args.session_expiry)
         files = gateways_cli.broker_files(args.broker_dir, args.broker_reload, args.broker_owner)
     except ValueError as exc:
         print(redact(f"fogline cloud: {exc}"), file=sys.stderr)
@@ -550,6 +594,7 @@ def _cloud(args: argparse.Namespace) -> int:
         http_host=host,
         http_port=port,
         replica=args.replica,
+        ingest=IngestOptions(session_expiry=session_expiry),
         retention_days=retention_days,
         models_dir=models,
         silent_after=silent_after,
@@ -564,7 +609,10 @@ def _cloud(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(redact(f"fogline cloud: cannot listen on {args.http}: {exc}"), file=sys.stderr)
     except SQLAlchemyError as exc:
-        print(redact(f"fogline cloud: cannot use the database {args.db}: {exc}"), file=sys.stderr)
+        print(
+            redact(f"fogline cloud: cannot use the database {args.db}: {db_error(exc)}"),
+            file=sys.stderr,
+        )
     return 1
 
 

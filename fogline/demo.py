@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -23,7 +24,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cloud import people
 from cloud.app import Cloud, CloudOptions
@@ -36,6 +39,9 @@ from gateway.spec import load_pipeline
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "factory.yaml"
 FAULTS = "overheating:m-03@15s,bearing:m-06@70s"
+
+log = logging.getLogger("fogline.demo")
+T = TypeVar("T")
 
 
 DEMO_USER = "demo"
@@ -60,6 +66,7 @@ async def _start_broker(workdir: Path, extra: str = "") -> tuple[asyncio.subproc
     if not shutil.which(binary):
         raise SystemExit("fogline demo needs mosquitto: apt-get install -y mosquitto")
     port = _free_port()
+    log.debug("starting mosquitto on port %d", port)
     conf = workdir / "mosquitto.conf"
     # Queue for a gateway that holds acknowledgements until its commit (gateway/delivery.py).
     settings = "persistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
@@ -74,13 +81,36 @@ async def _start_broker(workdir: Path, extra: str = "") -> tuple[asyncio.subproc
         # the devices, the gateway and the cloud while their broker is still there.
         start_new_session=True,
     )
-    for _ in range(200):
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return proc, port
-        await asyncio.sleep(0.02)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return proc, port
+            await asyncio.sleep(0.02)
+    except BaseException:  # Ctrl-C while it starts: its own session keeps it from the signal
+        await _end(proc)
+        raise
+    await _end(proc)
     raise SystemExit("mosquitto did not start")
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # it may have just exited
+            proc.terminate()
+        await proc.wait()
+
+
+async def _in_thread(work: Callable[[], T]) -> T:
+    """`work` in a thread; a Ctrl-C meanwhile waits for it to end, so that the temporary
+    folder it writes into is not removed under it."""
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def _show(topic: str, payload: bytes, start: float) -> None:
@@ -110,7 +140,8 @@ def _show(topic: str, payload: bytes, start: float) -> None:
 async def run_demo(duration: float) -> int:
     with tempfile.TemporaryDirectory(prefix="fogline-demo-") as tmp:
         db_url = f"sqlite:///{tmp}/cloud.db"
-        trust = await asyncio.to_thread(demo_trust.setup, Path(tmp), db_url)
+        log.debug("setting up the broker's users and provisioning %s", demo_trust.GATEWAY)
+        trust = await _in_thread(lambda: demo_trust.setup(Path(tmp), db_url))
         broker, port = await _start_broker(Path(tmp), trust.broker_conf())
         url = parse_broker_url(trust.url("fogline-cloud", port))
         edge = parse_broker_url(trust.url("demo-edge", port))
@@ -187,9 +218,7 @@ async def run_demo(duration: float) -> int:
                     await asyncio.wait_for(stop.wait(), duration or None)
         finally:
             for proc in (devices, broker):
-                if proc is not None and proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):  # it may have just exited
-                        proc.terminate()
-                    await proc.wait()
+                if proc is not None:
+                    await _end(proc)
     print("fogline demo: stopped")
     return 0

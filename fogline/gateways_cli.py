@@ -194,7 +194,15 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             print(f"revoked {n} key(s) of {args.id}; its batches are refused from now on")
             if files is not None:
-                print(files.apply())
+                try:
+                    print(files.apply())
+                except ProvisionError as exc:
+                    print(
+                        f"{where}: {args.id} is revoked, but the broker still lets it connect "
+                        f"until it reloads: {exc}",
+                        file=sys.stderr,
+                    )
+                    return 1
             return 0
         cloud_key, made = signing.load_or_create_key(Path(args.signing_key))
         if made:
@@ -212,7 +220,15 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         else:
-            print(files.apply(), file=sys.stderr)
+            try:
+                print(files.apply(), file=sys.stderr)
+            except ProvisionError as exc:
+                print(
+                    f"{where}: {args.id} is added, but its broker password works only once "
+                    f"the broker reloads: {exc}",
+                    file=sys.stderr,
+                )
+                return 1
         return 0  # noqa: TRY300 - every branch returns; `finally` disposes of the engine
     except (ProvisionError, OSError) as exc:
         print(f"{where}: {exc}", file=sys.stderr)

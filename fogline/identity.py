@@ -87,6 +87,8 @@ def read_identity(path: Path) -> Identity:
         ) from None
     except orjson.JSONDecodeError as exc:
         raise IdentityError(f"{path} is not JSON: {exc}") from None
+    except OSError as exc:  # a directory, a file it may not read
+        raise IdentityError(f"cannot read the identity file {path}: {exc.strerror}") from None
     if not isinstance(data, dict) or data.get("v") != VERSION:
         raise IdentityError(f"{path}: expected an identity file with v={VERSION}")
     fields = ("gateway", "username", "password", "cloud_public_key")

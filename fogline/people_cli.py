@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
     from cloud import people  # noqa: PLC0415
-    from cloud.db import check_url, make_engine, migrate  # noqa: PLC0415
+    from cloud.db import check_url, db_error, make_engine, migrate  # noqa: PLC0415
 
     try:
         check_url(args.db)
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except SQLAlchemyError as exc:
         shown = engine.url.render_as_string(hide_password=True)
-        print(f"fogline cloud: cannot use the database {shown}: {exc}", file=sys.stderr)
+        print(f"fogline cloud: cannot use the database {shown}: {db_error(exc)}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()

@@ -49,6 +49,36 @@ def tls_files(ca: str | None, cert: str | None, key: str | None) -> TlsFiles | N
     )
 
 
+def https_files(cert: str | None, key: str | None) -> tuple[Path, Path] | None:
+    """The cloud's `--tls-cert` and `--tls-key`, checked before anything starts: uvicorn
+    finds a missing or mismatched file only as it starts, and says so in 44 lines."""
+    if bool(cert) != bool(key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if not cert or not key:
+        return None
+    files = Path(cert), Path(key)
+    for flag, path, what in zip(
+        ("--tls-cert", "--tls-key"), files, ("certificate", "private key"), strict=True
+    ):
+        if not path.is_file():
+            raise ValueError(f"{flag}: no such file {path}; expected the HTTPS {what} (PEM)")
+    try:  # an encrypted key would make uvicorn ask for its password on the terminal
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cert, key, password=lambda: b""
+        )
+    except (ssl.SSLError, OSError) as exc:
+        got = (
+            "a key of another certificate"
+            if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH"
+            else f"files it cannot read as such ({exc.strerror or exc})"
+        )
+        raise ValueError(
+            f"--tls-cert {cert} --tls-key {key}: expected a PEM certificate and its "
+            f"unencrypted private key, got {got}"
+        ) from None
+    return files
+
+
 def with_password_file(url: BrokerUrl, path: str | None) -> BrokerUrl:
     """The URL with its password read from a file (`--broker-password-file`): a password
     on the command line shows in `ps`, and compose can share a file, not an environment."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import gc
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -53,7 +55,7 @@ from gateway.state import StateStore
 from gateway.status import show_status
 from gateway.template import compile_template
 from gateway.trust import DownlinkTrust
-from gateway.uplink import Uplink
+from gateway.uplink import STALL_AFTER, Uplink
 
 log = logging.getLogger("fogline.gateway")
 
@@ -82,6 +84,9 @@ class GatewayOptions:
     outbox_ttl: dict[str, float] = field(default_factory=dict)
     uplink_max_rate: float | None = None
     uplink_keepalive: int = UPLINK_KEEPALIVE
+    # Seconds records may wait on a connected uplink with no ack from the cloud before
+    # /healthz says degraded and the gateway warns (once) that the cloud does not answer.
+    uplink_stall_after: float = STALL_AFTER
     clock: Clock = field(default_factory=SystemClock)
     # Trust (issue 9): with an identity, the uplink logs in with its credentials and acks
     # and model chunks must carry the cloud's signature; batches are always signed.
@@ -145,7 +150,12 @@ class Gateway:
             ttl=options.outbox_ttl,
         )
         self.uplink = Uplink(
-            gid, self.outbox, self.metrics, options.clock, max_rate=options.uplink_max_rate
+            gid,
+            self.outbox,
+            self.metrics,
+            options.clock,
+            max_rate=options.uplink_max_rate,
+            stall_after=options.uplink_stall_after,
         )
         self.uplink.signer = Signer(gateway_key(options.data_dir, options.identity))
         identity = options.identity
@@ -443,14 +453,19 @@ def _with_credentials(url: BrokerUrl, identity: Identity | None) -> BrokerUrl:
 
 def check_data_dir(path: Path) -> None:
     """The gateway keeps its outbox and models here: refuse, in one line, a place it cannot
-    write (a file, /proc, a read-only mount or directory) before anything starts."""
+    write (a file, /proc, a read-only mount or directory) before anything starts, and make
+    nothing meanwhile: a directory still to be made is judged by the nearest one that
+    exists, so a mistake elsewhere on the command line leaves no /var/lib/fogline behind
+    (`run_gateway` makes it)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--data-dir {path}: exists and is not a directory")
+    there = next(p for p in (path, *path.absolute().parents) if p.exists())
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".fogline-write-test"
+        if not there.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        probe = there / f".fogline-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except FileExistsError:
-        raise ValueError(f"--data-dir {path}: exists and is not a directory") from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ValueError(

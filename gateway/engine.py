@@ -57,7 +57,7 @@ class Engine:
                 step_id=spec.id,
                 key_fields=pipeline.key,
                 clock=clock,
-                reject=self._rejecter(spec.id, spec.path),
+                reject=self._rejecter(spec.id, spec.path, REGISTRY[spec.op].ordinary_rejects),
                 side=self._sider(spec.id),
                 evicted=self._evicter(spec.id, spec.path),
             )
@@ -163,12 +163,26 @@ class Engine:
 
     # -- rejects and side streams ---------------------------------------------------------
 
-    def _rejecter(self, step_id: str, path: str) -> Callable[[Record, str, str], None]:
+    def _rejecter(
+        self, step_id: str, path: str, ordinary: frozenset[str]
+    ) -> Callable[[Record, str, str], None]:
+        told: set[str] = set()
+
         def reject(record: Record, reason: str, detail: str) -> None:
             self.metrics.rejects[(step_id, reason)] += 1
-            self._log.warning(
-                reason, f"{path}: rejected a record of {'/'.join(record.key)}: {detail}"
-            )
+            text = f"{path}: rejected a record of {'/'.join(record.key)}: {detail}"
+            if reason not in ordinary:
+                self._log.warning(reason, text)
+            elif reason in told:
+                log.debug("%s", text)
+            else:  # a device's first window, say: normal, and said once
+                told.add(reason)
+                log.info(
+                    "%s (%s: normal while a device starts; counted in "
+                    "fogline_rejects_total, not logged again)",
+                    text,
+                    reason,
+                )
             if self._dead_letter is not None:
                 self._dead_letter(
                     {

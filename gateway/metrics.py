@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any, Self
 
 import orjson
 
+from fogline.envelope import KINDS
 from fogline.prometheus import Exposition, Labels
 
 log = logging.getLogger("fogline.gateway.metrics")
@@ -57,6 +59,8 @@ UPLINK_COUNTERS = {
     "commit_failures": "Outbox commits that failed (a full disk, an I/O error), then retried.",
 }
 
+RECORDS_OUT = (*KINDS, "action")  # the `outputs` keys that are records out
+
 
 @dataclass
 class Metrics:
@@ -87,7 +91,9 @@ class Metrics:
         return sum(self.rejects.values())
 
     def total_out(self) -> int:
-        return sum(self.outputs.values())
+        """Records out: sent to the cloud, or published as actions. `outputs` also counts
+        what did not go out (an action while the broker was away, a model swapped in)."""
+        return sum(self.outputs.get(kind, 0) for kind in RECORDS_OUT)
 
     def snapshot(self) -> dict[str, object]:
         """A compact summary for the health record."""
@@ -191,6 +197,23 @@ class Metrics:
         return exposition.text()
 
 
+class ListenError(Exception):
+    """The metrics server cannot have its address (a port in use, a host not this
+    machine's): a mistake in the flags, which the CLI says in one line."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.host, self.port, self.reason = host, port, reason
+
+
+def os_reason(exc: OSError) -> str:
+    """`Address already in use`, not asyncio's `[Errno 98] error while attempting to bind
+    on address ('127.0.0.1', 9108): address already in use`."""
+    if exc.errno is not None and exc.errno > 0:  # a resolver's errors are negative
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
 class MetricsServer:
     """`/metrics` (Prometheus text) and three health answers over a minimal HTTP server.
 
@@ -221,7 +244,10 @@ class MetricsServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        except OSError as exc:
+            raise ListenError(self._host, self._port, os_reason(exc)) from exc
         return self
 
     async def __aexit__(self, *exc: object) -> None:

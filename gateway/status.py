@@ -13,6 +13,16 @@ from gateway.metrics import Metrics
 log = logging.getLogger("fogline.gateway")
 
 
+def status_line(metrics: Metrics, pending: int, rate_in: float, rate_out: float) -> str:
+    """`out` is records: those sent to the cloud and the actions published; never bytes,
+    acks, resends or failed actions (`Metrics.total_out`)."""
+    return (
+        f"in {rate_in:,.0f} msg/s ({metrics.total_in():,}) | "
+        f"out {rate_out:,.0f}/s ({metrics.total_out():,}) | "
+        f"rejects {metrics.total_rejects():,} | uplink pending {pending:,}"
+    )
+
+
 async def show_status(
     metrics: Metrics,
     pending: Callable[[], int],
@@ -29,11 +39,8 @@ async def show_status(
             await asyncio.sleep(every)
             elapsed += every
             total_in, total_out = metrics.total_in(), metrics.total_out()
-            rate_in = (total_in - last_in) / every
-            rate_out = (total_out - last_out) / every
-            line = (
-                f"in {rate_in:,.0f} msg/s ({total_in:,}) | out {rate_out:,.0f}/s ({total_out:,}) | "
-                f"rejects {metrics.total_rejects():,} | uplink pending {pending():,}"
+            line = status_line(
+                metrics, pending(), (total_in - last_in) / every, (total_out - last_out) / every
             )
             last_in, last_out = total_in, total_out
             if tty:

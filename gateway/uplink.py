@@ -135,6 +135,10 @@ class Uplink:
         self.rate = LinkRate()
         self.last_ack_at: float | None = None  # monotonic
         self._waiting_since: float | None = None  # monotonic: records waiting, no ack since
+        # The one warning of a cloud that does not answer (`_warn_unanswered`): when it was
+        # logged (None: not now), and since when the current connection has been up.
+        self._unanswered_since: float | None = None
+        self._link_up = (-1, 0.0)  # (the link's generation, when first seen)
         self._pinged_at = 0.0
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
@@ -233,6 +237,13 @@ class Uplink:
         if acked:
             self.outbox.ack(to_ranges(acked))
             self.counts["acked_records"] += len(acked)
+            if self._unanswered_since is not None and self._waiting_since is not None:
+                log.info(
+                    "acks from the cloud again on %s after %.0f s without",
+                    self.link.url if self.link else "the uplink",
+                    now - self._waiting_since,
+                )
+            self._unanswered_since = None
             self.last_ack_at = now
             self._waiting_since = None
             self._end_backoff()
@@ -374,6 +385,7 @@ class Uplink:
         now = time.monotonic()
         if self.outbox.pending and self._waiting_since is None:
             self._waiting_since = now
+        self._warn_unanswered(link, now)
         oldest = link.oldest_inflight()
         if oldest is not None:
             batch = self._by_mid.get(oldest[0])
@@ -426,6 +438,25 @@ class Uplink:
             for batch in fresh:
                 batch.app_limited = True
         return sent
+
+    def _warn_unanswered(self, link: MqttLink, now: float) -> None:
+        """One warning when records have waited `stall_after` on a connected link with no
+        ack (a gateway started without a cloud, a cloud subscribed elsewhere, a replica
+        gone with its share); one line when acks resume. The resends in between are DEBUG:
+        at INFO they were a line every 2 s for as long as the cloud was away."""
+        if link.generation != self._link_up[0]:
+            self._link_up = (link.generation, now)
+        if self._waiting_since is None or self._unanswered_since is not None:
+            return
+        quiet = now - max(self._waiting_since, self._link_up[1])
+        if quiet >= self._stall_after:
+            self._unanswered_since = now
+            log.warning(
+                "no ack from the cloud on %s for %.0f s; is `fogline cloud` running and "
+                "subscribed there?",
+                link.url,
+                quiet,
+            )
 
     def _encode(self, kind: str, rows: list[Entry], link: tuple[int, bytes, bytes] | None) -> bytes:
         """One batch, signed, with its place in its kind's hash chain (`fogline.chain`):
@@ -490,7 +521,7 @@ class Uplink:
                 batch.puback_at, batch.deadline = None, math.inf
                 batch.delivered, batch.delivered_at = self.rate.on_send(now, False)
                 batch.app_limited = True  # a resend says nothing about the link's rate
-                log.info(
+                log.debug(
                     "uplink: no ack for %s seqs %d..%d; sent again (try %d, next wait %.1fs)",
                     kind,
                     batch.lo,

@@ -138,6 +138,9 @@ class Operator(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[OpConfig]]
     side_streams: ClassVar[tuple[str, ...]] = ()
+    ordinary_rejects: ClassVar[frozenset[str]] = frozenset()
+    """Reject reasons that ordinary operation produces (a device's first, short window):
+    counted like any reject, logged once at INFO, not as a warning."""
 
     def __init__(self, config: Any, ctx: StepContext) -> None:
         self.config = config

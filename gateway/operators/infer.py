@@ -29,7 +29,8 @@ device that just started, a window cut short by a dropout) says too little about
 machine to classify: its features are those of one or two blocks, and the model, trained
 on full windows, answers them with confidence all the same (a healthy machine's first
 window of one reading was called a bearing fault, 93 % sure). Such windows are rejected
-(`too_few_readings`), not classified.
+(`too_few_readings`), not classified. Every device's first window is one, so these are
+counted and logged once (INFO), not warned about.
 
 All records of a micro-batch (every key whose window closed at one boundary) go through
 the model in one invoke. A record missing an input, or holding a non-number there, is
@@ -148,6 +149,7 @@ class Infer(Operator):
     name = "infer"
     Config = InferConfig
     side_streams: ClassVar[tuple[str, ...]] = ("escalate",)
+    ordinary_rejects: ClassVar[frozenset[str]] = frozenset({"too_few_readings"})
 
     def __init__(self, config: InferConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)

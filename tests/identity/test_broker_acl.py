@@ -98,9 +98,10 @@ def test_anonymous_and_wrong_passwords_are_refused(secure: SecureBroker, engine)
 
 
 def test_a_revoked_gateway_is_disconnected_and_refused(secure: SecureBroker, engine) -> None:  # type: ignore[no-untyped-def]
-    x = _provision(engine, secure, "gw-x")
+    x, y = _provision(engine, secure, "gw-x"), _provision(engine, secure, "gw-y")
     cloud = Client(secure.port, "fogline-cloud", secure.cloud_password, ["fogline/+/up/#"])
     gx = Client(secure.port, x.username, x.password)
+    gy = Client(secure.port, y.username, y.password)
     try:
         assert not gx.refused
         assert revoke_gateway(engine, "gw-x", broker=secure.files) == 1
@@ -110,8 +111,11 @@ def test_a_revoked_gateway_is_disconnected_and_refused(secure: SecureBroker, eng
         assert _wait(lambda: again.refused), "the revoked credentials still connect"
         again.client.publish("fogline/gw-x/up/alert", b"after revocation", qos=1)
         again.close()
-        time.sleep(0.3)
+        # A marker from a gateway still trusted, sent after: once the cloud has it, what
+        # the revoked one sent would have come too.
+        gy.publish("fogline/gw-y/up/alert", b"marker")
+        assert _wait(lambda: cloud.got("fogline/gw-y/up/alert") == [b"marker"])
         assert cloud.got("fogline/gw-x/up/alert") == []
     finally:
-        cloud.close()
-        gx.close()
+        for c in (cloud, gx, gy):
+            c.close()

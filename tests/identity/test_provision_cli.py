@@ -82,3 +82,34 @@ def test_a_shared_private_key_file_is_refused(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(PermissionError, match="chmod 600"):
         signing.read_key(path)
+
+
+@pytest.mark.parametrize(
+    ("reload", "why"),
+    [
+        ("no-such-reload-command", "could not run (No such file or directory)"),
+        ("sh -c 'echo broker not found >&2; exit 3'", "failed (exit 3: broker not found)"),
+        ("'unclosed", "could not run (No closing quotation)"),
+    ],
+)
+def test_a_reload_that_fails_says_what_was_done_and_what_is_left(
+    reload: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'cloud.db'}"
+    common = ["--db", db, "--broker-dir", str(tmp_path / "auth"), "--reload", reload]
+    key = ["--signing-key", str(tmp_path / "cloud.key"), "--out", str(tmp_path / "gw1.json")]
+    assert main(["cloud", "gateway", "add", "gw1", *common, *key]) == 1
+    shown = f"--reload {reload!r} {why}; reload the broker by hand: kill -HUP <mosquitto's pid>"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "fogline cloud gateway add: gw1 is added, but its broker password works only once "
+        f"the broker reloads: {shown}"
+    )
+    assert read_identity(tmp_path / "gw1.json").gateway == "gw1"
+    assert main(["cloud", "gateway", "revoke", "gw1", *common]) == 1
+    out, err = capsys.readouterr()
+    assert out == "revoked 1 key(s) of gw1; its batches are refused from now on\n"
+    assert err == (
+        "fogline cloud gateway revoke: gw1 is revoked, but the broker still lets it connect "
+        f"until it reloads: {shown}\n"
+    )
+    assert "gw1:" not in (tmp_path / "auth" / "passwords").read_text()

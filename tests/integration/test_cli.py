@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -179,6 +180,55 @@ def test_gateway_refuses_a_data_dir_it_cannot_write_in_one_line(tmp_path: Path) 
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def one_error_line(stderr: str, prefix: str) -> str:
+    """The error a command printed: one line (log lines aside), no traceback."""
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith(prefix)]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+GATEWAY = ["gateway", "--pipeline", "pipelines/factory.yaml", "--insecure-unsigned"]
+
+
+def test_a_metrics_address_the_gateway_cannot_have_is_one_line(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = run(*GATEWAY, *data, "--metrics-port", str(port))
+    assert taken.returncode == 1
+    assert one_error_line(taken.stderr, "fogline gateway:") == (
+        f"fogline gateway: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        "choose another --metrics-port, or a --metrics-host of this machine"
+    )
+    elsewhere = run(*GATEWAY, *data, "--metrics-port", "9108", "--metrics-host", "192.0.2.1")
+    assert elsewhere.returncode == 1
+    assert one_error_line(elsewhere.stderr, "fogline gateway:").startswith(
+        "fogline gateway: cannot listen on 192.0.2.1:9108: Cannot assign requested address;"
+    )
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "-1"])
+def test_a_metrics_port_that_is_no_port_is_named(port: str) -> None:
+    result = run(*GATEWAY, f"--metrics-port={port}")
+    assert result.returncode == 2
+    assert one_error_line(result.stderr, "fogline gateway:") == (
+        f"fogline gateway: --metrics-port: expected a port number 1-65535, got '{port}'"
+    )
+
+
+def test_the_gateway_checks_its_flags_before_it_makes_the_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "var" / "lib" / "fogline"
+    result = run(*GATEWAY, "--data-dir", str(data), "--ca", str(tmp_path / "no-ca.pem"))
+    assert result.returncode == 2
+    assert one_error_line(result.stderr, "fogline gateway:") == (
+        f"fogline gateway: --ca: no such file {tmp_path / 'no-ca.pem'}"
+    )
+    assert not (tmp_path / "var").exists()
 
 
 PRINTING = [

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import re
 import sqlite3
 import urllib.request
 from collections import Counter
@@ -14,7 +17,9 @@ from support import Broker, eventually, mid_window
 
 from fogline.envelope import decode_batch
 from gateway.app import Gateway
+from gateway.metrics import Metrics
 from gateway.spec import load_pipeline
+from gateway.status import show_status, status_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,6 +193,43 @@ async def test_metrics_and_healthz(broker: Broker, collector_factory, gateway_op
         assert "fogline_uplink_degraded 0" in body
         assert "fogline_uplink_wire_bytes_total" in body
         assert all(line.startswith(("# ", "fogline_")) for line in body.splitlines())
+
+
+class Terminal(io.StringIO):
+    """What the status line is written to: a terminal, as far as the gateway can tell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_the_status_line_counts_records_out_not_bytes_or_acks(
+    broker: Broker, gateway_options
+) -> None:
+    """Its one health record sent, the gateway shows `out ... (1)`; the uplink's own
+    counters (bytes written, acks awaited, timeouts) are not records."""
+    async with Gateway(gateway_options(FAST)) as gw:
+        await eventually(lambda: gw.metrics.uplink["wire_bytes"], what="the health record sent")
+        terminal = Terminal()
+        status = asyncio.create_task(
+            show_status(gw.metrics, lambda: gw.uplink.pending, every=0.05, stream=terminal)
+        )
+        await eventually(lambda: "uplink pending" in terminal.getvalue(), what="a status line")
+        status.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await status
+    line = terminal.getvalue().split("\r\x1b[2K")[-1]
+    assert re.fullmatch(
+        r"in 0 msg/s \(0\) \| out 0/s \(1\) \| rejects 0 \| uplink pending \d\n", line
+    )
+
+
+def test_a_failed_action_or_a_model_swap_is_not_a_record_out() -> None:
+    metrics = Metrics()
+    metrics.outputs.update(health=1, action=2, action_not_connected=3, model_updates_running=1)
+    metrics.uplink.update(wire_bytes=648, payload_bytes=500, ack_timeouts=4, acked_records=1)
+    assert status_line(metrics, 0, 0.0, 3.0) == (
+        "in 0 msg/s (0) | out 3/s (3) | rejects 0 | uplink pending 0"
+    )
 
 
 async def test_a_stop_keeps_open_windows_for_the_next_start(

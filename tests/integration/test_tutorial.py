@@ -4,68 +4,26 @@ port, the gateway its URL in FOGLINE_BROKER), and every output it shows is print
 
 from __future__ import annotations
 
-import os
-import re
 import shlex
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from dockit import Block, blocks, command_env, on_broker, shown_in, wait_until
 from support import Broker, Collector
 
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 
 
-@dataclass(frozen=True)
-class Block:
-    lang: str
-    info: str
-    body: str
-
-
-def blocks(text: str) -> list[Block]:
-    found = re.finditer(r"^```(\w+)[ ]*([^\n]*)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
-    return [Block(m.group(1), m.group(2).strip(), m.group(3)) for m in found]
-
-
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not happen"
-        time.sleep(0.05)
-
-
-def shown_in(expected: str, output: str) -> bool:
-    """Every line shown appears in the output, in the same order."""
-    lines = output.splitlines()
-    at = 0
-    for want in expected.strip("\n").splitlines():
-        while at < len(lines) and lines[at] != want:
-            at += 1
-        if at == len(lines):
-            return False
-        at += 1
-    return True
-
-
 def test_every_command_of_the_tutorial_works_as_written(tmp_path: Path) -> None:
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker", "log_type subscribe\n")  # says who subscribed to what
     broker.start()
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "FOGLINE_BROKER": broker.url,
-    }
+    env = command_env(broker.url)
 
     def as_run(command: str) -> str:
-        """The command for bash, on the private broker's port."""
-        return re.sub(r"^(mosquitto_(?:pub|sub))\b", rf"\1 -p {broker.port}", command)
+        return on_broker(command, broker.port)
 
     watch = Collector(broker.port, ["fogline/boiler-gw/up/health"])
     background: dict[str, subprocess.Popen[str]] = {}

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
 
 import orjson
+import pytest
 from sqlalchemy import func, select
 from support import Broker, LinkProxy, eventually
 
@@ -202,9 +205,56 @@ async def test_what_an_absent_cloud_missed_goes_again_at_its_first_ack(
 
         # Without the cloud's ack, no alert is tried again for 5 s or more.
         await eventually(lambda: next_try_in() > 5.0, 60, "the alerts' timeout doubled")
+        # Their next tries as the backoff has them: all three must be stored before the
+        # first of these comes, which only an early resend (at the cloud's first ack) does.
+        scheduled = min(b.deadline for b in gw.uplink._batches["alert"])
         async with Cloud(cloud_options(tmp_path / "late-cloud.db")) as cloud:
-            up = time.monotonic()
             await eventually(lambda: stored(cloud, gid)[1] == 3, 15, "the 3 alerts stored")
-            assert time.monotonic() - up < 3.5, "the alerts waited out their backoff"
+            assert time.monotonic() < scheduled, "the alerts waited out their backoff"
             await eventually(lambda: everything_stored(gw, cloud), 15, "everything stored")
             assert not gw.uplink._by_mid, "every PUBACK came back to its batch"
+
+
+async def test_a_gateway_without_a_cloud_warns_once_and_says_when_acks_resume(
+    broker: Broker,
+    collector_factory,
+    gateway_options,
+    cloud_options,
+    tmp_path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As the pipelines' "Try it" runs it: records wait for a cloud that is not there. One
+    warning names the uplink and what to check; the resends are DEBUG, not a line every
+    few seconds; one line says when acks come again."""
+    caplog.set_level(logging.DEBUG, logger="fogline.gateway.uplink")
+
+    def lines(level: int, text: str) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "fogline.gateway.uplink" and r.levelno == level and text in r.getMessage()
+        ]
+
+    gid = f"gw-{uuid.uuid4().hex[:6]}"
+    async with Gateway(gateway_options(PIPELINE, gid, uplink_stall_after=2.0)) as gw:
+        gw.uplink.timer.initial = 0.25  # many resends within the test's seconds
+        await publish(collector_factory, 5, 0, hot=False)
+        await eventually(lambda: lines(logging.WARNING, "no ack"), 15, "the warning")
+        await eventually(lambda: gw.uplink.counts["resent_batches"] >= 10, 30, "resends")
+        assert len(lines(logging.WARNING, "")) == 1, caplog.text
+        (warning,) = lines(logging.WARNING, "")
+        assert re.fullmatch(
+            rf"no ack from the cloud on {re.escape(broker.url)} for \d+ s; "
+            r"is `fogline cloud` running and subscribed there\?",
+            warning,
+        )
+        assert lines(logging.DEBUG, "sent again"), "each resend is still told, at DEBUG"
+        assert not lines(logging.INFO, "sent again")
+        async with Cloud(cloud_options(tmp_path / "cloud.db")) as cloud:
+            await eventually(lambda: everything_stored(gw, cloud), 30, "everything stored")
+            await eventually(lambda: lines(logging.INFO, "acks from the cloud again"), 5, "resume")
+        assert re.fullmatch(
+            rf"acks from the cloud again on {re.escape(broker.url)} after \d+ s without",
+            lines(logging.INFO, "acks from the cloud again")[0],
+        )
+        assert len(lines(logging.WARNING, "")) == 1, caplog.text

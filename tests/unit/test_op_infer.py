@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from oplab import make_op, rec
 
 from fogline.model import Model, ModelError, read_metadata, with_metadata
 from gateway.clock import FakeClock
-from gateway.spec import PipelineError, parse_pipeline
+from gateway.simulate import START, Simulation
+from gateway.spec import PipelineError, load_pipeline, parse_pipeline
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 FACTORY = MODELS / "factory-vibration.tflite"
@@ -168,3 +170,25 @@ def test_a_model_path_is_relative_to_the_pipeline_file(tmp_path):
     with pytest.raises(PipelineError) as err:
         parse_pipeline(PIPELINE.format(model="gone.tflite"), str(tmp_path / "p.yaml"))
     assert f"expected a readable model file, got {tmp_path / 'gone.tflite'}" in str(err.value)
+
+
+def test_a_short_first_window_is_counted_and_told_once_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every machine's first window holds only the readings since it started: the factory
+    pipeline's diagnosis leaves those out (min_readings 4). At a gateway's start that is
+    every machine, so it is counted and said once, at INFO; a warning is for trouble."""
+    caplog.set_level(logging.DEBUG, logger="fogline.gateway.engine")
+    sim = Simulation(load_pipeline(Path(__file__).parents[2] / "pipelines" / "factory.yaml"))
+    reading = {
+        "vibration": 1.4, "vibration_peak": 4.0, "vibration_hf": 0.3, "vibration_1x": 1.1,
+        "temperature": 55.0, "rpm": 1480,
+    }  # fmt: skip
+    for i, machine in enumerate(("m-01", "m-02", "m-03")):
+        body = orjson.dumps({**reading, "ts": START + 1 + i})
+        sim.send(f"factory/line-1/{machine}/telemetry", body, START + 1 + i)
+    sim.stop(START + 30)
+    assert sim.rejects() == {("diagnosis", "too_few_readings"): 3}
+    told = [r for r in caplog.records if r.name == "fogline.gateway.engine"]
+    assert [r.levelno for r in told] == [logging.INFO, logging.DEBUG, logging.DEBUG]
+    assert "too_few_readings: normal while a device starts" in told[0].getMessage()

@@ -1,12 +1,20 @@
-"""What a demo pipeline's header says its own example does, it does (simulated time)."""
+"""What a demo pipeline's header says its own example does, it does: in simulated time, and
+with its own commands, as written, on a real broker."""
 
 from __future__ import annotations
 
 import re
+import shlex
+import signal
+import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
+from dockit import command_env, on_broker, wait_until
+from support import Broker, Collector
 
+from fogline.envelope import decode_batch
 from gateway.simulate import START, Simulation
 from gateway.spec import load_pipeline
 
@@ -42,3 +50,50 @@ def test_factory_try_it_example_does_what_the_header_says() -> None:
     assert claim is not None, text
     reason, step = claim.groups()
     assert sim.rejects() == {(step, reason): 1}, orjson.dumps(sim.dead).decode()
+
+
+@pytest.mark.parametrize("pipeline", ["factory", "farm"])
+def test_the_try_it_gateway_command_runs_as_written(
+    pipeline: str, broker: Broker, tmp_path: Path
+) -> None:
+    """The header's gateway command, exactly as written, on a private broker (its URL in
+    FOGLINE_BROKER, as the header assumes a local one): it runs and sends its first health
+    record; then the header's own `mosquitto_pub` lines do what it says (factory: at once)."""
+    text = header(ROOT / "pipelines" / f"{pipeline}.yaml")
+    found = re.search(r"\(with `(fogline gateway [^`]+)`\s+running", text)
+    assert found is not None, text
+    command = found.group(1)
+    gid = shlex.split(command)[shlex.split(command).index("--id") + 1]
+    watch = Collector(broker.port, [f"fogline/{gid}/up/#", "factory/+/+/actions"])
+    env = command_env(broker.url, FOGLINE_DATA_DIR=str(tmp_path / "data"))
+    gateway = subprocess.Popen(
+        ["bash", "-c", f"exec {command}"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: gateway.poll() is not None or bool(watch.on(f"fogline/{gid}/up/health")),
+            "the gateway's first health record",
+        )
+        assert gateway.poll() is None, gateway.communicate()[0]
+        if pipeline == "factory":
+            sends = re.findall(r"^\s+(mosquitto_pub .*)$", text, re.MULTILINE)
+            assert len(sends) == 2, text
+            for send in sends:
+                subprocess.run(["bash", "-c", on_broker(send, broker.port)], env=env, check=True)
+            wait_until(lambda: bool(watch.on("factory/line-1/m-01/actions")), "the stop")
+            alerts = [
+                r["data"]
+                for _, payload in watch.on(f"fogline/{gid}/up/alert")
+                for r in decode_batch(payload)["records"]
+            ]
+            assert [(a["rule"], a["state"]) for a in alerts] == [("critical_temperature", "raised")]
+        gateway.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = gateway.communicate(timeout=30)
+        assert gateway.returncode in {0, 130}, out
+        assert "Traceback" not in out
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.communicate()
+        watch.close()
