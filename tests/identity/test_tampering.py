@@ -360,11 +360,11 @@ async def test_an_old_signed_model_replayed_cannot_roll_the_gateway_back(
         await eventually(
             lambda: "diagnosis" in str(gateway_health(cloud)), 10, "health naming the step"
         )
-        await cloud.model_updates.upload("gw1", "diagnosis", retagged("old"), None)
+        await cloud.model_updates.upload("gw1", "diagnosis", retagged("old"), None, "admin")
         await eventually(lambda: running(gw) == "old", 20, "the old model running")
         old_chunks = [(t, p) for t, p in down.on("fogline/gw1/down/model/") if p]
         assert old_chunks
-        await cloud.model_updates.upload("gw1", "diagnosis", retagged("new"), None)
+        await cloud.model_updates.upload("gw1", "diagnosis", retagged("new"), None, "admin")
         await eventually(lambda: running(gw) == "new", 20, "the new model running")
         await eventually(lambda: uploads(cloud)["new"][0] == "running", 10, "new reported")
         old_serial, new_serial = uploads(cloud)["old"][2], uploads(cloud)["new"][2]
@@ -398,5 +398,5 @@ async def test_an_old_signed_model_replayed_cannot_roll_the_gateway_back(
         )
         assert running(gw) == "new"
         # A rollback on purpose is a new upload of the old bytes: a new serial, and it runs.
-        await cloud.model_updates.upload("gw1", "diagnosis", retagged("old"), None)
+        await cloud.model_updates.upload("gw1", "diagnosis", retagged("old"), None, "admin")
         await eventually(lambda: running(gw) == "old", 20, "rolled back by a new upload")

@@ -56,7 +56,8 @@ def test_check_accepts_the_demo_pipelines() -> None:
     assert result.returncode == 0, result.stderr
     assert "pipeline 'factory', key (line, machine)" in result.stdout
     assert "step    spikes = spike <- readings" in result.stdout
-    assert "step    windows = window <- spikes" in result.stdout
+    assert "step    stuck_alerts = alert <- still" in result.stdout
+    assert "step    windows = window <- still" in result.stdout
 
 
 def test_check_reports_three_located_mistakes(tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ def test_factory_pipeline_from_disk():
         "smoothed",
         "critical",
         "spikes",
+        "still",
+        "stuck_alerts",
         "windows",
         "rise",
         "normal",
@@ -84,7 +86,9 @@ def test_factory_pipeline_from_disk():
         "diagnosis_alerts",
     ]
     assert {s.id: s.from_ for s in pipeline.steps}["spikes"] == "readings"
-    assert {s.id: s.from_ for s in pipeline.steps}["windows"] == "spikes"
+    assert {s.id: s.from_ for s in pipeline.steps}["still"] == "spikes"
+    assert {s.id: s.from_ for s in pipeline.steps}["stuck_alerts"] == "still"
+    assert {s.id: s.from_ for s in pipeline.steps}["windows"] == "still"
     assert {s.id: s.from_ for s in pipeline.steps}["features"] == "readings"
     assert {s.id: s.from_ for s in pipeline.steps}["liveness"] == "readings"
     assert "windows.late" in pipeline.streams
