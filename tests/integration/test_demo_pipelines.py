@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from support import Broker, eventually, udp_port
@@ -100,11 +101,19 @@ async def test_factory_vibration_anomaly_raises_once(
                 body = {"ts": start + second + i / 10, "vibration": vib, "temperature": 60.0}
                 watch.publish("factory/l1/m-06/telemetry", orjson.dumps(body), qos=1)
         await eventually(lambda: gw.metrics.step_in["readings"] == 200, what="all readings")
-        await asyncio.sleep(0.5)
-    alerts = [
-        r["data"] for _, p in watch.on("fogline/gw1/up/alert") for r in decode_batch(p)["records"]
-    ]
-    raised = [a for a in alerts if a["rule"] == "vibration_anomaly" and a["state"] == "raised"]
+
+        def raises() -> list[dict[str, Any]]:
+            alerts = [
+                r["data"]
+                for _, p in watch.on("fogline/gw1/up/alert")
+                for r in decode_batch(p)["records"]
+            ]
+            return [
+                a for a in alerts if a["rule"] == "vibration_anomaly" and a["state"] == "raised"
+            ]
+
+        await eventually(raises, what="the vibration alert uplinked")
+    raised = raises()
     assert len(raised) == 1
     assert raised[0]["machine"] == "m-06"
     assert raised[0]["values"]["vibration_rms_z"] > 4
