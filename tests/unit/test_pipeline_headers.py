@@ -82,6 +82,8 @@ def test_the_try_it_gateway_command_runs_as_written(
             for send in sends:
                 subprocess.run(["bash", "-c", on_broker(send, broker.port)], env=env, check=True)
             wait_until(lambda: bool(watch.on("factory/line-1/m-01/actions")), "the stop")
+            # The stop goes out at once; the alert with the uplink's next group commit.
+            wait_until(lambda: bool(watch.on(f"fogline/{gid}/up/alert")), "the alert uplinked")
             alerts = [
                 r["data"]
                 for _, payload in watch.on(f"fogline/{gid}/up/alert")
