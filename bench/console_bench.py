@@ -94,20 +94,25 @@ async def sign_in(page: Any) -> None:
     await page.wait_for_url("**/alerts")
 
 
+async def live_alerts(pw: Any, cloud: Cloud) -> tuple[Any, Any]:
+    """Chromium signed in as a viewer on the alert list, once its live stream is up."""
+    people.add_user(cloud.engine, "bench", "viewer", PASSWORD, time.time())
+    browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+    context = await browser.new_context(
+        base_url=f"http://127.0.0.1:{cloud.http_port}", bypass_csp=True
+    )
+    page = await context.new_page()
+    await sign_in(page)
+    await page.wait_for_function(
+        "document.getElementById('live-status').textContent.startsWith('Live:')"
+    )
+    return browser, page
+
+
 async def latency(count: int, tmp: Path) -> None:
     db = f"sqlite:///{tmp / 'latency.db'}"
     async with Cloud(options(db)) as cloud, async_playwright() as pw:
-        people.add_user(cloud.engine, "bench", "viewer", PASSWORD, time.time())
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        page = await (
-            await browser.new_context(
-                base_url=f"http://127.0.0.1:{cloud.http_port}", bypass_csp=True
-            )
-        ).new_page()
-        await sign_in(page)
-        await page.wait_for_function(
-            "document.getElementById('live-status').textContent.startsWith('Live:')"
-        )
+        browser, page = await live_alerts(pw, cloud)
         # Each new row notes when it entered the DOM (the browser's wall clock = ours).
         await page.evaluate("""() => {
             window.seen = {};
@@ -203,17 +208,7 @@ async def edge(count: int, tmp: Path) -> None:
             EdgeGateway(gateway_options),
             async_playwright() as pw,
         ):
-            people.add_user(cloud.engine, "bench", "viewer", PASSWORD, time.time())
-            browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-            page = await (
-                await browser.new_context(
-                    base_url=f"http://127.0.0.1:{cloud.http_port}", bypass_csp=True
-                )
-            ).new_page()
-            await sign_in(page)
-            await page.wait_for_function(
-                "document.getElementById('live-status').textContent.startsWith('Live:')"
-            )
+            browser, page = await live_alerts(pw, cloud)
             await page.evaluate("""() => {
                 window.seen = {};
                 new MutationObserver(() => {
