@@ -223,7 +223,7 @@ def revoke_gateway(
     try:
         revoked, _ = provisioner.revoke(gateway_id)
     except ProvisionError as exc:
-        raise HTTPException(502, detail=str(exc)) from exc
+        raise HTTPException(_PROBLEM_STATUS[exc.kind], detail=str(exc)) from exc
     if not revoked:
         raise HTTPException(404, detail=f"gateway {gateway_id!r} has no live key to revoke")
 
