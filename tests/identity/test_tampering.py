@@ -9,8 +9,8 @@ and counted, nothing of it is stored, and the genuine records all arrive.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
-import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -52,13 +52,11 @@ health_every: 0.5s
 
 
 @pytest.fixture
-async def strict_cloud(broker: Broker, tmp_path: Path) -> AsyncIterator[Cloud]:
-    options = CloudOptions(
-        parse_broker_url(broker.url),
-        f"sqlite:///{tmp_path}/cloud.db",
-        http_port=0,
-        replica=f"r-{uuid.uuid4().hex[:6]}",
-        wait_broker=None,
+async def strict_cloud(
+    cloud_options: Callable[[Path], CloudOptions], tmp_path: Path
+) -> AsyncIterator[Cloud]:
+    options = dataclasses.replace(
+        cloud_options(tmp_path / "cloud.db"),
         signing_key=tmp_path / "cloud.key",
         allow_unregistered=False,
     )
