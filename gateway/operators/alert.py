@@ -6,6 +6,7 @@
       - name: over_temperature
         raise: temperature_max > 85    # raise when this holds ...
         for: 20s                       # ... continuously for 20 s of event time
+        for_readings: 3                # ... and on 3 records in a row (both must hold)
         clear: temperature_max < 80    # clear only below 80 (hysteresis); default: not raise
         cooldown: 5m                   # after a clear, no new raise for this key within 5 min
         severity: critical
@@ -68,6 +69,13 @@ class Rule(BaseModel):
     for_: Duration = Field(
         0.0, alias="for", description="How long `raise` must hold (event time) before raising."
     )
+    for_readings: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="On how many records in a row `raise` must hold before raising: a "
+        "debounce that means the same at any sampling rate (with `for`, both must hold).",
+    )
     cooldown: Duration = Field(
         0.0, description="After a clear, how long before the same key may raise again."
     )
@@ -120,10 +128,11 @@ class AlertConfig(KeyedConfig):
 class _Episode:
     """Per rule and key: where the alert stands."""
 
-    __slots__ = ("alert_id", "cooldown_until", "pending_since", "raised_at")
+    __slots__ = ("alert_id", "cooldown_until", "pending", "pending_since", "raised_at")
 
     def __init__(self) -> None:
         self.pending_since: float | None = None
+        self.pending = 0  # records in a row `raise` has held on
         self.raised_at: float | None = None
         self.alert_id = ""
         self.cooldown_until = float("-inf")
@@ -140,6 +149,7 @@ class _CompiledRule:
         "cooldown",
         "duration",
         "episodes",
+        "for_readings",
         "message",
         "name",
         "raise_",
@@ -154,6 +164,7 @@ class _CompiledRule:
         clear = compile_expr(rule.clear).fn if rule.clear is not None else None
         self.clear = clear
         self.duration = rule.for_
+        self.for_readings = rule.for_readings
         self.cooldown = rule.cooldown
         self.message = compile_template(rule.message) if rule.message else None
         self.clear_message = compile_template(rule.clear_message) if rule.clear_message else None
@@ -208,17 +219,24 @@ class Alert(Operator):
         if not rule.raise_(fields):
             if episode.pending_since is not None:
                 episode.pending_since = None
+                episode.pending = 0
                 episodes.changed(record.key)
             return None
         if episode.pending_since is None:
             episode.pending_since = ts
             episodes.changed(record.key)
+        if rule.for_readings > 1:
+            episode.pending += 1
+            episodes.changed(record.key)
+            if episode.pending < rule.for_readings:
+                return None
         if ts - episode.pending_since < rule.duration:
             return None
         if ts < episode.cooldown_until:
             self.suppressed += 1
             return None
         episode.pending_since = None
+        episode.pending = 0
         episode.raised_at = ts
         episode.alert_id = f"{rule.name}/{'/'.join(record.key)}/{round(ts * 1000)}"
         episodes.changed(record.key)
@@ -289,13 +307,16 @@ def _encode(episode: _Episode) -> bytes:
             episode.raised_at,
             episode.alert_id,
             None if cooldown == float("-inf") else cooldown,
+            episode.pending,
         ]
     )
 
 
 def _decode(data: bytes) -> _Episode:
-    pending, raised, alert_id, cooldown = orjson.loads(data)
+    # Parts written before `for_readings` have four items: no records in a row counted.
+    pending, raised, alert_id, cooldown, *count = orjson.loads(data)
     episode = _Episode()
+    episode.pending = count[0] if count else 0
     episode.pending_since, episode.raised_at, episode.alert_id = pending, raised, alert_id
     episode.cooldown_until = float("-inf") if cooldown is None else cooldown
     return episode

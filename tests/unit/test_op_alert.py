@@ -125,6 +125,42 @@ def test_for_is_measured_in_event_time_across_batches():
     assert raised.fields["state"] == "raised"
 
 
+def test_for_readings_raises_on_the_nth_record_in_a_row_at_any_spacing():
+    rule = {**HYSTERESIS, "for_readings": 3}
+    for step in (0.5, 5.0, 60.0):
+        run = alert([rule], series([90, 90, 90, 90], step=step))
+        assert states(run) == [(2 * step, "raised")]
+
+
+def test_for_readings_counts_again_after_a_record_that_does_not_hold():
+    run = alert([{**HYSTERESIS, "for_readings": 3}], series([90, 90, 84, 90, 90, 90]))
+    assert states(run) == [(5, "raised")]
+
+
+def test_for_readings_and_for_must_both_hold():
+    rule = {**HYSTERESIS, "for_readings": 3, "for": "10s"}
+    assert states(alert([rule], series([90] * 4, step=20.0))) == [(40, "raised")]
+    assert states(alert([rule], series([90] * 12, step=1.0))) == [(10, "raised")]
+
+
+def test_for_readings_count_survives_a_checkpoint_and_restore():
+    config = {"rules": [{**HYSTERESIS, "for_readings": 3}]}
+    run = make_op("alert", config)
+    assert run.feed(series([90, 90])) == []
+    again = make_op("alert", config)
+    again.op.restore(dict(run.op.checkpoint().put), 0.0)
+    [raised] = again.feed([rec("m1", 2.0, x=90)])
+    assert raised.fields["state"] == "raised"
+
+
+def test_a_part_written_before_for_readings_restores():
+    config = {"rules": [{**HYSTERESIS, "for": "10s"}]}
+    run = make_op("alert", config)
+    run.op.restore({'["hot", "m1"]': b'[0.0, null, "", null]'}, 0.0)
+    [raised] = run.feed([rec("m1", 10.0, x=90)])
+    assert raised.fields["state"] == "raised"
+
+
 def test_cooldown_suppresses_a_re_raise_and_counts_it():
     points = [(0, 90), (10, 70), (20, 90), (100, 90), (200, 70), (250, 90), (310, 90)]
     run = alert([{**HYSTERESIS, "cooldown": "5m"}], [rec("m1", t, x=x) for t, x in points])
