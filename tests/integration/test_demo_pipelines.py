@@ -58,11 +58,14 @@ async def test_farm_example_from_its_header(
                 % (30 + n / 10, 2.6 + n / 100),
             )
             await eventually(lambda n=n: len(uplinked("digest")) >= n, what=f"digest {n}")
-        # The line the header tells users to paste: dry soil, and flow with the valve closed.
-        watch.publish(
-            "farm/north/plot-7/telemetry",
-            b'[{"n":"moisture","v":14.0},{"n":"valve","v":0},{"n":"flow","v":3.2},{"n":"pressure","v":2.0}]',
-        )
+        # The line the header tells users to paste, three times: dry soil, and flow with the
+        # valve closed, three readings in a row.
+        for _ in range(3):
+            watch.publish(
+                "farm/north/plot-7/telemetry",
+                b'[{"n":"moisture","v":14.0},{"n":"valve","v":0},{"n":"flow","v":3.2},'
+                b'{"n":"pressure","v":2.0},{"n":"battery","v":3.6}]',
+            )
         commands = await eventually(
             lambda: len(watch.on("farm/north/plot-7/valve/set")) >= 2 and watch.on("farm/"),
             what="open and close commands",
@@ -74,6 +77,7 @@ async def test_farm_example_from_its_header(
         rules = {a["rule"] for a in uplinked("alert")}
         assert {"dry_soil", "leak_valve_closed"} <= rules
         assert rules - {"dry_soil", "leak_valve_closed"} <= {
+            "soil_drying_fast",
             "model_leak",
             "model_dry_soil",
             "probe_silent",
