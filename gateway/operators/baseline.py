@@ -6,6 +6,7 @@
     history: 60        # windows of the key's past the median and MAD are taken over
     warmup: 12         # windows before scores are given (0 before)
     exclude_above: 5   # |score| above this is not learnt: a fault never becomes normal
+    exclude_side: below   # optional: only scores below -5 are not learnt (default: both)
     learn_when: "valve_mean == 0"   # optional: learn only from such records, score every one
 ```
 
@@ -33,7 +34,7 @@ with a full history of 60 (a median and a MAD of 60 floats; `python -m timeit`, 
 from __future__ import annotations
 
 from statistics import median
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat
 
@@ -67,6 +68,11 @@ class BaselineConfig(KeyedConfig):
         gt=0,
         description="Do not learn a value whose |score| is above this (null: learn all).",
     )
+    exclude_side: Literal["both", "below", "above"] = Field(
+        "both",
+        description="Which far values are not learnt: `below` learns a rise and never a fall "
+        "(soil wetted by irrigation is its new normal; a dry-out never is).",
+    )
     learn_when: Expression | None = Field(
         None,
         description="Learn only from records for which this is true (every record is scored).",
@@ -93,6 +99,7 @@ class Baseline(KeyedOperator):
         self._history = config.history
         self._warmup = config.warmup
         self._exclude = config.exclude_above
+        self._side = {"both": 0, "below": -1, "above": 1}[config.exclude_side]
         self._learn_when = None if config.learn_when is None else compile_expr(config.learn_when).fn
         self._state: KeyedState[dict[str, list[float]]] = KeyedState(
             config.max_keys, config.idle_expiry, ctx.evicted
@@ -128,12 +135,18 @@ class Baseline(KeyedOperator):
                 added[base_out], added[dev_out] = base, score
                 if not learn:
                     continue
-                if len(past) < self._warmup or self._exclude is None or abs(score) <= self._exclude:
+                if len(past) < self._warmup or not self._excludes(score):
                     past.append(float(x))
                     if len(past) > self._history:
                         del past[0]
             out.append(Record(record.key, record.ts, {**fields, **added}))
         return out
+
+    def _excludes(self, score: float) -> bool:
+        """Whether a value this far from the base is kept out of the history."""
+        if self._exclude is None or abs(score) <= self._exclude:
+            return False
+        return self._side == 0 or (score < 0) == (self._side < 0)
 
     def _score(self, past: list[float], x: float, floor: float) -> tuple[float, float]:
         """(signed score, base) of `x` against `past`; (0, x or the median) while warming."""

@@ -269,7 +269,7 @@ def test_pipeline_test_runs_the_demo_tests_and_fails_on_a_broken_one(tmp_path: P
     assert "ok    pipelines/factory.test.yaml: a machine heating past 95 °C is stopped" in (
         result.stdout
     )
-    assert result.stdout.splitlines()[-1] == "8 passed, 0 failed"
+    assert result.stdout.splitlines()[-1] == "10 passed, 0 failed"
     here = tmp_path / "pipelines"
     here.mkdir()
     for name in ("factory.yaml", "factory.test.yaml"):

@@ -58,13 +58,13 @@ async def test_farm_example_from_its_header(
                 % (30 + n / 10, 2.6 + n / 100),
             )
             await eventually(lambda n=n: len(uplinked("digest")) >= n, what=f"digest {n}")
-        # The line the header tells users to paste, three times: dry soil, and flow with the
-        # valve closed, three readings in a row.
-        for _ in range(3):
+        # The line the header tells users to paste, four times: dry soil, and flow with the
+        # valve closed, four readings in a row.
+        for i in range(1, 5):
             watch.publish(
                 "farm/north/plot-7/telemetry",
-                b'[{"n":"moisture","v":14.0},{"n":"valve","v":0},{"n":"flow","v":3.2},'
-                b'{"n":"pressure","v":2.0},{"n":"battery","v":3.6}]',
+                b'[{"n":"moisture","v":14.%d},{"n":"valve","v":0},{"n":"flow","v":3.2},'
+                b'{"n":"pressure","v":2.0%d},{"n":"battery","v":3.6}]' % (i, i),
             )
         commands = await eventually(
             lambda: len(watch.on("farm/north/plot-7/valve/set")) >= 2 and watch.on("farm/"),

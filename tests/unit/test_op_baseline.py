@@ -26,6 +26,22 @@ def test_each_key_is_judged_against_its_own_normal_with_a_signed_score() -> None
     assert late.fields["t_base"] == pytest.approx(40, abs=0.5)
 
 
+@pytest.mark.parametrize(("side", "rise_learnt", "fall_learnt"), [
+    ("both", False, False), ("below", True, False), ("above", False, True),
+])  # fmt: skip
+def test_exclude_side_learns_a_lasting_step_only_the_other_way(
+    side: str, rise_learnt: bool, fall_learnt: bool
+) -> None:
+    """Soil wetted by irrigation is its new normal; a dry-out never is."""
+    config = {"fields": {"m": 0.1}, "warmup": 5, "history": 20, "exclude_side": side}
+    for step, learnt in ((5.0, rise_learnt), (-5.0, fall_learnt)):
+        run = make_op("baseline", config)
+        run.feed([rec("p", k, m=30 + 0.1 * (k % 3)) for k in range(20)])
+        [late] = run.feed([rec("p", k, m=30 + step) for k in range(20, 60)])[-1:]
+        assert (late.fields["m_base"] == pytest.approx(30 + step)) is learnt
+        assert (abs(late.fields["m_dev"]) > 5) is not learnt
+
+
 def test_warmup_scores_zero_and_a_spike_in_the_history_moves_nothing() -> None:
     run = make_op("baseline", {"fields": {"x": 0.01}, "warmup": 3, "exclude_above": None})
     outs = run.feed([rec("m", k, x=v) for k, v in enumerate([1.0, 1.1, 0.9, 50.0, 1.0, 1.05])])
