@@ -40,7 +40,7 @@ from devices.dataset import TASKS, Task, conditions, dataset  # noqa: E402
 from fogline.calibration import accuracy, choose, confusion, sweep, table  # noqa: E402
 from fogline.model import Model, normalized_entropy, with_metadata  # noqa: E402
 
-TRAIN_SEEDS = tuple(range(101, 111))
+TRAIN_SEEDS = tuple(range(101, 117))
 VALIDATION_SEED = 201
 TEST_SEEDS = (301, 302, 303)
 CLIP = 6.0  # z-scores beyond +-6 are clipped: spikes must not set the int8 input range

@@ -31,7 +31,7 @@ FACTORY_META = orjson.loads(read_metadata(FACTORY.read_bytes())[METADATA_NAME])
 FACTORY_INPUTS: list[str] = FACTORY_META["inputs"]
 FACTORY_LABELS: list[str] = FACTORY_META["labels"]
 # The cloud model reads three of the edge's inputs, in its own order.
-CLOUD_INPUTS = ["vibration_hf_max", "vibration_mean", "rpm_mean"]
+CLOUD_INPUTS = ["vibration_hf_max_rel", "vibration_1x_rel", "vibration_cv"]
 
 
 def _tensor(name: str | bytes, shape: list[int], buffer: int) -> Any:

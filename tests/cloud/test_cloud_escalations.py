@@ -159,19 +159,19 @@ def test_what_the_cloud_cannot_decide_is_stored_undecided_with_the_reason(
 ) -> None:
     factory = inputs_for("bearing")
     cases = {
-        1: (inputs_for("bearing", rpm_mean=None), "inputs missing: rpm_mean"),
+        1: (inputs_for("bearing", vibration_cv=None), "inputs missing: vibration_cv"),
         2: (
-            inputs_for("bearing", rpm_mean=None, vibration_mean=None),
-            "inputs missing: vibration_mean, rpm_mean",
+            inputs_for("bearing", vibration_cv=None, vibration_1x_rel=None),
+            "inputs missing: vibration_1x_rel, vibration_cv",
         ),
         3: (
-            inputs_for("bearing", rpm_mean="fast"),
-            "input 'rpm_mean': expected a number, got 'fast'",
+            inputs_for("bearing", vibration_cv="fast"),
+            "input 'vibration_cv': expected a number, got 'fast'",
         ),
-        4: (inputs_for("bearing", rpm_mean=True), "input 'rpm_mean': expected a number, got True"),
+        4: (inputs_for("bearing", vibration_cv=True), "input 'vibration_cv': expected a number, got True"),
         9: (
-            inputs_for("bearing", rpm_mean=-1e39),
-            "input 'rpm_mean': -1e+39 is out of the model's float32 range",
+            inputs_for("bearing", vibration_cv=-1e39),
+            "input 'vibration_cv': -1e+39 is out of the model's float32 range",
         ),
     }
     records = [(s, "line-1/m-03", escalation("normal", inputs)) for s, (inputs, _) in cases.items()]
@@ -182,7 +182,7 @@ def test_what_the_cloud_cannot_decide_is_stored_undecided_with_the_reason(
         (6, "line-1/m-03", escalation("normal", factory, model=None)),
         (7, "line-1/m-03", no_inputs),
         # Inputs the cloud model does not read may be missing.
-        (8, "line-1/m-03", escalation("normal", inputs_for("bearing", vibration_std=None))),
+        (8, "line-1/m-03", escalation("normal", inputs_for("bearing", vibration_hf_rel=None))),
     ]
     deciding.write([batch("gw1", "escalation", records)])
     stored = rows(deciding)

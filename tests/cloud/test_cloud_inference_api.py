@@ -66,7 +66,7 @@ async def test_an_uplinked_escalation_is_decided_by_the_time_it_is_acked(
     watch = collector_factory(["fogline/+/down/ack"])
     records = [
         (41, "line-1/m-03", escalation("imbalance", inputs_for("normal"))),
-        (42, "line-1/m-03", escalation("normal", inputs_for("normal", rpm_mean=None))),
+        (42, "line-1/m-03", escalation("normal", inputs_for("normal", vibration_cv=None))),
         (43, "line-1/m-04", escalation("bearing", inputs_for("bearing"), machine="m-04")),
     ]
     body = payload("gw1", "escalation", records)
@@ -104,7 +104,7 @@ async def test_an_uplinked_escalation_is_decided_by_the_time_it_is_acked(
     assert decided["data"]["machine"] == "m-03"
     undecided = listed[1]
     assert (undecided["cloud"], undecided["agree"]) == (None, None)
-    assert undecided["reason"] == "inputs missing: rpm_mean"
+    assert undecided["reason"] == "inputs missing: vibration_cv"
 
     decided_at = clock.now
     clock.now += 60
@@ -192,7 +192,7 @@ async def test_inference_summary_from_escalations_and_health(
                     (1, "line-1/m-01", escalation("normal", inputs_for("normal"))),
                     (2, "line-1/m-01", escalation("normal", inputs_for("bearing"))),
                     (3, "line-1/m-02", escalation("bearing", inputs_for("bearing"))),
-                    (4, "line-1/m-02", escalation("bearing", inputs_for("bearing", rpm_mean=None))),
+                    (4, "line-1/m-02", escalation("bearing", inputs_for("bearing", vibration_cv=None))),
                     (5, "line-1/m-02", escalation("normal", {}, model=None)),
                 ],
             ),

@@ -49,7 +49,7 @@ def test_every_record_is_classified_as_the_model_says_in_one_batch():
         assert f["exit"] == "edge"
         assert f["model"] == "factory-vibration"
         assert f["model_version"] == model.info.version
-        assert "vibration_mean" in f  # the window's own fields stay
+        assert "vibration_1x_rel" in f  # the window's own fields stay
     assert run.op.decided == {"edge": 50, "budget": 0, "escalated": 0}
 
 
@@ -69,9 +69,9 @@ def test_uncertain_results_escalate_with_their_inputs_within_the_budget():
     assert first["window_start"] == 0.0
     assert first["window_end"] == 10.0
     assert list(first["inputs"]) == list(run.op.model.info.inputs)
-    assert first["inputs"]["vibration_mean"] == pytest.approx(rows[0][0])
+    assert first["inputs"]["vibration_1x_rel"] == pytest.approx(rows[0][0])
     assert set(first["probabilities"]) == set(run.op.model.info.labels)
-    assert "vibration_std" not in first  # the inputs, not the whole window
+    assert "vibration_hf_rel" not in first  # the inputs, not the whole window
     # Ten seconds later the budget has refilled by one.
     clock.t += 10.0
     run.feed(windows(run.op.model, 3, seed=1)[1])
@@ -87,17 +87,17 @@ def test_the_models_own_threshold_is_the_default():
 def test_missing_or_wrong_inputs_are_rejected_and_the_rest_goes_on():
     run = make_op("infer", {"model": str(FACTORY)})
     _, records = windows(run.op.model, 3)
-    del records[0].fields["rpm_mean"]
-    records[1].fields["vibration_std"] = "high"
+    del records[0].fields["vibration_cv"]
+    records[1].fields["vibration_hf_rel"] = "high"
     out = run.feed(records)
     assert len(out) == 1
     assert run.reasons == ["missing_input", "wrong_type"]
-    assert run.rejects[0][2] == "no field rpm_mean"
-    assert run.rejects[1][2] == "field 'vibration_std': expected a number, got 'high'"
+    assert run.rejects[0][2] == "no field vibration_cv"
+    assert run.rejects[1][2] == "field 'vibration_hf_rel': expected a number, got 'high'"
     _, records = windows(run.op.model, 2)
-    records[0].fields["rpm_mean"] = 1e39  # valid JSON, but no float32
+    records[0].fields["vibration_cv"] = 1e39  # valid JSON, but no float32
     assert len(run.feed(records)) == 1
-    assert run.rejects[2][2] == "field 'rpm_mean': 1e+39 is beyond float32, the model's input type"
+    assert run.rejects[2][2] == "field 'vibration_cv': 1e+39 is beyond float32, the model's input type"
 
 
 def test_a_window_of_too_few_readings_is_not_classified():
@@ -158,7 +158,7 @@ def test_pipeline_check_reads_the_models_inputs_and_names_the_missing_ones(tmp_p
         parse_pipeline(PIPELINE.format(model=FACTORY), str(tmp_path / "p.yaml"))
     text = str(err.value)
     assert "steps[1].infer.model" in text
-    assert "'vibration_peak_mean'" in text
+    assert "'vibration_crest_rel'" in text
     assert "which no step produces" in text
 
 

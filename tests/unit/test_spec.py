@@ -79,8 +79,12 @@ def test_factory_pipeline_from_disk():
         "liveness",
         "liveness_alerts",
         "features",
+        "live",
+        "shape",
         "baseline_1x",
         "baseline_hf",
+        "baseline_share",
+        "baseline_crest",
         "model_inputs",
         "diagnosis",
         "diagnosis_alerts",
@@ -89,7 +93,7 @@ def test_factory_pipeline_from_disk():
     assert {s.id: s.from_ for s in pipeline.steps}["still"] == "spikes"
     assert {s.id: s.from_ for s in pipeline.steps}["stuck_alerts"] == "still"
     assert {s.id: s.from_ for s in pipeline.steps}["windows"] == "still"
-    assert {s.id: s.from_ for s in pipeline.steps}["features"] == "readings"
+    assert {s.id: s.from_ for s in pipeline.steps}["features"] == "still"
     assert {s.id: s.from_ for s in pipeline.steps}["liveness"] == "readings"
     assert "windows.late" in pipeline.streams
     assert "inputs" in pipeline.streams["diagnosis.escalate"].known
