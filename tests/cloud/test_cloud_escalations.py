@@ -168,7 +168,10 @@ def test_what_the_cloud_cannot_decide_is_stored_undecided_with_the_reason(
             inputs_for("bearing", vibration_cv="fast"),
             "input 'vibration_cv': expected a number, got 'fast'",
         ),
-        4: (inputs_for("bearing", vibration_cv=True), "input 'vibration_cv': expected a number, got True"),
+        4: (
+            inputs_for("bearing", vibration_cv=True),
+            "input 'vibration_cv': expected a number, got True",
+        ),
         9: (
             inputs_for("bearing", vibration_cv=-1e39),
             "input 'vibration_cv': -1e+39 is out of the model's float32 range",

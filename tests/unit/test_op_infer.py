@@ -97,7 +97,9 @@ def test_missing_or_wrong_inputs_are_rejected_and_the_rest_goes_on():
     _, records = windows(run.op.model, 2)
     records[0].fields["vibration_cv"] = 1e39  # valid JSON, but no float32
     assert len(run.feed(records)) == 1
-    assert run.rejects[2][2] == "field 'vibration_cv': 1e+39 is beyond float32, the model's input type"
+    assert (
+        run.rejects[2][2] == "field 'vibration_cv': 1e+39 is beyond float32, the model's input type"
+    )
 
 
 def test_a_window_of_too_few_readings_is_not_classified():
