@@ -52,6 +52,12 @@ from gateway.operators.baseline import MAD_TO_STD
 from gateway.record import Record
 
 AGREE = 0.5  # the neighbours may differ by at most this share of the spike's distance
+# A score above what healthy noise reaches (~6) makes a reading a spike: no neighbour of
+# the next, and the changes around it not learnt. Below it, a reading a little beyond both
+# neighbours is noise, as any can be: when every such score broke the chain, a two-reading
+# burst right after one went unjudged (a drawn farm plot's 40 % moisture burst at half the
+# rate, reported 4 windows late).
+CUT = 6.0
 REFRESH = 8  # learnt changes between two recomputations of a spread (a median of `history`)
 
 # Per field: [before, last, changes, spread (None: to compute), changes since it was,
@@ -153,14 +159,14 @@ class Spike(KeyedOperator):
                 d = max(min(a, b) - max(z, c), min(z, c) - max(a, b))
                 if d > floor and abs(z - c) <= AGREE * d:
                     score = d / self._spread(slot, floor)
-            if not score:
+            if score <= CUT:
                 changes.append(abs(b - a))
                 slot[4] += 1
                 if len(changes) > self._history:
                     del changes[0]
                 if not warm:
                     slot[3] = None
-        if score:
+        if score > CUT:
             slot[0], slot[5], slot[6] = None, None, False
         else:
             slot[0], slot[5], slot[6] = b, (a if slot[6] else None), a is not None

@@ -140,6 +140,18 @@ def test_a_burst_of_two_readings_scores_on_the_reading_after_it() -> None:
     assert outs[3].fields["x_spike"] == 0.0
 
 
+def test_a_burst_right_after_a_reading_a_little_beyond_its_neighbours_is_judged() -> None:
+    """Noise puts a reading a little beyond both neighbours now and then (a small score);
+    that reading is no spike, and the burst after it is judged as any other."""
+    run = make_op("spike", {"fields": {"x": 0.1}})
+    run.feed(noisy("m", 40, 28.0, 0.15))
+    outs = run.feed(
+        [rec("m", 40 + k, x=v) for k, v in enumerate([27.95, 28.14, 27.91, 67.39, 61.51, 28.02])]
+    )
+    assert 0 < outs[2].fields["x_spike"] < 6  # 28.14 a little above 27.95 and 27.91: noise
+    assert outs[5].fields["x_spike"] > 20  # 67.39, 61.51: a burst, judged when 28.02 came
+
+
 @pytest.mark.parametrize(
     "shape",
     [
