@@ -78,3 +78,18 @@ def test_learn_when_scores_every_record_but_learns_only_where_it_holds() -> None
     assert len(outs) == 36  # `v` missing: rejected with the reason, nothing else lost
     assert run.rejects[0][1] == "expression_error"
     assert "learn_when" in run.rejects[0][2]
+
+
+def test_a_long_history_reuses_its_median_for_a_few_values_and_stays_close() -> None:
+    """Per reading over 120 values, the median and spread are recomputed every third
+    learnt value: base and score stay within a third of a spread of recomputing each time."""
+    rng = np.random.default_rng(3)
+    xs = 30 + 0.15 * rng.standard_normal(400) + np.linspace(0, 2, 400)
+    run = make_op("baseline", {"fields": {"m": 0.01}, "history": 120, "warmup": 12})
+    outs = run.feed([rec("p", k, m=float(x)) for k, x in enumerate(xs)])
+    for k in range(200, 400):
+        past = xs[k - 120 : k]
+        base = float(np.median(past))
+        spread = max(1.4826 * float(np.median(np.abs(past - base))), 0.01)
+        assert outs[k].fields["m_base"] == pytest.approx(base, abs=0.05)
+        assert outs[k].fields["m_dev"] == pytest.approx((xs[k] - base) / spread, abs=0.35)
