@@ -28,7 +28,7 @@ line (valve open, pressure high) does not become the plot's normal and make its 
 hours look like a leak. Per key state: `field -> the last
 history values` (plain lists, snapshot-friendly). Measured here: ~28 µs per field and window
 with a full history of 60 (a median and a MAD of 60 floats; `python -m timeit`, shared
-2-core machine), once per window and key, not per reading.
+2-core machine). The farm runs it per reading too, over 120 readings: see `MEMO`.
 """
 
 from __future__ import annotations
