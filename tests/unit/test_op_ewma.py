@@ -37,3 +37,28 @@ def test_constant_signal_scores_zero():
     run = run_op("ewma", {"field": "x", "warmup": 2}, [rec("m1", i, x=5.0) for i in range(10)])
     assert {r.fields["x_ewma_z"] for r in run.out} == {0.0}
     assert {r.fields["x_ewma"] for r in run.out} == {5.0}
+
+
+CLIPPED = {"field": "t", "alpha": 0.3, "warmup": 1, "clip": 3, "min_std": 0.2}
+
+
+def test_clip_keeps_spikes_from_pulling_the_mean():
+    xs = [65.3, 65.4, 121.7, 65.6, 133.4, 65.2]  # two spikes two readings apart
+    records = [rec("m1", i, t=x) for i, x in enumerate(xs)]
+    plain = run_op("ewma", {**CLIPPED, "clip": None}, records)
+    clipped = run_op("ewma", CLIPPED, records)
+    assert max(r.fields["t_ewma"] for r in plain.out) > 93
+    assert max(r.fields["t_ewma"] for r in clipped.out) < 66.5
+
+
+def test_clip_follows_a_lasting_change_within_a_few_samples():
+    xs = [60.0] * 10 + [90.0] * 20  # a step of 30 (150 of the floor's spreads)
+    out = run_op("ewma", CLIPPED, [rec("m1", i, t=x) for i, x in enumerate(xs)]).out
+    means = [r.fields["t_ewma"] for r in out]
+    assert means[10] == pytest.approx(60.18)  # 0.3 x 3 x 0.2 at first
+    assert means[17] > 70  # most of the way within 8 samples
+    assert means[-1] > 89.5
+    ramp = [rec("m1", i, t=60.0 + 0.9 * i) for i in range(60)]  # a degree a second, nearly
+    plain = run_op("ewma", {**CLIPPED, "clip": None}, ramp).out
+    clipped = run_op("ewma", CLIPPED, ramp).out
+    assert clipped[-1].fields["t_ewma"] == pytest.approx(plain[-1].fields["t_ewma"])
