@@ -9,7 +9,7 @@ QoS 1 through one paho client that counts, per machine, what the broker PUBACKed
 
 The pipeline is pipelines/factory.yaml with one step added and one output moved, so that the
 cloud can see the baselines: an `ewma` on `vibration_rms` after the `zscore`, and the digest
-uplinked from it (so each digest carries `vibration_rms_z` and `vibration_rms_ewma_z` as well
+uplinked from it (so each digest carries `vibration_p50_z` and `vibration_rms_ewma_z` as well
 as every window aggregate). Windows, alerts, model and actions are the factory's.
 
 The fleet: each machine reads 60 °C; once every 2 minutes it runs hot (90 °C) for three
@@ -27,7 +27,7 @@ drains and, per machine:
 - no (machine, window_start) stored twice;
 - every `over_temperature` episode raised once and cleared once, one per hot spell;
   no alert id raised twice, whatever the rule;
-- baselines continue: `vibration_rms_z` is 0.0 only during the first 6 windows (its warm-up)
+- baselines continue: `vibration_p50_z` is 0.0 only during the first 12 windows (its warm-up)
   and `vibration_rms_ewma_z` only during the first 3, not again after a kill;
 - `/api/gateways/gw1`: no missing seq, nothing unexplained.
 
@@ -74,7 +74,7 @@ BASELINE_WARMUP = 12  # windows before a machine's own baseline judges it
 CYCLE = 120.0  # a machine's hot spell comes every CYCLE seconds ...
 HOT = 30.0  # ... and lasts three whole windows
 INVALID_EVERY = 499  # prime to the fleet's size: the invalid readings go round the machines
-Z_WARMUP, EWMA_WARMUP = 6, 3
+Z_WARMUP, EWMA_WARMUP = 12, 3
 START = time.monotonic()
 DONE = (  # what the schedule did, in the report's order
     "gateway SIGKILL",
@@ -99,8 +99,8 @@ def soak_pipeline() -> str:
     edits = [
         ("model: ../models/factory-vibration.tflite", f"model: {model}"),
         (
-            "  - zscore:\n      field: vibration_rms\n",
-            "  - zscore:\n      id: zscore\n      field: vibration_rms\n",
+            "  - zscore:\n      field: vibration_p50\n",
+            "  - zscore:\n      id: zscore\n      field: vibration_p50\n",
         ),
         (
             "      exclude_above: 4\n\n  # Rules",
@@ -507,7 +507,7 @@ class Soak:
         for machine, rows in by_machine.items():
             rows.sort(key=lambda r: str(r["window_start"]))
             for i, r in enumerate(rows):
-                if r.get("vibration_rms_z") == 0.0:
+                if r.get("vibration_p50_z") == 0.0:
                     z_zero[machine] += 1
                     late_zero[machine] += i >= Z_WARMUP
                 if r.get("vibration_rms_ewma_z") == 0.0:

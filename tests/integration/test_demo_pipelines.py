@@ -123,7 +123,7 @@ async def test_factory_vibration_anomaly_raises_once(
     raised = raises()
     assert len(raised) == 1
     assert raised[0]["machine"] == "m-06"
-    assert raised[0]["values"]["vibration_rms_z"] > 4
+    assert raised[0]["values"]["vibration_p50_z"] > 4
 
 
 async def test_no_task_outlives_the_gateway(broker: Broker, gateway_options) -> None:
