@@ -8,6 +8,7 @@
     exclude_above: 5   # |score| above this is not learnt: a fault never becomes normal
     exclude_side: below   # optional: only scores below -5 are not learnt (default: both)
     learn_when: "valve_mean == 0"   # optional: learn only from such records, score every one
+    spread: steps      # optional: the noise from one value to the next (default: level)
 ```
 
 Adds, per listed field present on the record, `<field>_base` (the median of the key's
@@ -18,6 +19,13 @@ deviation, so a spike or two in the history move nothing. A site whose probes re
 high, whose machines run 8 °C warmer or whose batteries sit at 3.3 V is normal to itself:
 rules read the deviation, not the absolute value (the absolute limits that are physical,
 such as a machine's critical temperature, stay absolute).
+
+`spread: steps` takes the spread from the differences between successive learnt values
+instead (1.4826 x their MAD around their median, over the square root of 2): the noise
+alone, whatever the trend. Soil wetting under irrigation rises by several of its noise's
+spreads in ten minutes, so its level spread widens and a dry-out that starts mid-cycle
+must fall that much further to be seen (2.5 windows late at half strength, on unseen
+seeds 211/212); its steps' spread stays the probe's noise.
 
 A field missing from a record, or null, is skipped (no outputs for it: read it with
 `has()`), so a `derive` can pick the windows a field is learnt from (`flow_p50 if
@@ -33,6 +41,8 @@ with a full history of 60 (a median and a MAD of 60 floats; `python -m timeit`, 
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
 from statistics import median
 from typing import Any, Literal
 
@@ -53,6 +63,7 @@ from gateway.operators.base import (
 from gateway.record import Record
 
 MAD_TO_STD = 1.4826
+SQRT2 = math.sqrt(2.0)
 # The median and spread of a field are kept (under `<field>#`, beside its history) and
 # recomputed once `history // 32` values were learnt since (after every one below 64 and
 # only then: a record that teaches nothing reuses them). Per reading over 120 readings, the
@@ -83,6 +94,11 @@ class BaselineConfig(KeyedConfig):
         None,
         description="Learn only from records for which this is true (every record is scored).",
     )
+    spread: Literal["level", "steps"] = Field(
+        "level",
+        description="`level`: the spread of the learnt values around their median; `steps`: "
+        "of the differences between successive ones (the noise alone: a ramp does not widen it).",
+    )
 
     def references(self) -> list[tuple[RelPath, frozenset[str]]]:
         refs: list[tuple[RelPath, frozenset[str]]] = [(("fields",), frozenset(self.fields))]
@@ -107,6 +123,7 @@ class Baseline(KeyedOperator):
         self._exclude = config.exclude_above
         self._side = {"both": 0, "below": -1, "above": 1}[config.exclude_side]
         self._refresh = max(1, config.history // 32)
+        self._steps = config.spread == "steps"
         self._learn_when = None if config.learn_when is None else compile_expr(config.learn_when).fn
         self._state: KeyedState[dict[str, list[float]]] = KeyedState(
             config.max_keys, config.idle_expiry, ctx.evicted
@@ -169,6 +186,12 @@ class Baseline(KeyedOperator):
         memo = state.get(name + MEMO)  # [base, spread, values learnt since]
         if memo is None or memo[2] >= self._refresh:
             base = median(past)
-            spread = max(MAD_TO_STD * median([abs(v - base) for v in past]), floor)
+            if self._steps and len(past) > 2:
+                steps = [b - a for a, b in pairwise(past)]
+                mid = median(steps)
+                mad = median([abs(d - mid) for d in steps]) / SQRT2
+            else:
+                mad = median([abs(v - base) for v in past])
+            spread = max(MAD_TO_STD * mad, floor)
             memo = state[name + MEMO] = [base, spread, 0]
         return (x - memo[0]) / memo[1], memo[0]

@@ -93,3 +93,27 @@ def test_a_long_history_reuses_its_median_for_a_few_values_and_stays_close() -> 
         spread = max(1.4826 * float(np.median(np.abs(past - base))), 0.01)
         assert outs[k].fields["m_base"] == pytest.approx(base, abs=0.05)
         assert outs[k].fields["m_dev"] == pytest.approx((xs[k] - base) / spread, abs=0.35)
+
+
+def test_spread_steps_is_the_noise_alone_so_a_ramp_does_not_hide_a_fall() -> None:
+    """Soil wetting under irrigation, 0.03 % a reading with noise 0.15, then 3 % lower."""
+    rng = np.random.default_rng(7)
+    ramp = [rec("p", k, m=30 + 0.03 * k + rng.normal(0, 0.15)) for k in range(120)]
+    fall = rec("p", 120, m=30 + 0.03 * 120 - 3.0)  # 1.2 % below the median of the ramp
+    scores = {}
+    for spread in ("level", "steps"):
+        config = {"fields": {"m": 0.05}, "history": 120, "exclude_side": "below"}
+        run = make_op("baseline", {**config, "spread": spread})
+        run.feed(ramp)
+        [out] = run.feed([fall])
+        scores[spread] = out.fields["m_dev"]
+    assert scores["level"] > -2  # the ramp's 3.6 % widened the spread to ~1.1
+    assert scores["steps"] == pytest.approx(-1.2 / 0.15, rel=0.25)  # the noise's spread
+
+
+def test_spread_steps_of_a_flat_noisy_signal_is_its_noise() -> None:
+    rng = np.random.default_rng(3)
+    run = make_op("baseline", {"fields": {"m": 0.01}, "history": 200, "spread": "steps"})
+    run.feed([rec("p", k, m=20 + rng.normal(0, 0.5)) for k in range(200)])
+    [out] = run.feed([rec("p", 200, m=22.0)])
+    assert out.fields["m_dev"] == pytest.approx(2 / 0.5, rel=0.2)
