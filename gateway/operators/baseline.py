@@ -25,7 +25,8 @@ instead (1.4826 x their MAD around their median, over the square root of 2): the
 alone, whatever the trend. Soil wetting under irrigation rises by several of its noise's
 spreads in ten minutes, so its level spread widens and a dry-out that starts mid-cycle
 must fall that much further to be seen (2.5 windows late at half strength, on unseen
-seeds 211/212); its steps' spread stays the probe's noise.
+seeds 211/212); its steps' spread stays the probe's noise. It costs half as much again
+(12.9 -> 19.4 µs a reading for two fields over 120 readings, 48 keys, in process).
 
 A field missing from a record, or null, is skipped (no outputs for it: read it with
 `has()`), so a `derive` can pick the windows a field is learnt from (`flow_p50 if
