@@ -1,7 +1,8 @@
 """What the anomaly-score operators share.
 
 A detector keeps per-key state and has two verbs: `score_one(state, x)`, how unusual `x`
-is against what was learnt so far (higher is more anomalous, 0 during warm-up), and
+is against what was learnt so far (signed: below what was learnt is negative; the score
+given is its size unless `signed`, and 0 during warm-up), and
 `learn_one(state, x)`. Scores are fields; turning a score into an alert is the `alert`
 step's job.
 """
@@ -35,6 +36,11 @@ class DetectorConfig(KeyedConfig):
         description="Do not learn from samples scoring above this, so a lasting fault "
         "never becomes the new normal.",
     )
+    signed: bool = Field(
+        False,
+        description="Keep the score's sign (below the normal is negative), so that a rule "
+        "can ask for a rise only; `exclude_above` reads its size either way.",
+    )
 
     suffix: ClassVar[str] = "score"
 
@@ -64,6 +70,7 @@ class AnomalyScore(KeyedOperator):
         self._out = config.output_field()
         self._warmup = config.warmup
         self._exclude = config.exclude_above
+        self._signed = config.signed
 
     @abstractmethod
     def new_state(self) -> Any:
@@ -71,7 +78,7 @@ class AnomalyScore(KeyedOperator):
 
     @abstractmethod
     def score_one(self, state: Any, x: float) -> float:
-        """How anomalous `x` is against `state`, before learning it."""
+        """How far `x` is from `state`, signed, before learning it."""
 
     @abstractmethod
     def learn_one(self, state: Any, x: float) -> None:
@@ -99,11 +106,11 @@ class AnomalyScore(KeyedOperator):
                 state = self.new_state()
                 states.put(record.key, state, now)
             warm = state[0] >= self._warmup
-            score = self.score_one(state, x) if warm else 0.0
-            if not warm or self._exclude is None or score <= self._exclude:
+            raw = self.score_one(state, x) if warm else 0.0
+            if not warm or self._exclude is None or abs(raw) <= self._exclude:
                 self.learn_one(state, x)
             fields = dict(record.fields)
-            fields[self._out] = score
+            fields[self._out] = raw if self._signed else abs(raw)
             self.annotate(state, fields)
             out.append(Record(record.key, record.ts, fields))
         return out

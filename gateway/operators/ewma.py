@@ -64,7 +64,7 @@ class Ewma(AnomalyScore):
         return [0, 0.0, 0.0]  # n, mean, variance
 
     def score_one(self, state: list[float], x: float) -> float:
-        return abs(x - state[1]) / max(math.sqrt(state[2]), self._min_std)
+        return (x - state[1]) / max(math.sqrt(state[2]), self._min_std)
 
     def learn_one(self, state: list[float], x: float) -> None:
         if state[0] == 0:

@@ -39,7 +39,7 @@ class ZScore(AnomalyScore):
     def score_one(self, state: list[float], x: float) -> float:
         n, mean, m2 = state
         std = math.sqrt(m2 / n) if n else 0.0
-        return abs(x - mean) / max(std, self._min_std)
+        return (x - mean) / max(std, self._min_std)
 
     def learn_one(self, state: list[float], x: float) -> None:
         state[0] += 1

@@ -76,3 +76,14 @@ def test_flat_signal_scores_finitely_with_min_std():
         [rec("m1", i, x=x) for i, x in enumerate(xs)],
     )
     assert [r.fields["x_z"] for r in run.out][5:] == [0.0, pytest.approx(5.0)]
+
+
+def test_signed_keeps_the_direction_and_excludes_by_size():
+    records = [rec("m1", i, x=10.0 + (0.1 if i % 2 else -0.1)) for i in range(20)]
+    records += [rec("m1", 20, x=9.0), rec("m1", 21, x=11.0), rec("m1", 22, x=10.0)]
+    config = {"field": "x", "warmup": 5, "exclude_above": 4}
+    plain = [r.fields["x_z"] for r in run_op("zscore", config, records).out]
+    signed = [r.fields["x_z"] for r in run_op("zscore", {**config, "signed": True}, records).out]
+    assert signed[20] < -4 < 4 < plain[20]  # a drop: negative, and its size as before
+    assert signed[21] == pytest.approx(plain[21])  # neither far value was learnt
+    assert signed[21] > 4
