@@ -20,15 +20,18 @@ spike is reported one reading late, so at any sampling rate its window, or the n
 it. A burst of two readings beyond both sides, the same way, counts too (interference
 often lasts two samples; a drawn farm site's two-reading flow bursts went unreported for
 five windows): it is judged when the reading after it arrives. Three readings are a
-level, not a spike. Changes next to a spike are not learnt, and readings that arrive out
-of order (older than the key's newest) or twice are passed on unjudged.
+level, not a spike. Changes next to a spike are not learnt. A reading that arrives out
+of order, between the key's two newest in event time, is judged at once against those two,
+its neighbours, and scores on itself; nothing is learnt from it (a drawn site's first
+spike arrived late, went unjudged, and the fault was seen 2.6 windows after it showed).
+Older readings, and readings that come twice, are passed on unjudged.
 
 Windowed rules were the earlier answer (the largest reading far from the window's median
 and not its last one); at a third of the farm's rate a window holds three readings, a spike
 in the last one could not be told from a step, and a fault's first spikes went unreported
 for up to 20 windows (docs/benchmarks.md, "Detection quality"). Per key state: per field
 the three latest readings and the learnt changes, and the `steady` fields of the two latest
-readings (plain lists, snapshot-friendly).
+readings, and the event times of the two newest readings (plain lists, snapshot-friendly).
 """
 
 from __future__ import annotations
@@ -112,12 +115,14 @@ class Spike(KeyedOperator):
             state = self._state.get(record.key, now)
             held = [fields.get(f) for f in self._steady]
             if state is None:
-                state = [record.ts, {}, held, held]
+                state = [record.ts, {}, held, held, None]
                 self._state.put(record.key, state, now)
-            elif record.ts <= state[0]:  # late or twice: no neighbour of anything
-                out.append(record)
+            elif record.ts <= state[0]:  # late or twice: no neighbour of the next
+                out.append(self._late(state, record, held))
                 continue
-            state[0] = record.ts
+            if len(state) < 5:  # checkpointed before late readings were judged
+                state.append(None)
+            state[4], state[0] = state[0], record.ts
             slots: dict[str, Slot] = state[1]
             still = state[2] == state[3] == held
             state[2], state[3] = state[3], held
@@ -138,6 +143,24 @@ class Spike(KeyedOperator):
                     added[out_name] = 0.0
             out.append(Record(record.key, record.ts, {**fields, **added}) if added else record)
         return out
+
+    def _late(self, state: list[Any], record: Record, held: list[Any]) -> Record:
+        """A reading older than the key's newest: scored on itself against the two newest
+        readings if it came between them (its neighbours), else passed on as it is."""
+        before = state[4] if len(state) > 4 else None
+        if before is None or not before < record.ts < state[0] or not state[2] == state[3] == held:
+            return record
+        added: dict[str, float] = {}
+        for name, floor, out_name in self._fields:
+            x, slot = record.fields.get(name), state[1].get(name)
+            if x is None or slot is None or slot[0] is None:
+                continue
+            a, b, x = slot[0], slot[1], float(x)
+            d = max(x - max(a, b), min(a, b) - x)  # beyond both, the same way (<= 0: not)
+            warm = len(slot[2]) >= self._warmup
+            spiking = warm and d > floor and abs(a - b) <= AGREE * d
+            added[out_name] = d / self._spread(slot, floor) if spiking else 0.0
+        return Record(record.key, record.ts, {**record.fields, **added}) if added else record
 
     def _judge(self, slot: Slot, c: float, floor: float) -> float:
         """Score the last reading `b` (or the last two, `a` and `b`) now that `c` follows,

@@ -164,3 +164,31 @@ def test_longer_excursions_and_unmatched_returns_are_no_burst(shape: list[float]
     run.feed(noisy("m", 40, 20.0, 0.1))
     outs = run.feed([rec("m", 40 + k, x=v) for k, v in enumerate(shape)])
     assert max(scores(outs)) < 8
+
+
+def test_a_late_reading_between_the_two_newest_is_judged_against_them_on_itself() -> None:
+    run = make_op("spike", {"fields": {"x": 0.01}})
+    run.feed(noisy("m", 40, 20.0, 0.1))  # event times 0-39
+    outs = run.feed(
+        [
+            rec("m", 40, x=20.02),
+            rec("m", 39.5, x=35.0),  # late, between 39 and 40, and wild: a spike
+            rec("m", 39.6, x=20.01),  # late, between them, and quiet
+            rec("m", 41, x=20.05),
+        ]
+    )
+    assert outs[1].fields["x_spike"] > 20
+    assert outs[2].fields["x_spike"] < 6
+    assert outs[3].fields["x_spike"] < 6  # nothing learnt from them, no neighbour of 41
+
+
+def test_a_state_written_before_late_readings_were_judged_restores() -> None:
+    run = make_op("spike", {"fields": {"x": 0.01}})
+    run.feed(noisy("m", 10, 20.0, 0.1))
+    [(key, part)] = run.op.checkpoint().put
+    old = make_op("spike", {"fields": {"x": 0.01}})
+    assert part.endswith(b",8.0]")  # the event time before the newest, 9.0
+    old.op.restore({key: part.rsplit(b",", 1)[0] + b"]"}, 0.0)
+    outs = old.feed([rec("m", 8.5, x=35.0), rec("m", 10, x=20.0), rec("m", 11, x=20.0)])
+    assert "x_spike" not in outs[0].fields  # the time before the newest is not known yet
+    assert outs[2].fields["x_spike"] < 6
