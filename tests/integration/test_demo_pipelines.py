@@ -94,7 +94,12 @@ async def test_factory_vibration_anomaly_raises_once(
     """Twelve normal windows, then a bearing fault: one warning alert, not a storm."""
     text = fast(
         "factory",
-        **{"size: 10s": "size: 1s", "lateness: 2s": "lateness: 0s", "for: 10s": "for: 1s"},
+        **{
+            "size: 10s": "size: 1s",
+            "hop: 5s": "hop: 0.5s",
+            "lateness: 2s": "lateness: 0s",
+            "for: 10s": "for: 1s",
+        },
     )
     opts = gateway_options(text, file=str(ROOT / "pipelines" / "factory.yaml"))
     watch = collector_factory(["fogline/gw1/up/alert"])
