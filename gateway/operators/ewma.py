@@ -11,8 +11,9 @@ normal and only sudden changes score high.
 `clip` bounds what one reading can teach (Huber's clipped mean): a reading further than
 `clip` moving standard deviations from the average is learnt as if it were that far. A
 sensor spike of 50 °C then moves an average of 0.2 °C spread by `alpha` x 0.6 °C, where
-it moved it by `alpha` x 50; a lasting change widens the spread by about 1.6 times a
-reading until it is followed in full, at any sampling rate, with no clock involved. The
+it moved it by `alpha` x 50; a lasting change widens the spread a reading by
+sqrt((1 - alpha)(1 + alpha clip²)), 1.6 times at alpha 0.3 and clip 3, until it is followed
+in full, at any sampling rate, with no clock involved. The
 factory's critical stop reads such an average: two temperature spikes two readings apart
 took a plain one past 93 °C and stopped a healthy machine (a drawn site, seed 215 of the
 detection bench); a real overheating, a degree a second at most, is followed as before.
