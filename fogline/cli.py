@@ -433,7 +433,8 @@ def _ttl(spec: str) -> dict[str, float]:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from gateway.app import GatewayOptions, check_data_dir, run_gateway  # noqa: PLC0415
+    from gateway.app import GatewayOptions, run_gateway  # noqa: PLC0415
+    from gateway.datadir import DataDirError, check_data_dir  # noqa: PLC0415
     from gateway.metrics import ListenError  # noqa: PLC0415
     from gateway.spec import PipelineError, load_pipeline  # noqa: PLC0415
 
@@ -493,6 +494,9 @@ def _gateway(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(run_gateway(options))
+    except DataDirError as exc:
+        print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
+        return 2
     except (IdentityError, PermissionError) as exc:
         print(redact(f"fogline gateway: {exc}"), file=sys.stderr)
     except ListenError as exc:

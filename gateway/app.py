@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import gc
 import logging
-import os
 import signal
 import sqlite3
 import sys
@@ -32,6 +30,7 @@ from fogline.signing import Signer
 from fogline.tls import TlsFiles
 from fogline.urls import BrokerUrl
 from gateway.clock import Clock, SystemClock
+from gateway.datadir import claim_data_dir
 from gateway.delivery import SCHEMA as DELIVERY_SCHEMA
 from gateway.delivery import Delivery
 from gateway.engine import Engine, Output
@@ -451,32 +450,10 @@ def _with_credentials(url: BrokerUrl, identity: Identity | None) -> BrokerUrl:
     return dataclasses.replace(url, username=identity.username, password=identity.password)
 
 
-def check_data_dir(path: Path) -> None:
-    """The gateway keeps its outbox and models here: refuse, in one line, a place it cannot
-    write (a file, /proc, a read-only mount or directory) before anything starts, and make
-    nothing meanwhile: a directory still to be made is judged by the nearest one that
-    exists, so a mistake elsewhere on the command line leaves no /var/lib/fogline behind
-    (`run_gateway` makes it)."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--data-dir {path}: exists and is not a directory")
-    there = next(p for p in (path, *path.absolute().parents) if p.exists())
-    try:
-        if not there.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-        probe = there / f".fogline-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ValueError(
-            f"--data-dir {path}: cannot write there ({reason}); choose a writable directory"
-        ) from None
-
-
 async def run_gateway(options: GatewayOptions) -> int:
     """Run until SIGINT/SIGTERM; the CLI's entry point."""
-    options.data_dir.mkdir(parents=True, exist_ok=True)
     options.status = options.status and sys.stderr.isatty()
-    async with Gateway(options) as gateway:
-        await gateway.run_until_signal()
+    with claim_data_dir(options.data_dir, options.gateway_id):
+        async with Gateway(options) as gateway:
+            await gateway.run_until_signal()
     return 0

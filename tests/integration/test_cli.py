@@ -232,6 +232,56 @@ def test_the_gateway_checks_its_flags_before_it_makes_the_data_dir(tmp_path: Pat
     assert not (tmp_path / "var").exists()
 
 
+def test_a_data_dir_is_held_by_one_gateway_and_owned_by_one_id(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A second process on a running gateway's directory is refused, so is another --id on
+    a stopped one's (it would send that gateway's outbox as its own); a `kill -9` leaves no
+    lock behind."""
+    data = tmp_path / "data"
+    watch = Collector(broker.port, ["fogline/+/up/health"])
+
+    def gateway(gid: str) -> list[str]:
+        return [*GATEWAY, "--broker", broker.url, "--data-dir", str(data), "--id", gid]
+
+    log = tmp_path / "gateway.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            proc = subprocess.Popen([*FOGLINE, *gateway("gw-a")], cwd=ROOT, stderr=out)
+        seen = len(watch.on("fogline/gw-a/up/health"))
+        deadline = time.monotonic() + 20
+        while len(watch.on("fogline/gw-a/up/health")) == seen:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "gw-a did not start"
+            time.sleep(0.05)
+        return proc
+
+    try:
+        first = start()
+        twin = run(*gateway("gw-a"))
+        assert twin.returncode == 2
+        assert one_error_line(twin.stderr, "fogline gateway:") == (
+            f"fogline gateway: --data-dir {data}: another gateway (pid {first.pid}) is "
+            "running there; stop it first, or give this one its own --data-dir"
+        )
+        assert first.poll() is None  # and the running one goes on
+        first.kill()
+        first.wait(10)
+        other = run(*gateway("gw-b"))
+        assert other.returncode == 2
+        assert one_error_line(other.stderr, "fogline gateway:") == (
+            f"fogline gateway: --data-dir {data} belongs to gateway 'gw-a' and holds its "
+            "outbox; start that gateway with --id gw-a, or give 'gw-b' its own --data-dir"
+        )
+        assert watch.on("fogline/gw-b/up/health") == []
+        again = start()  # the killed process's lock went with it
+        again.terminate()
+        assert again.wait(20) == 0
+    finally:
+        watch.close()
+
+
 PRINTING = [
     ["pipeline", "schema"],
     ["pipeline", "docs"],
