@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -68,6 +69,16 @@ class Demo:
         assert found, f"the demo did not print {what!r} in {timeout:g}s: {self.lines}"
         assert index is not None, f"the demo ended without printing {what!r}: {self.lines}"
         return index
+
+    def wait_for_library(self, name: str, timeout: float = 60) -> None:
+        """Once the process has mapped a shared library whose path holds `name` (an
+        extension module it imports): a moment in its imports, however loaded the machine."""
+        maps = Path(f"/proc/{self.proc.pid}/maps")
+        deadline = time.monotonic() + timeout
+        while name not in maps.read_text():
+            assert self.proc.poll() is None, f"the demo ended: {self.lines}"
+            assert time.monotonic() < deadline, f"no {name} loaded in {timeout:g}s"
+            time.sleep(0.001)
 
     def interrupt(self) -> None:
         os.killpg(self.proc.pid, signal.SIGINT)  # as the terminal sends it on Ctrl-C
