@@ -21,6 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,7 +62,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _start_broker(workdir: Path, extra: str = "") -> tuple[asyncio.subprocess.Process, int]:
+async def _start_broker(workdir: Path, extra: str = "") -> tuple[subprocess.Popen[bytes], int]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not shutil.which(binary):
         raise SystemExit("fogline demo needs mosquitto: apt-get install -y mosquitto")
@@ -71,12 +72,10 @@ async def _start_broker(workdir: Path, extra: str = "") -> tuple[asyncio.subproc
     # Queue for a gateway that holds acknowledgements until its commit (gateway/delivery.py).
     settings = "persistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
     conf.write_text(f"listener {port} 127.0.0.1\n{settings}{extra}")
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        "-c",
-        str(conf),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - a fork and exec: see _end
+        [binary, "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         # Out of the terminal's process group: Ctrl-C reaches the demo alone, which stops
         # the devices, the gateway and the cloud while their broker is still there.
         start_new_session=True,
@@ -95,11 +94,14 @@ async def _start_broker(workdir: Path, extra: str = "") -> tuple[asyncio.subproc
     raise SystemExit("mosquitto did not start")
 
 
-async def _end(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
+async def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate it and wait. The demo's children are plain `Popen`s: asyncio's own race a
+    child watcher thread against `Popen.poll` over who reaps the child (CPython gh-86276),
+    which a Ctrl-C at the wrong moment turned into a WARNING on the demo's way out."""
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):  # it may have just exited
             proc.terminate()
-        await proc.wait()
+    await asyncio.to_thread(proc.wait)
 
 
 async def _in_thread(work: Callable[[], T]) -> T:
@@ -150,7 +152,7 @@ async def run_demo(duration: float) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        devices: asyncio.subprocess.Process | None = None
+        devices: subprocess.Popen[bytes] | None = None
         try:
             cloud = Cloud(
                 CloudOptions(
@@ -206,10 +208,10 @@ async def run_demo(duration: float) -> int:
                     "), and takes only acks and models the cloud signed"
                 )
                 print(f"  faults: {FAULTS}; Ctrl-C stops")
-                devices = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "fogline.cli", "--log-level", "WARNING",
-                    "devices", "factory", "--count", "8", "--rate", "1",
-                    "--qos", "1", "--faults", FAULTS, stdout=asyncio.subprocess.DEVNULL,
+                devices = subprocess.Popen(  # noqa: S603, ASYNC220 - see _end
+                    [sys.executable, "-m", "fogline.cli", "--log-level", "WARNING",
+                     "devices", "factory", "--count", "8", "--rate", "1",
+                     "--qos", "1", "--faults", FAULTS], stdout=subprocess.DEVNULL,
                     # the URL holds a password: in the environment, not on `ps`
                     env={**os.environ, "FOGLINE_BROKER": trust.url("demo-devices", port)},
                     start_new_session=True,  # Ctrl-C is the demo's to pass on, see _start_broker
