@@ -137,8 +137,8 @@ async def test_corrupt_incompatible_and_misaddressed_models_are_refused_with_a_r
         publish_model(watch, "gw1", "elsewhere", "x", good, 64 * 1024)
         publish_model(watch, "gw1", "diagnosis", "junk", b"TFL3" * 100, 64 * 1024)
         events = await eventually(
-            lambda: len(e := model_events(watch)) >= 4 and e, what="four refusals"
-        )
+            lambda: len(e := model_events(watch)) >= 4 and e, what="four refusals", timeout=30
+        )  # two of them load the model in a sandbox process: seconds on a loaded machine
         by_version = {e["version"]: e for e in events}
         assert {e["status"] for e in events} == {"refused"}
         assert by_version["damaged"]["reason"].startswith("damaged in transit: sha256")
