@@ -1,6 +1,7 @@
 """Detection quality of the demo pipelines: an evaluation matrix on simulated fleets.
 
     python bench/detection.py [--quick] [--seeds 201,202] [--conditions nominal,sites]
+                              [--site field,noise=1.4,pressure=-0.4 ...]
                               [--hours H] [--devices N] [--pipeline factory|farm|both]
                               [--baseline REV] [--no-docs]
 
@@ -11,7 +12,9 @@ gateway's decoder, engine, operators and actions, minus the broker). Conditions 
 up: none was used to tune a threshold (tuning used seeds 1-2, the named profiles and the
 `--quick` seed 101 with its site seed:1101). `--quick` runs every condition once on small
 fleets (a CI-scale check, about a minute);
-`--baseline REV` also runs the pipelines as they were at git REV, for a before/after. With
+`--site SPEC` adds a condition on a site described from outside (`devices.matrix.on_site`;
+judged as `sites` is, and left out of the docs). `--baseline REV` also runs the pipelines
+as they were at git REV, for a before/after. With
 both pipelines and without `--quick`, the "Detection quality" section of
 docs/benchmarks.md is rewritten between its markers.
 """
@@ -35,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.evaluate import DEMOS, Demo
-from devices.matrix import CONDITIONS, TARGETS, Cell, Condition, run_cell
+from devices.matrix import CONDITIONS, TARGETS, Cell, Condition, on_site, run_cell
 from gateway.metrics import Metrics
 from gateway.operators.alert import AlertConfig
 from gateway.spec import Pipeline, load_pipeline
@@ -306,6 +309,15 @@ def main() -> None:
         default=",".join(c.name for c in CONDITIONS),
         help="conditions to run (default: all)",
     )
+    parser.add_argument(
+        "--site",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="also judge on this site, described as `fogline devices --site` takes it (a "
+        "profile or seed:N, then FIELD=VALUE overrides); repeatable; the docs are left as "
+        "they are",
+    )
     parser.add_argument("--hours", type=float, help="simulated hours per seed (default per demo)")
     parser.add_argument("--devices", type=int, help="fleet size (default per demo)")
     parser.add_argument("--pipeline", choices=["factory", "farm", "both"], default="both")
@@ -324,6 +336,11 @@ def main() -> None:
     if unknown:
         parser.error(f"--conditions: unknown {', '.join(unknown)}; expected {', '.join(known)}")
     conditions = [known[c] for c in wanted]
+    for spec in args.site:
+        try:
+            conditions.append(on_site(spec))
+        except ValueError as exc:
+            parser.error(f"--site {spec}: {exc}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     names = ["factory", "farm"] if args.pipeline == "both" else [args.pipeline]
     if args.quick:
@@ -366,7 +383,7 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     body = [line.replace("{elapsed}", f"{elapsed:.0f}") for line in body]
     print("\n".join(body))
-    if args.pipeline == "both" and not args.no_docs and not args.quick:
+    if args.pipeline == "both" and not (args.no_docs or args.quick or args.site):
         write_docs(body)
         print(f"\nwrote the Detection quality section of {DOCS.relative_to(ROOT)}", file=sys.stderr)
 

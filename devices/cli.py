@@ -145,15 +145,16 @@ def add_parser(subparsers: _Subparsers) -> None:
         _flag(
             p,
             "site",
-            "site profile: " + ", ".join(PROFILES) + ", or seed:N for one drawn at random",
+            "site profile: " + ", ".join(PROFILES) + ", or seed:N for one drawn at random; "
+            "then any FIELD=VALUE overrides (devices/sites.py), e.g. field,noise=1.4",
             "reference",
-            metavar="NAME",
+            metavar="SPEC",
         )
         _flag(
             p,
             "disorder",
-            "share of readings delivered late (after a newer one) or twice, 0..0.5",
-            "0",
+            "share of readings delivered late (after a newer one) or twice, 0..0.5 "
+            "(default: the site's, 0 but for disorder=SHARE in --site)",
             metavar="SHARE",
         )
         _flag(p, "labels", "write the ground truth (JSON lines) to this file", metavar="FILE")
@@ -259,7 +260,7 @@ def _options(args: argparse.Namespace) -> Options:
         chosen = site(args.site)
     except ValueError as exc:
         raise ValueError(f"--site: {exc}") from None
-    disorder = _number(args, "disorder", float, 0)
+    disorder = chosen.disorder if args.disorder is None else _number(args, "disorder", float, 0)
     if disorder > 0.5:
         raise ValueError(f"--disorder: expected a share of at most 0.5, got {args.disorder!r}")
     path = Path(args.labels) if args.labels else None

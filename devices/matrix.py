@@ -48,8 +48,11 @@ class Condition:
     per_device: int = 1
     disorder: float = 0.0
     judged: bool = True
+    fixed: Site | None = None  # one site for every seed, its own disorder (`on_site`)
 
     def site(self, seed: int) -> Site:
+        if self.fixed is not None:
+            return self.fixed
         chosen = site(f"seed:{SITE_SEED_BASE + seed}") if self.drawn else REFERENCE
         return dataclasses.replace(chosen, disorder=self.disorder)
 
@@ -69,6 +72,22 @@ CONDITIONS = (
         disorder=0.05,
     ),
 )
+
+
+def on_site(spec: str) -> Condition:
+    """A condition on a site described from outside (`devices.sites.site`, e.g.
+    `field,noise=1.4,pressure=-0.4`): every seed runs there, faults at 50-100 %, up to two a
+    device, as in `sites`; 5 % of readings late or twice unless the spec sets `disorder`."""
+    chosen = site(spec)
+    if not any(part.strip().startswith("disorder") for part in spec.split(",")[1:]):
+        chosen = dataclasses.replace(chosen, disorder=0.05)
+    return Condition(
+        f"site {spec}",
+        f"the site `{spec}`; faults at 50-100 %, up to 2 a device",
+        strength=(0.5, 1.0),
+        per_device=2,
+        fixed=chosen,
+    )
 
 
 def rate_interval(hits: int, n: int) -> tuple[float, float]:

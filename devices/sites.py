@@ -9,15 +9,20 @@ spectrum (no keyphasor: the phase of the shaft is not known).
 
 `reference` is the site the demo pipelines were first tuned on (today's simulator, draw for
 draw). Named profiles describe typical departures; `seed:N` draws a site at random, so that
-an evaluation can use sites nobody tuned for. `site(name)` reads either form.
+an evaluation can use sites nobody tuned for; and either takes overrides, so that a site
+engineer can describe their own without editing this file:
+`field,noise=1.4,pressure=-0.4,field_capacity=18..24,dither=false`. `site(spec)` reads
+every form.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -122,8 +127,18 @@ def drawn(seed: int) -> Site:
     )
 
 
-def site(name: str) -> Site:
-    """A named profile or `seed:N`; a clear error naming the choices otherwise."""
+def site(spec: str) -> Site:
+    """A named profile or `seed:N`, then any `field=value` overrides, comma-separated; a
+    clear error naming the choices otherwise."""
+    name, *overrides = (part.strip() for part in spec.split(","))
+    base = _base(name)
+    if not overrides:
+        return base
+    changes = dict(_override(item) for item in overrides)
+    return dataclasses.replace(base, name=",".join([name, *overrides]), **changes)
+
+
+def _base(name: str) -> Site:
     if name in PROFILES:
         return PROFILES[name]
     match = _SEEDED.match(name)
@@ -134,3 +149,40 @@ def site(name: str) -> Site:
     raise ValueError(
         f"unknown site {name!r}; expected one of {', '.join(PROFILES)} or seed:N{hint}"
     )
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Site) if f.name != "name"}
+_FACTORS = {"speed", "noise", "one_x", "heating", "flow"}  # x a nominal: above 0
+
+
+def _override(item: str) -> tuple[str, Any]:
+    """One `field=value`: a number, a range `low..high` (or one number for both), true or
+    false, `none` where the field allows it."""
+    key, sep, text = (part.strip() for part in item.partition("="))
+    if key not in _FIELDS:
+        close = difflib.get_close_matches(key, _FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown site field {key!r}{hint}; expected {', '.join(_FIELDS)}")
+    if not sep or not text:
+        raise ValueError(f"site field {key}: expected {key}=VALUE, got {item!r}")
+    kind = str(_FIELDS[key].type)
+    if text.lower() == "none" and "None" in kind:
+        return key, None
+    if kind == "bool":
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"site field {key}: expected true or false, got {text!r}")
+        return key, text.lower() == "true"
+    try:
+        low, _, high = text.partition("..") if "Range" in kind else (text, "", "")
+        pair = (float(low), float(high or low))
+    except ValueError:
+        pair = (math.nan, math.nan)
+    low_ok = pair[0] > 0.0 if key in _FACTORS else key != "disorder" or 0 <= pair[0] <= 0.5
+    if not (math.isfinite(pair[0]) and math.isfinite(pair[1]) and pair[0] <= pair[1] and low_ok):
+        expected = "a range LOW..HIGH (or one number)" if "Range" in kind else "a number"
+        if key in _FACTORS:
+            expected += " above 0"
+        elif key == "disorder":
+            expected = "a share from 0 to 0.5"
+        raise ValueError(f"site field {key}: expected {expected}, got {text!r}")
+    return key, pair if "Range" in kind else pair[0]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from devices.evaluate import DEMOS
-from devices.matrix import CONDITIONS, Condition, percentile_interval, rate_interval
+from devices.matrix import CONDITIONS, Condition, on_site, percentile_interval, rate_interval
 from devices.sites import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,13 @@ def test_conditions_change_what_they_say() -> None:
     assert by_name["sites"].site(101).disorder == 0.05
     assert not by_name["faint"].judged
     assert Condition("x", "y").site(3) == REFERENCE
+    mine = on_site("rough-hall,pressure=-0.4")  # one site for every seed, judged as `sites`
+    assert mine.site(101) == mine.site(102)
+    assert (mine.site(101).pressure, mine.site(101).noise, mine.site(101).disorder) == (
+        -0.4, 1.5, 0.05
+    )  # fmt: skip
+    assert (mine.strength, mine.per_device, mine.judged) == ((0.5, 1.0), 2, True)
+    assert on_site("field,disorder=0.2").site(1).disorder == 0.2
 
 
 def test_rate_interval_holds_the_estimate_narrows_with_data_and_doubts_small_samples() -> None:

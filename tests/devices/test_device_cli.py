@@ -46,21 +46,12 @@ def test_stdout_lines_at_the_asked_rate() -> None:
     )
 
 
-def test_a_site_drawn_from_a_seed_with_disorder() -> None:
-    result = run(
-        "factory",
-        "--stdout",
-        "--count",
-        "2",
-        "--rate",
-        "20",
-        "--duration",
-        "1s",
-        "--site",
-        "seed:5",
-        "--disorder",
-        "0.3",
-    )
+@pytest.mark.parametrize(
+    "disorder", [["--site", "seed:5", "--disorder", "0.3"], ["--site", "seed:5,disorder=0.3"]]
+)
+def test_a_site_drawn_from_a_seed_with_disorder(disorder: list[str]) -> None:
+    result = run("factory", "--stdout", "--count", "2", "--rate", "20", "--duration", "1s",
+                 *disorder)  # fmt: skip
     assert result.returncode == 0, result.stderr
     stamps: dict[str, list[float]] = {}
     for line in result.stdout.splitlines():

@@ -8,6 +8,7 @@ no fault: the same noise), which the detection benchmark relies on.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -26,6 +27,34 @@ def test_site_names_profiles_and_drawn_sites() -> None:
     with pytest.raises(ValueError, match=r"unknown site 'sandi'.*did you mean 'sandy'"):
         site("sandi")
     assert set(PROFILES) >= {"reference", "field", "rough-hall", "slow-line", "sandy"}
+
+
+def test_a_site_described_from_outside_overrides_any_field() -> None:
+    mine = site("field, noise=1.4,pressure=-0.4,field_capacity=18..24,dither=false,battery=3.4")
+    assert dataclasses.replace(mine, name="field") == dataclasses.replace(
+        FIELD, noise=1.4, pressure=-0.4, field_capacity=(18.0, 24.0), dither=False,
+        battery=(3.4, 3.4),
+    )  # fmt: skip
+    assert (
+        mine.name == "field,noise=1.4,pressure=-0.4,field_capacity=18..24,dither=false,battery=3.4"
+    )
+    assert site("seed:7,speed=0.6,resonance=none") == dataclasses.replace(
+        site("seed:7"), name="seed:7,speed=0.6,resonance=none", speed=0.6, resonance=None
+    )
+    for spec, error in (
+        ("field,nois=1", "unknown site field 'nois' (did you mean 'noise'?); expected speed, "),
+        ("field,noise=abc", "site field noise: expected a number above 0, got 'abc'"),
+        ("field,speed=0", "site field speed: expected a number above 0, got '0'"),
+        ("field,pressure=nan", "site field pressure: expected a number, got 'nan'"),
+        ("field,field_capacity=24..18", "site field field_capacity: expected a range LOW..HIGH"),
+        ("field,dither=2", "site field dither: expected true or false, got '2'"),
+        ("field,keyphasor=none", "site field keyphasor: expected true or false, got 'none'"),
+        ("field,noise", "site field noise: expected noise=VALUE, got 'noise'"),
+        ("field,disorder=0.9", "site field disorder: expected a share from 0 to 0.5, got '0.9'"),
+        ("sandi,noise=1", "unknown site 'sandi'"),
+    ):
+        with pytest.raises(ValueError, match="^" + re.escape(error)):
+            site(spec)
 
 
 def test_calibration_offsets_differ_per_device_and_drift() -> None:
