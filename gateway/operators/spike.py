@@ -146,14 +146,19 @@ class Spike(KeyedOperator):
 
     def _late(self, state: list[Any], record: Record, held: list[Any]) -> Record:
         """A reading older than the key's newest: scored on itself against the two newest
-        readings if it came between them (its neighbours), else passed on as it is."""
+        readings if it came between them (its neighbours), else passed on as it is. Each
+        field it holds gets a score, 0 where there is no pair to judge against (right
+        after a spike), as on the main path: a rule can read them all."""
         before = state[4] if len(state) > 4 else None
         if before is None or not before < record.ts < state[0] or not state[2] == state[3] == held:
             return record
         added: dict[str, float] = {}
         for name, floor, out_name in self._fields:
             x, slot = record.fields.get(name), state[1].get(name)
-            if x is None or slot is None or slot[0] is None:
+            if x is None:
+                continue
+            if slot is None or slot[0] is None:
+                added[out_name] = 0.0
                 continue
             a, b, x = slot[0], slot[1], float(x)
             d = max(x - max(a, b), min(a, b) - x)  # beyond both, the same way (<= 0: not)

@@ -182,6 +182,25 @@ def test_a_late_reading_between_the_two_newest_is_judged_against_them_on_itself(
     assert outs[3].fields["x_spike"] < 6  # nothing learnt from them, no neighbour of 41
 
 
+def test_a_late_reading_scores_every_field_it_holds_even_one_that_cannot_be_judged() -> None:
+    """After a spike in y, y has no reading before the newest to judge a late one against:
+    it scores 0, like x's quiet reading, and is never left out (a rule reading both failed
+    on it, and the alert step rejected the whole record)."""
+    run = make_op("spike", {"fields": {"x": 0.01, "y": 0.01}})
+    rng = np.random.default_rng(3)
+    run.feed([rec("m", k, x=20 + rng.normal(0, 0.1), y=5 + rng.normal(0, 0.1)) for k in range(40)])
+    outs = run.feed(
+        [
+            rec("m", 40, x=20.0, y=9.0),  # a spike in y
+            rec("m", 41, x=20.1, y=5.0),  # judged now: y has no reading before the newest
+            rec("m", 40.5, x=35.0, y=5.1),  # late, between them: x is judged, y cannot be
+        ]
+    )
+    assert outs[1].fields["y_spike"] > 20
+    assert outs[2].fields["x_spike"] > 20
+    assert outs[2].fields["y_spike"] == 0.0
+
+
 def test_a_state_written_before_late_readings_were_judged_restores() -> None:
     run = make_op("spike", {"fields": {"x": 0.01}})
     run.feed(noisy("m", 10, 20.0, 0.1))
