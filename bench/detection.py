@@ -26,6 +26,7 @@ import dataclasses
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -351,7 +352,7 @@ def main() -> None:
         "",
         (
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with "
-            f"`{' '.join(['python bench/detection.py', *sys.argv[1:]])}` "
+            f"`{shlex.join(['python', 'bench/detection.py', *sys.argv[1:]])}` "
             f"({{elapsed}} s in all, on a machine shared with other work) on {machine()}."
         ),
         "",
