@@ -93,3 +93,22 @@ def test_quick_matrix_reports_every_condition_kind_and_class() -> None:
         for condition in CONDITIONS:
             assert f"#### {name}, {condition.name}:" in section
         assert "Majority precision" in section
+
+
+def test_a_site_described_on_the_command_line_is_judged_in_a_column_of_its_own() -> None:
+    def detection(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "detection.py"), "--quick", *args],
+            capture_output=True, text=True, cwd=ROOT, check=False, timeout=300,
+        )  # fmt: skip
+
+    docs = (ROOT / "docs" / "benchmarks.md").read_bytes()
+    result = detection("--pipeline", "farm", "--conditions", "nominal", "--site", "sandy,flow=0.5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = next(line for line in result.stdout.splitlines() if line.startswith("| Fault |"))
+    assert cells_of(header)[1:] == ["nominal", "site sandy,flow=0.5"]
+    assert "#### farm, site sandy,flow=0.5: the site `sandy,flow=0.5`" in result.stdout
+    assert (ROOT / "docs" / "benchmarks.md").read_bytes() == docs  # not the matrix: left alone
+    bad = detection("--site", "sandy,nois=1")
+    assert bad.returncode == 2
+    assert "--site sandy,nois=1: unknown site field 'nois' (did you mean 'noise'?)" in bad.stderr
