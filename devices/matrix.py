@@ -29,7 +29,7 @@ import numpy as np
 
 from devices.dataset import TASKS, label_windows
 from devices.evaluate import Demo, Run, Score, combine, evaluate
-from devices.sites import REFERENCE, Site, site
+from devices.sites import REFERENCE, Site, overridden, site
 from gateway.spec import Pipeline
 
 GRACE_WINDOWS = 2.0
@@ -79,7 +79,7 @@ def on_site(spec: str) -> Condition:
     `field,noise=1.4,pressure=-0.4`): every seed runs there, faults at 50-100 %, up to two a
     device, as in `sites`; 5 % of readings late or twice unless the spec sets `disorder`."""
     chosen = site(spec)
-    if not any(part.strip().startswith("disorder") for part in spec.split(",")[1:]):
+    if "disorder" not in overridden(spec):
         chosen = dataclasses.replace(chosen, disorder=0.05)
     return Condition(
         f"site {spec}",

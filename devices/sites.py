@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,7 +153,19 @@ def _base(name: str) -> Site:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Site) if f.name != "name"}
-_FACTORS = {"speed", "noise", "one_x", "heating", "flow"}  # x a nominal: above 0
+# Numbers that must lie in a range, and how an error says it; any finite number otherwise.
+_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
+    **{
+        f: (lambda v: v > 0, "a number above 0")
+        for f in ("speed", "noise", "one_x", "heating", "flow")
+    },
+    "disorder": (lambda v: 0 <= v <= 0.5, "a share from 0 to 0.5"),
+}
+
+
+def overridden(spec: str) -> set[str]:
+    """The fields a spec sets after its base."""
+    return {item.partition("=")[0].strip() for item in spec.split(",")[1:]}
 
 
 def _override(item: str) -> tuple[str, Any]:
@@ -172,17 +185,23 @@ def _override(item: str) -> tuple[str, Any]:
         if text.lower() not in ("true", "false"):
             raise ValueError(f"site field {key}: expected true or false, got {text!r}")
         return key, text.lower() == "true"
-    try:
-        low, _, high = text.partition("..") if "Range" in kind else (text, "", "")
-        pair = (float(low), float(high or low))
-    except ValueError:
-        pair = (math.nan, math.nan)
-    low_ok = pair[0] > 0.0 if key in _FACTORS else key != "disorder" or 0 <= pair[0] <= 0.5
-    if not (math.isfinite(pair[0]) and math.isfinite(pair[1]) and pair[0] <= pair[1] and low_ok):
-        expected = "a range LOW..HIGH (or one number)" if "Range" in kind else "a number"
-        if key in _FACTORS:
-            expected += " above 0"
-        elif key == "disorder":
-            expected = "a share from 0 to 0.5"
+    if "Range" in kind:
+        low, _, high = text.partition("..")
+        pair = (_finite(low), _finite(high or low))
+        if pair[0] is None or pair[1] is None or pair[0] > pair[1]:
+            expected = "a range LOW..HIGH (or one number)"
+            raise ValueError(f"site field {key}: expected {expected}, got {text!r}")
+        return key, pair
+    within, expected = _LIMITS.get(key, (lambda _: True, "a number"))
+    value = _finite(text)
+    if value is None or not within(value):
         raise ValueError(f"site field {key}: expected {expected}, got {text!r}")
-    return key, pair if "Range" in kind else pair[0]
+    return key, value
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
