@@ -9,6 +9,8 @@
     exclude_side: below   # optional: only scores below -5 are not learnt (default: both)
     learn_when: "valve_mean == 0"   # optional: learn only from such records, score every one
     spread: steps      # optional: the noise from one value to the next (default: level)
+    explained_by: current_lag   # optional: the normal follows this field (a straight line)
+    while_warming: skip  # optional: no outputs before `warmup` values (default: score 0)
 ```
 
 Adds, per listed field present on the record, `<field>_base` (the median of the key's
@@ -38,6 +40,17 @@ hours look like a leak. Per key state: `field -> the last
 history values` (plain lists, snapshot-friendly). Measured here: ~28 µs per field and window
 with a full history of 60 (a median and a MAD of 60 floats; `python -m timeit`, shared
 2-core machine). The farm runs it per reading too, over 120 readings: see `MEMO`.
+
+`explained_by` makes the normal a straight line in another field, fitted per key over the
+same history (least squares of the learnt pairs; median and MAD of what the line leaves):
+`<field>_base` is then what the key's own line expects at the covariate's present value.
+A machine's temperature follows its load: on a hot site with a load cycle, healthy
+machines climbed 6 °C above their 10-minute median in four minutes as the load rose, and
+`over_temperature` raised 31 times on four seeds of healthy machines (`python
+bench/detection.py --site ...` with a hot hall); against the line in their lagged current,
+a heat source the load does not explain is what scores. A line fitted where the covariate
+barely moves has a slope near zero: the level alone. A record without the covariate is
+judged at the key's median of it.
 """
 
 from __future__ import annotations
@@ -71,6 +84,8 @@ SQRT2 = math.sqrt(2.0)
 # farm's two baselines cost 50 µs a reading recomputed every time (`bench/inference.py`);
 # a median of 120 moves by a fraction of a spread in three values.
 MEMO = "#"
+# The covariate's values (`explained_by`), one beside each learnt value of the field.
+COVARIATE = "~"
 
 
 class BaselineConfig(KeyedConfig):
@@ -101,8 +116,21 @@ class BaselineConfig(KeyedConfig):
         "of the differences between successive ones (the noise alone: a ramp does not widen it).",
     )
 
+    while_warming: Literal["score", "skip"] = Field(
+        "score",
+        description="Before `warmup` values: `score` gives a score of 0 and the median so "
+        "far; `skip` gives no outputs (a rule tells a key it does not know yet with `has()`).",
+    )
+    explained_by: FieldName | None = Field(
+        None,
+        description="A numeric field the normal follows: each key's base is a straight line "
+        "in it (fitted over the history), so a change it explains is not an anomaly.",
+    )
+
     def references(self) -> list[tuple[RelPath, frozenset[str]]]:
         refs: list[tuple[RelPath, frozenset[str]]] = [(("fields",), frozenset(self.fields))]
+        if self.explained_by is not None:
+            refs.append((("explained_by",), frozenset({self.explained_by})))
         if self.learn_when is not None:
             refs.append((("learn_when",), compile_expr(self.learn_when).fields))
         return refs
@@ -119,6 +147,9 @@ class Baseline(KeyedOperator):
         super().__init__(config, ctx)
         self._fields = [(f, floor, f"{f}_base", f"{f}_dev") for f, floor in config.fields.items()]
         self._names = list(config.fields)
+        self._by = config.explained_by
+        self._skip_warm = config.while_warming == "skip"
+        self._checked = self._names if self._by is None else [*self._names, self._by]
         self._history = config.history
         self._warmup = config.warmup
         self._exclude = config.exclude_above
@@ -135,7 +166,7 @@ class Baseline(KeyedOperator):
         now = self.ctx.clock.now()
         for record in batch:
             fields = record.fields
-            if rejected_as_not_a_number(self.ctx, record, self._names):
+            if rejected_as_not_a_number(self.ctx, record, self._checked):
                 continue
             learn = True
             if self._learn_when is not None:
@@ -150,25 +181,49 @@ class Baseline(KeyedOperator):
             if state is None:
                 state = {}
                 self._state.put(record.key, state, now)
+            covariate = None if self._by is None else fields.get(self._by)
             added: dict[str, Any] = {}
             for name, floor, base_out, dev_out in self._fields:
                 x = fields.get(name)
                 if x is None:
                     continue
                 past = state.setdefault(name, [])
-                score, base = self._score(state, name, past, float(x), floor)
-                added[base_out], added[dev_out] = base, score
+                ys, y = self._covariate(state, name, past, covariate)
+                if self._skip_warm and len(past) < self._warmup:
+                    score = 0.0
+                else:
+                    score, base = self._score(state, name, past, ys, float(x), y, floor)
+                    added[base_out], added[dev_out] = base, score
                 if not learn:
                     continue
                 if len(past) < self._warmup or not self._excludes(score):
                     past.append(float(x))
+                    if ys is not None:
+                        ys.append(y)
                     if len(past) > self._history:
                         del past[0]
+                        if ys is not None:
+                            del ys[0]
                     memo = state.get(name + MEMO)
                     if memo is not None:
                         memo[2] += 1
             out.append(Record(record.key, record.ts, {**fields, **added}))
         return out
+
+    def _covariate(
+        self, state: dict[str, list[float]], name: str, past: list[float], value: Any
+    ) -> tuple[list[float] | None, float]:
+        """The covariate's history beside `name`'s, and its value for this record (the
+        key's median of it when the record has none)."""
+        if self._by is None:
+            return None, 0.0
+        ys = state.setdefault(name + COVARIATE, [])
+        if len(ys) != len(past):  # a history from before `explained_by`
+            ys[:] = [0.0] * len(past)
+            state.pop(name + MEMO, None)
+        if value is not None:
+            return ys, float(value)
+        return ys, median(ys) if ys else 0.0
 
     def _excludes(self, score: float) -> bool:
         """Whether a value this far from the base is kept out of the history."""
@@ -177,22 +232,46 @@ class Baseline(KeyedOperator):
         return self._side == 0 or (score < 0) == (self._side < 0)
 
     def _score(
-        self, state: dict[str, list[float]], name: str, past: list[float], x: float, floor: float
+        self,
+        state: dict[str, list[float]],
+        name: str,
+        past: list[float],
+        ys: list[float] | None,
+        x: float,
+        y: float,
+        floor: float,
     ) -> tuple[float, float]:
-        """(signed score, base) of `x` against `past`; (0, x or the median) while warming."""
+        """(signed score, base) of `x` (at covariate `y`) against `past`; (0, x or the
+        median) while warming."""
         if not past:
             return 0.0, x
         if len(past) < self._warmup:
             return 0.0, median(past)
-        memo = state.get(name + MEMO)  # [base, spread, values learnt since]
-        if memo is None or memo[2] >= self._refresh:
-            base = median(past)
-            if self._steps and len(past) > 2:
-                steps = [b - a for a, b in pairwise(past)]
+        memo = state.get(name + MEMO)  # [intercept, spread, values learnt since, slope]
+        if memo is None or len(memo) < 4 or memo[2] >= self._refresh:
+            slope = 0.0 if ys is None else _slope(ys, past)
+            left = past
+            if ys is not None and slope != 0.0:
+                left = [v - slope * c for v, c in zip(past, ys, strict=True)]
+            base = median(left)
+            if self._steps and len(left) > 2:
+                steps = [b - a for a, b in pairwise(left)]
                 mid = median(steps)
                 mad = median([abs(d - mid) for d in steps]) / SQRT2
             else:
-                mad = median([abs(v - base) for v in past])
+                mad = median([abs(v - base) for v in left])
             spread = max(MAD_TO_STD * mad, floor)
-            memo = state[name + MEMO] = [base, spread, 0]
-        return (x - memo[0]) / memo[1], memo[0]
+            memo = state[name + MEMO] = [base, spread, 0, slope]
+        expected = memo[0] + memo[3] * y
+        return (x - expected) / memo[1], expected
+
+
+def _slope(ys: list[float], xs: list[float]) -> float:
+    """Least-squares slope of `xs` on `ys`; 0 where `ys` do not move."""
+    n = len(ys)
+    my = sum(ys) / n
+    mx = sum(xs) / n
+    var = sum((c - my) ** 2 for c in ys)
+    if var <= 1e-12 * max(1.0, my * my) * n:
+        return 0.0
+    return sum((c - my) * (v - mx) for c, v in zip(ys, xs, strict=True)) / var

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from oplab import make_op, rec
@@ -117,3 +119,49 @@ def test_spread_steps_of_a_flat_noisy_signal_is_its_noise() -> None:
     run.feed([rec("p", k, m=20 + rng.normal(0, 0.5)) for k in range(200)])
     [out] = run.feed([rec("p", 200, m=22.0)])
     assert out.fields["m_dev"] == pytest.approx(2 / 0.5, rel=0.2)
+
+
+def test_explained_by_judges_a_key_against_its_own_line_in_the_covariate() -> None:
+    """A machine's temperature follows its load: a rise the load explains is normal, the
+    same rise at the same load is not."""
+    config = {"fields": {"t": 0.2}, "warmup": 10, "history": 60, "explained_by": "load"}
+    run = make_op("baseline", config)
+    rng = np.random.default_rng(3)
+    for k in range(60):  # 40 °C + 5 °C an ampere, the load cycling between 10 and 20 A
+        load = 15 + 5 * math.sin(k / 5)
+        run.feed([rec("m", k, t=40 + 5 * load + float(rng.normal(0, 0.3)), load=load)])
+    [explained, unexplained] = run.feed(
+        [rec("m", 60, t=40 + 5 * 22 + 0.2, load=22.0), rec("m", 61, t=40 + 5 * 12 + 10, load=12.0)]
+    )
+    assert explained.fields["t_base"] == pytest.approx(150, abs=1.5)  # its line at 22 A
+    assert abs(explained.fields["t_dev"]) < 2
+    assert unexplained.fields["t_dev"] > 10  # 10 °C over its line at 12 A
+    # Against its level alone, the first is the outlier: 20 °C above the median.
+    level = make_op("baseline", {k: v for k, v in config.items() if k != "explained_by"})
+    rng = np.random.default_rng(3)
+    for k in range(60):
+        load = 15 + 5 * math.sin(k / 5)
+        level.feed([rec("m", k, t=40 + 5 * load + float(rng.normal(0, 0.3)), load=load)])
+    [alone] = level.feed([rec("m", 60, t=40 + 5 * 22 + 0.2, load=22.0)])
+    assert alone.fields["t_dev"] > 1
+
+
+def test_explained_by_a_covariate_that_never_moves_is_the_level() -> None:
+    """No slope to fit (a machine with no current sensor reports 0): the plain median; a
+    record without the covariate is judged at the key's median of it."""
+    with_by = make_op("baseline", {"fields": {"t": 0.1}, "warmup": 5, "explained_by": "load"})
+    plain = make_op("baseline", {"fields": {"t": 0.1}, "warmup": 5})
+    values = [50 + 0.1 * (k % 4) for k in range(30)]
+    a = with_by.feed([rec("m", k, t=v, load=0.0) for k, v in enumerate(values)])
+    b = plain.feed([rec("m", k, t=v) for k, v in enumerate(values)])
+    assert [r.fields["t_dev"] for r in a] == pytest.approx([r.fields["t_dev"] for r in b])
+    [without] = with_by.feed([rec("m", 30, t=53.0)])
+    assert without.fields["t_base"] == pytest.approx(50.15, abs=0.1)
+    assert without.fields["t_dev"] > 5
+
+
+def test_while_warming_skip_gives_no_outputs_until_the_key_is_known() -> None:
+    run = make_op("baseline", {"fields": {"t": 0.1}, "warmup": 3, "while_warming": "skip"})
+    outs = run.feed([rec("m", k, t=50.0 + k) for k in range(5)])
+    assert ["t_base" in o.fields for o in outs] == [False, False, False, True, True]
+    assert outs[3].fields["t_base"] == pytest.approx(51.0)  # learnt while warming
