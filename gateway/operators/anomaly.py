@@ -3,7 +3,7 @@
 A detector keeps per-key state and has two verbs: `score_one(state, x)`, how unusual `x`
 is against what was learnt so far (signed: below what was learnt is negative; the score
 given is its size unless `signed`, and 0 during warm-up), and
-`learn_one(state, x)`. Scores are fields; turning a score into an alert is the `alert`
+`learn_one(state, x, ts)`. Scores are fields; turning a score into an alert is the `alert`
 step's job.
 """
 
@@ -81,8 +81,8 @@ class AnomalyScore(KeyedOperator):
         """How far `x` is from `state`, signed, before learning it."""
 
     @abstractmethod
-    def learn_one(self, state: Any, x: float) -> None:
-        """Fold `x` into `state`."""
+    def learn_one(self, state: Any, x: float, ts: float) -> None:
+        """Fold `x`, of event time `ts`, into `state`."""
 
     def annotate(self, state: Any, fields: dict[str, Any]) -> None:
         """Add detector-specific fields besides the score (optional)."""
@@ -108,7 +108,7 @@ class AnomalyScore(KeyedOperator):
             warm = state[0] >= self._warmup
             raw = self.score_one(state, x) if warm else 0.0
             if not warm or self._exclude is None or abs(raw) <= self._exclude:
-                self.learn_one(state, x)
+                self.learn_one(state, x, record.ts)
             fields = dict(record.fields)
             fields[self._out] = raw if self._signed else abs(raw)
             self.annotate(state, fields)

@@ -41,7 +41,7 @@ class ZScore(AnomalyScore):
         std = math.sqrt(m2 / n) if n else 0.0
         return (x - mean) / max(std, self._min_std)
 
-    def learn_one(self, state: list[float], x: float) -> None:
+    def learn_one(self, state: list[float], x: float, ts: float) -> None:
         state[0] += 1
         delta = x - state[1]
         state[1] += delta / state[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from oplab import rec, run_op
 
@@ -62,3 +64,25 @@ def test_clip_follows_a_lasting_change_within_a_few_samples():
     plain = run_op("ewma", {**CLIPPED, "clip": None}, ramp).out
     clipped = run_op("ewma", CLIPPED, ramp).out
     assert clipped[-1].fields["t_ewma"] == pytest.approx(plain[-1].fields["t_ewma"])
+
+
+def test_tau_is_a_lag_in_event_time_so_a_gap_forgets_the_past():
+    """Every 10 s at tau 95 s, a step is followed as alpha 0.1 would; after 15 silent minutes
+    the next sample is nearly the whole average, where alpha 0.1 takes a tenth of it."""
+    xs = [(10.0 * i, 10.0) for i in range(30)] + [(290.0 + 900.0, 20.0)]
+    records = [rec("m1", ts, x=x) for ts, x in xs]
+    lag = [r.fields["x_ewma"] for r in run_op("ewma", {"field": "x", "tau": "95s"}, records).out]
+    per_sample = [r.fields["x_ewma"] for r in run_op("ewma", {"field": "x"}, records).out]
+    assert lag[-1] == pytest.approx(20.0, abs=0.01)
+    assert per_sample[-1] == pytest.approx(11.0)
+    steady = [rec("m1", 10.0 * i, x=0.0 if i < 5 else 1.0) for i in range(15)]
+    means = [r.fields["x_ewma"] for r in run_op("ewma", {"field": "x", "tau": 95}, steady).out]
+    assert means[5] == pytest.approx(1 - math.exp(-10 / 95))
+    # A late sample (no later than the last one) teaches nothing.
+    late = run_op("ewma", {"field": "x", "tau": 95}, [*steady, rec("m1", 50.0, x=100.0)]).out
+    assert late[-1].fields["x_ewma"] == pytest.approx(means[-1])
+
+
+def test_alpha_and_tau_together_are_refused():
+    with pytest.raises(Exception, match="not both"):
+        run_op("ewma", {"field": "x", "alpha": 0.2, "tau": "95s"}, [])
