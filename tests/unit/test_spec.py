@@ -67,6 +67,7 @@ def test_factory_pipeline_from_disk():
     assert [s.id for s in pipeline.steps] == [
         "readings",
         "smoothed",
+        "usual",
         "critical",
         "spikes",
         "still",
@@ -74,6 +75,9 @@ def test_factory_pipeline_from_disk():
         "windows",
         "rise",
         "normal",
+        "load",
+        "load_lag",
+        "normal_heat",
         "zscore",
         "alerts",
         "liveness",
