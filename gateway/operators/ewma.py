@@ -85,22 +85,25 @@ class Ewma(AnomalyScore):
         self._mean_field = f"{config.field}_ewma"
 
     def new_state(self) -> list[float]:
-        return [0, 0.0, 0.0, 0.0]  # n, mean, variance, event time of the last sample
+        if self._tau is None:
+            return [0, 0.0, 0.0]  # n, mean, variance
+        return [0, 0.0, 0.0, 0.0]  # and the event time of the last sample learnt
 
     def score_one(self, state: list[float], x: float) -> float:
         return (x - state[1]) / max(math.sqrt(state[2]), self._min_std)
 
     def learn_one(self, state: list[float], x: float, ts: float) -> None:
-        if len(state) < 4:  # a state kept before `tau`
-            state.append(ts)
+        alpha = self._alpha
+        if self._tau is not None:
+            if len(state) < 4:  # a state kept before `tau`
+                state.append(ts)
+            elif state[0] and ts <= state[3]:
+                return
+            alpha = -math.expm1((state[3] - ts) / self._tau)
+            state[3] = ts
         if state[0] == 0:
             state[1] = x
         else:
-            alpha = self._alpha
-            if self._tau is not None:
-                if ts <= state[3]:
-                    return
-                alpha = -math.expm1((state[3] - ts) / self._tau)
             delta = x - state[1]
             if self._clip is not None:
                 reach = self._clip * max(math.sqrt(state[2]), self._min_std)
@@ -108,7 +111,6 @@ class Ewma(AnomalyScore):
             state[1] += alpha * delta
             state[2] = (1 - alpha) * (state[2] + alpha * delta * delta)
         state[0] += 1
-        state[3] = max(state[3], ts)
 
     def annotate(self, state: list[float], fields: dict[str, Any]) -> None:
         fields[self._mean_field] = state[1]
