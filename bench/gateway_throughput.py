@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.operators import REGISTRY
+
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipelines" / "factory.yaml"
 # °C of the latency probe's readings. Hot is past 110 °C, where a machine is stopped whatever
@@ -519,6 +521,9 @@ def proc_status_mb(pid: int, key: str) -> float:
     return math.nan
 
 
+ORDINARY_REJECTS = frozenset().union(*(op.ordinary_rejects for op in REGISTRY.values()))
+
+
 def scrape(port: int) -> dict[str, float]:
     """Prometheus text -> {'name{labels}': value}, plus per-name totals under 'name'."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -746,6 +751,16 @@ class Bench:
             return end.get(key, 0.0) - base.get(key, 0.0)
 
         processed = delta("fogline_messages_in_total")
+        # A window too thin to classify (a machine's first or the run's last) is an ordinary
+        # reject of a window, not a lost reading: counted apart.
+        rejects: dict[str, float] = {}
+        thin = 0.0
+        for key in end:
+            if key.startswith("fogline_rejects_total{") and delta(key):
+                if any(f'reason="{r}"' in key for r in ORDINARY_REJECTS):
+                    thin += delta(key)
+                else:
+                    rejects[key.split("{", 1)[1].rstrip("}")] = delta(key)
         steps = {
             key.split('"')[1]: delta(key) / processed * 1e6 if processed else math.nan
             for key in end
@@ -759,7 +774,9 @@ class Bench:
             "processed": processed,
             "sent": n,
             "dropped": delta("fogline_queue_dropped_total"),
-            "rejects": delta("fogline_rejects_total"),
+            "rejects": sum(rejects.values()),
+            "reject_by": rejects,
+            "thin": thin,
             "late": delta("fogline_late_total"),
             "step_us": steps,
             "window_s": wall,
@@ -1125,7 +1142,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, command: str) -> s
         ),
         "",
         (
-            f"Gateway completeness: {_completeness(gw)} Backlog-drain figures are the median of "
+            f"Gateway completeness: {_completeness(gw)}{_thin(gw)} Backlog-drain figures are the median of "
             f"{args.repeat} run(s); live figures one run."
         ),
         "",
@@ -1158,12 +1175,24 @@ def _completeness(gw: dict[tuple[int, str], dict[str, Any]]) -> str:
         return "every reading processed; none dropped, rejected or late."
     runs = "; ".join(
         f"QoS {q} {m}: processed {g['processed']:,.0f}/{g['sent']:,}, dropped "
-        f"{g['dropped']:,.0f}, rejected {g['rejects']:,.0f}, late {g['late']:,.0f}"
+        f"{g['dropped']:,.0f}, rejected {g['rejects']:,.0f}"
+        + "".join(f" ({by}: {n:,.0f})" for by, n in g["reject_by"].items())
+        + f", late {g['late']:,.0f}"
         for (q, m), g in gw.items()
     )
     return (
         f"{runs}. (Late: readings that reached a window already closed; a backlog stamped "
         "more than the pipeline's 2 s lateness before it is processed can do that.)"
+    )
+
+
+def _thin(gw: dict[tuple[int, str], dict[str, Any]]) -> str:
+    n = sum(g["thin"] for g in gw.values())
+    if not n:
+        return ""
+    return (
+        f" {n:,.0f} window(s) held too few readings to classify (a machine's first window, "
+        "or the last one the run cut short): an ordinary reject of a window, no reading lost."
     )
 
 
