@@ -18,15 +18,16 @@ from gateway.keyed import KeyedState
 from gateway.operators.base import (
     FieldName,
     Fields,
-    KeyedConfig,
     KeyedOperator,
+    LearningConfig,
+    LearnWhen,
     RelPath,
     StepContext,
 )
 from gateway.record import Record
 
 
-class DetectorConfig(KeyedConfig):
+class DetectorConfig(LearningConfig):
     field: FieldName = Field(description="Numeric field to score.")
     out: FieldName | None = Field(None, description="Output field; defaults to `<field>_<suffix>`.")
     warmup: int = Field(10, ge=1, description="Samples per key before scores are given (0 before).")
@@ -51,7 +52,7 @@ class DetectorConfig(KeyedConfig):
         return []
 
     def references(self) -> list[tuple[RelPath, frozenset[str]]]:
-        return [(("field",), frozenset({self.field}))]
+        return [(("field",), frozenset({self.field})), *super().references()]
 
     def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
         return fields_in.with_([self.output_field(), *self.extra_outputs()])
@@ -71,6 +72,7 @@ class AnomalyScore(KeyedOperator):
         self._warmup = config.warmup
         self._exclude = config.exclude_above
         self._signed = config.signed
+        self._learns = LearnWhen(config.learn_when, ctx)
 
     @abstractmethod
     def new_state(self) -> Any:
@@ -101,13 +103,16 @@ class AnomalyScore(KeyedOperator):
                     record, "wrong_type", f"field '{self._field}': expected a number, got {x!r}"
                 )
                 continue
+            learn = self._learns(record)
+            if learn is None:
+                continue
             state = states.get(record.key, now)
             if state is None:
                 state = self.new_state()
                 states.put(record.key, state, now)
             warm = state[0] >= self._warmup
             raw = self.score_one(state, x) if warm else 0.0
-            if not warm or self._exclude is None or abs(raw) <= self._exclude:
+            if learn and (not warm or self._exclude is None or abs(raw) <= self._exclude):
                 self.learn_one(state, x, record.ts)
             fields = dict(record.fields)
             fields[self._out] = raw if self._signed else abs(raw)

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fogline.units import Duration
 from gateway.clock import Clock
-from gateway.expr import ExprError, compile_expr
+from gateway.expr import ExprError, compile_expr, reject_reason
 from gateway.keyed import KeyedState, no_eviction_counter
 from gateway.record import Record
 from gateway.state import StateDelta, keyed_delta, restored_keys
@@ -104,6 +104,20 @@ class KeyedConfig(OpConfig):
     )
 
 
+class LearningConfig(KeyedConfig):
+    """A step that learns each key's normal from its records: `learn_when` picks which."""
+
+    learn_when: Expression | None = Field(
+        None,
+        description="Learn only from records for which this is true (every record is scored).",
+    )
+
+    def references(self) -> list[tuple[RelPath, frozenset[str]]]:
+        if self.learn_when is None:
+            return []
+        return [(("learn_when",), compile_expr(self.learn_when).fields)]
+
+
 @dataclass(slots=True)
 class StepContext:
     """What the engine hands a step: where it is, the clock, and where rejects go."""
@@ -130,6 +144,26 @@ def rejected_as_not_a_number(ctx: StepContext, record: Record, names: Iterable[s
             ctx.reject(record, "wrong_type", f"field '{name}': expected a number, got {value!r}")
             return True
     return False
+
+
+class LearnWhen:
+    """A step's `learn_when`, evaluated on one record: True or False, or None after
+    rejecting the record when the expression fails on it (a field of the wrong type)."""
+
+    __slots__ = ("_ctx", "_fn")
+
+    def __init__(self, expression: str | None, ctx: StepContext) -> None:
+        self._fn = None if expression is None else compile_expr(expression).fn
+        self._ctx = ctx
+
+    def __call__(self, record: Record) -> bool | None:
+        if self._fn is None:
+            return True
+        try:
+            return bool(self._fn(record.fields))
+        except Exception as exc:
+            self._ctx.reject(record, reject_reason(exc), f"learn_when: {type(exc).__name__}: {exc}")
+            return None
 
 
 class Operator(ABC):

@@ -62,14 +62,13 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat
 
-from gateway.expr import compile_expr, reject_reason
 from gateway.keyed import KeyedState
 from gateway.operators.base import (
-    Expression,
     FieldName,
     Fields,
-    KeyedConfig,
     KeyedOperator,
+    LearningConfig,
+    LearnWhen,
     RelPath,
     StepContext,
     rejected_as_not_a_number,
@@ -88,7 +87,7 @@ MEMO = "#"
 COVARIATE = "~"
 
 
-class BaselineConfig(KeyedConfig):
+class BaselineConfig(LearningConfig):
     fields: dict[FieldName, PositiveFloat] = Field(
         min_length=1,
         description="Field -> its smallest spread (in the field's unit): a key that never "
@@ -105,10 +104,6 @@ class BaselineConfig(KeyedConfig):
         "both",
         description="Which far values are not learnt: `below` learns a rise and never a fall "
         "(soil wetted by irrigation is its new normal; a dry-out never is).",
-    )
-    learn_when: Expression | None = Field(
-        None,
-        description="Learn only from records for which this is true (every record is scored).",
     )
     spread: Literal["level", "steps"] = Field(
         "level",
@@ -131,9 +126,7 @@ class BaselineConfig(KeyedConfig):
         refs: list[tuple[RelPath, frozenset[str]]] = [(("fields",), frozenset(self.fields))]
         if self.explained_by is not None:
             refs.append((("explained_by",), frozenset({self.explained_by})))
-        if self.learn_when is not None:
-            refs.append((("learn_when",), compile_expr(self.learn_when).fields))
-        return refs
+        return refs + super().references()
 
     def produces(self, fields_in: Fields, key: tuple[str, ...]) -> Fields:
         return fields_in.with_(n for f in self.fields for n in (f"{f}_base", f"{f}_dev"))
@@ -156,7 +149,7 @@ class Baseline(KeyedOperator):
         self._side = {"both": 0, "below": -1, "above": 1}[config.exclude_side]
         self._refresh = max(1, config.history // 32)
         self._steps = config.spread == "steps"
-        self._learn_when = None if config.learn_when is None else compile_expr(config.learn_when).fn
+        self._learns = LearnWhen(config.learn_when, ctx)
         self._state: KeyedState[dict[str, list[float]]] = KeyedState(
             config.max_keys, config.idle_expiry, ctx.evicted
         )
@@ -168,15 +161,9 @@ class Baseline(KeyedOperator):
             fields = record.fields
             if rejected_as_not_a_number(self.ctx, record, self._checked):
                 continue
-            learn = True
-            if self._learn_when is not None:
-                try:
-                    learn = bool(self._learn_when(fields))
-                except Exception as exc:
-                    self.ctx.reject(
-                        record, reject_reason(exc), f"learn_when: {type(exc).__name__}: {exc}"
-                    )
-                    continue
+            learn = self._learns(record)
+            if learn is None:
+                continue
             state = self._state.get(record.key, now)
             if state is None:
                 state = {}

@@ -86,3 +86,25 @@ def test_tau_is_a_lag_in_event_time_so_a_gap_forgets_the_past():
 def test_alpha_and_tau_together_are_refused():
     with pytest.raises(Exception, match="not both"):
         run_op("ewma", {"field": "x", "alpha": 0.2, "tau": "95s"}, [])
+
+
+def test_learn_when_scores_every_sample_and_learns_only_where_it_holds():
+    """A lag fed only by trusted samples: while a sensor repeats a stale value it holds what
+    it knew, and the first fresh sample after it counts as one after a gap."""
+    config = {"field": "x", "tau": "95s", "warmup": 1, "learn_when": "frozen < 3"}
+    steady = [rec("m1", 10.0 * i, x=10.0, frozen=0) for i in range(10)]
+    stale = [rec("m1", 100.0 + 10.0 * i, x=6.0, frozen=10 + i) for i in range(40)]
+    fresh = [rec("m1", 500.0, x=14.0, frozen=0)]
+    out = run_op("ewma", config, steady + stale + fresh).out
+    assert [r.fields["x_ewma"] for r in out[10:50]] == [10.0] * 40
+    assert out[20].fields["x_ewma_z"] > 0  # the stale samples are still scored
+    assert out[-1].fields["x_ewma"] == pytest.approx(14.0 - 4.0 * math.exp(-410 / 95))
+    plain = run_op("ewma", {**config, "learn_when": None}, steady + stale + fresh).out
+    assert plain[-1].fields["x_ewma"] < 9.5  # the stale value had been learnt
+
+
+def test_a_learn_when_that_fails_rejects_that_record_only():
+    config = {"field": "x", "warmup": 1, "learn_when": "frozen < 3"}
+    run = run_op("ewma", config, [rec("m1", 0, x=1.0, frozen=0), rec("m1", 1, x=2.0, frozen="?")])
+    assert len(run.out) == 1
+    assert "learn_when" in run.rejects[0][2]
