@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
 from oplab import make_op, rec
+
+from gateway.operators.baseline import _median_mad
 
 
 def test_each_key_is_judged_against_its_own_normal_with_a_signed_score() -> None:
@@ -165,3 +168,12 @@ def test_while_warming_skip_gives_no_outputs_until_the_key_is_known() -> None:
     outs = run.feed([rec("m", k, t=50.0 + k) for k in range(5)])
     assert ["t_base" in o.fields for o in outs] == [False, False, False, True, True]
     assert outs[3].fields["t_base"] == pytest.approx(51.0)  # learnt while warming
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 12, 120, 300, 301])
+def test_median_and_mad_from_one_sort_are_those_of_two_medians(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for _ in range(50):
+        xs = [float(v) for v in rng.normal(60.0, 3.0, n)]
+        base = statistics.median(xs)
+        assert _median_mad(xs) == (base, statistics.median([abs(v - base) for v in xs]))
