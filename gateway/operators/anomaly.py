@@ -72,7 +72,7 @@ class AnomalyScore(KeyedOperator):
         self._warmup = config.warmup
         self._exclude = config.exclude_above
         self._signed = config.signed
-        self._learns = LearnWhen(config.learn_when, ctx)
+        self._learns = LearnWhen.of(config.learn_when, ctx)
 
     @abstractmethod
     def new_state(self) -> Any:
@@ -103,7 +103,7 @@ class AnomalyScore(KeyedOperator):
                     record, "wrong_type", f"field '{self._field}': expected a number, got {x!r}"
                 )
                 continue
-            learn = self._learns(record)
+            learn = True if self._learns is None else self._learns(record)
             if learn is None:
                 continue
             state = states.get(record.key, now)

@@ -148,17 +148,20 @@ def rejected_as_not_a_number(ctx: StepContext, record: Record, names: Iterable[s
 
 class LearnWhen:
     """A step's `learn_when`, evaluated on one record: True or False, or None after
-    rejecting the record when the expression fails on it (a field of the wrong type)."""
+    rejecting the record when the expression fails on it (a field of the wrong type).
+    A step without one keeps None in its place and asks nothing per record."""
 
     __slots__ = ("_ctx", "_fn")
 
-    def __init__(self, expression: str | None, ctx: StepContext) -> None:
-        self._fn = None if expression is None else compile_expr(expression).fn
+    def __init__(self, expression: str, ctx: StepContext) -> None:
+        self._fn = compile_expr(expression).fn
         self._ctx = ctx
 
+    @classmethod
+    def of(cls, expression: str | None, ctx: StepContext) -> LearnWhen | None:
+        return None if expression is None else cls(expression, ctx)
+
     def __call__(self, record: Record) -> bool | None:
-        if self._fn is None:
-            return True
         try:
             return bool(self._fn(record.fields))
         except Exception as exc:

@@ -149,7 +149,7 @@ class Baseline(KeyedOperator):
         self._side = {"both": 0, "below": -1, "above": 1}[config.exclude_side]
         self._refresh = max(1, config.history // 32)
         self._steps = config.spread == "steps"
-        self._learns = LearnWhen(config.learn_when, ctx)
+        self._learns = LearnWhen.of(config.learn_when, ctx)
         self._state: KeyedState[dict[str, list[float]]] = KeyedState(
             config.max_keys, config.idle_expiry, ctx.evicted
         )
@@ -161,7 +161,7 @@ class Baseline(KeyedOperator):
             fields = record.fields
             if rejected_as_not_a_number(self.ctx, record, self._checked):
                 continue
-            learn = self._learns(record)
+            learn = True if self._learns is None else self._learns(record)
             if learn is None:
                 continue
             state = self._state.get(record.key, now)
