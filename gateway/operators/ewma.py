@@ -113,4 +113,6 @@ class Ewma(AnomalyScore):
         state[0] += 1
 
     def annotate(self, state: list[float], fields: dict[str, Any]) -> None:
-        fields[self._mean_field] = state[1]
+        # Null until a sample was learnt (`learn_when` can refuse the first ones): an
+        # average of nothing is not 0.
+        fields[self._mean_field] = state[1] if state[0] else None

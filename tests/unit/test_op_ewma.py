@@ -101,6 +101,9 @@ def test_learn_when_scores_every_sample_and_learns_only_where_it_holds():
     assert out[-1].fields["x_ewma"] == pytest.approx(14.0 - 4.0 * math.exp(-410 / 95))
     plain = run_op("ewma", {**config, "learn_when": None}, steady + stale + fresh).out
     assert plain[-1].fields["x_ewma"] < 9.5  # the stale value had been learnt
+    starts_frozen = [rec("m1", 0, x=6.0, frozen=9), rec("m1", 10, x=6.0, frozen=10)]
+    first = run_op("ewma", config, [*starts_frozen, rec("m1", 20, x=10.0, frozen=0)]).out
+    assert [r.fields["x_ewma"] for r in first] == [None, None, 10.0]  # nothing learnt yet
 
 
 def test_a_learn_when_that_fails_rejects_that_record_only():
