@@ -177,7 +177,7 @@ class Ingest:
     # -- lifecycle --------------------------------------------------------------------------
 
     def connected(self) -> bool:
-        return self.link.connected.is_set() and self.acks.connected.is_set()
+        return self.link.subscribed.is_set() and self.acks.connected.is_set()
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as links:

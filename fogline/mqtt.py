@@ -159,7 +159,11 @@ class _Client(Client):  # type: ignore[misc]
 
 
 class MqttLink:
-    """An MQTT client that reconnects by itself; `async with` returns once connected.
+    """An MQTT client that reconnects by itself; `async with` returns once subscribed.
+
+    `subscribed` is set while connected with every subscription granted by the broker's
+    SUBACK (at once when there are none): a publish sent before that is not delivered to us,
+    so readiness waits for it, not for the CONNACK.
 
     `on_message(topic, payload)` runs in the event loop for every message: keep it O(1).
     `on_reconnect(session_present)` runs on every connect after the first, before anything
@@ -195,6 +199,8 @@ class MqttLink:
         self._connect_timeout = connect_timeout
         self.dead_after = 2.0 * keepalive
         self.connected = asyncio.Event()
+        self.subscribed = asyncio.Event()
+        self._subscribe_mid: int | None = None
         self.disconnected_at: float | None = time.monotonic()  # monotonic, while not
         self.errors: dict[str, int] = {}  # callback and subscribe failures, by where
         self._lost = asyncio.Event()
@@ -226,6 +232,7 @@ class MqttLink:
             self._client.set_auth_credentials(url.username, url.password)
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
+        self._client.on_subscribe = self._granted
         self._client.on_message = self._message
         self.generation = 0  # moves with every CONNACK: packet ids belong to one connection
         if on_delivery is not None:
@@ -285,10 +292,28 @@ class MqttLink:
                 log.exception("%s: the reconnect handler failed", self.name)
         self._ever_connected = True
         self._subscribe()
+        if not self._subscriptions:
+            self.subscribed.set()
         self._backoff.reset()
         self.disconnected_at = None
         self.connected.set()
         log.info("%s: connected to %s", self.name, self.url)
+
+    def _granted(self, client: Client, mid: int, granted: tuple[int, ...], properties: Any) -> None:
+        if mid != self._subscribe_mid:
+            return  # a SUBACK of a connection since lost
+        pairs = zip(self._subscriptions, granted, strict=False)
+        refused = [topic for (topic, _), code in pairs if code >= 128]
+        if refused:
+            self._count_error("subscribe_refused")
+            log.error(
+                "%s: %s refused the subscription to %s; check the broker's ACL for this client",
+                self.name,
+                self.url,
+                ", ".join(refused),
+            )
+            return
+        self.subscribed.set()
 
     def _disconnected(self, client: Client, packet: Any, exc: Any = None) -> None:
         if self.connected.is_set() and not self._closing:
@@ -323,7 +348,8 @@ class MqttLink:
         try:
             # gmqtt appends to its list on every subscribe() call: start from empty.
             self._client.subscriptions = []
-            self._client.subscribe([Subscription(t, qos=q) for t, q in self._subscriptions])
+            subscriptions = [Subscription(t, qos=q) for t, q in self._subscriptions]
+            self._subscribe_mid = self._client.subscribe(subscriptions)
         except Exception as exc:
             self._count_error("subscribe")
             log.warning("%s: subscribing failed (%s); trying again in 1s", self.name, exc)
@@ -340,16 +366,18 @@ class MqttLink:
         if self.connected.is_set() or self.disconnected_at is None:
             self.disconnected_at = time.monotonic()
         self.connected.clear()
+        self.subscribed.clear()
+        self._subscribe_mid = None
 
     # lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.name}.connect")
         if self._wait_connected is None:
-            await self.connected.wait()
+            await self.subscribed.wait()
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.connected.wait()), self._wait_connected)
+                await asyncio.wait_for(asyncio.shield(self.subscribed.wait()), self._wait_connected)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -235,7 +235,7 @@ class Gateway:
                         self.metrics,
                         self.options.metrics_host,
                         self.options.metrics_port,
-                        self.edge.connected.is_set,
+                        self.edge.subscribed.is_set,
                         self.health_status,
                     )
                 )
@@ -370,16 +370,19 @@ class Gateway:
     def health_status(self) -> dict[str, Any]:
         """`/healthz`: down without the edge broker, degraded when the uplink falls behind."""
         uplink = self.uplink.status()
-        edge = self.edge.connected.is_set()
-        reasons = ([] if edge else [f"edge broker {self.options.broker} not connected"]) + list(
-            uplink["reasons"]
-        )
+        edge = self.edge.subscribed.is_set()
+        reasons = list(uplink["reasons"])
+        broker = f"edge broker {self.options.broker}"
+        if not self.edge.connected.is_set():
+            reasons.insert(0, f"{broker} not connected")
+        elif not edge:
+            reasons.insert(0, f"{broker} has not granted our subscriptions (the log says why)")
         status = "down" if not edge else uplink["status"]
         return {
             "status": status,
             "reasons": reasons,
             "gateway": self.options.gateway_id,
-            "edge_connected": edge,
+            "edge_connected": self.edge.connected.is_set(),
             "uplink": uplink,
         }
 

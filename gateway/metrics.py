@@ -218,9 +218,9 @@ class MetricsServer:
     """`/metrics` (Prometheus text) and three health answers over a minimal HTTP server.
 
     `/livez`: the process answers (what a supervisor should restart on; restarting never
-    cures a bad link). `/readyz`: readings are being taken (the edge broker is connected).
-    `/healthz`: everything, as JSON, 200 when `ok` and 503 when `degraded` (the uplink does
-    not keep up: its reasons say why) or `down` (no edge broker).
+    cures a bad link). `/readyz`: readings are being taken (the edge broker granted our
+    subscriptions). `/healthz`: everything, as JSON, 200 when `ok` and 503 when `degraded`
+    (the uplink does not keep up: its reasons say why) or `down` (no edge broker).
     """
 
     def __init__(
@@ -272,7 +272,7 @@ class MetricsServer:
                 ok = self._ready()
                 status = "200 OK" if ok else "503 Service Unavailable"
                 ctype = "text/plain"
-                body = "ready\n" if ok else "not ready: edge broker not connected\n"
+                body = "ready\n" if ok else "not ready: not subscribed to the edge broker\n"
             elif path == "/livez":
                 status, ctype, body = "200 OK", "text/plain", "alive\n"
             else:

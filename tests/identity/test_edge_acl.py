@@ -9,18 +9,24 @@ arrived the refused one would have arrived before it. No sleep needed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from identitykit import Client
-from support import free_port, start_mosquitto
+from support import eventually, free_port, start_mosquitto
+
+from fogline.mqtt import MqttLink
+from fogline.urls import parse_broker_url
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -181,6 +187,78 @@ def test_the_gateway_cannot_publish_a_reading_and_the_fleet_user_no_action(
     finally:
         for c in (observer, gateway, fleet):
             c.close()
+
+
+async def _refusing_proxy(broker_port: int) -> asyncio.Server:
+    """In front of the real broker, a proxy that turns every SUBACK's grant into 0x87 (not
+    authorized), as brokers with subscribe ACLs answer; mosquitto's acl_file grants every
+    subscription and filters at delivery, so the refusal is injected here."""
+
+    async def pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refuse: bool
+    ) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readexactly(1)
+                length, size, shift = b"", 0, 0
+                while True:  # the remaining length, a varint
+                    byte = await reader.readexactly(1)
+                    length += byte
+                    size |= (byte[0] & 0x7F) << shift
+                    shift += 7
+                    if not byte[0] & 0x80:
+                        break
+                body = await reader.readexactly(size)
+                if refuse and head[0] >> 4 == 9:
+                    body = body[:-1] + b"\x87"  # one topic per SUBSCRIBE: its grant is last
+                writer.write(head + length + body)
+                await writer.drain()
+        writer.close()
+
+    async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        broker_r, broker_w = await asyncio.open_connection("127.0.0.1", broker_port)
+        await asyncio.gather(pipe(client_r, broker_w, False), pipe(broker_r, client_w, True))
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_ready_means_subscribed_and_a_refused_subscription_is_not_ready(
+    edge: EdgeBroker,
+) -> None:
+    """Readiness waits for the SUBACK: a reading published the moment the link says ready
+    reaches it. A subscription the broker refuses leaves the link connected but not ready,
+    with a count (before, such a gateway reported ready and never heard a reading)."""
+    topics = [("factory/+/+/telemetry", 1)]
+    got: list[bytes] = []
+    url = f"mqtt://gateway:{edge.password('gateway')}@127.0.0.1:{{}}"
+    gateway = MqttLink(
+        parse_broker_url(url.format(edge.port)),
+        f"t-{uuid.uuid4().hex[:6]}",
+        name="gateway",
+        subscriptions=topics,
+        on_message=lambda _t, payload: got.append(payload),
+    )
+    fleet = edge.client("devices")
+    proxy = await _refusing_proxy(edge.port)
+    deaf = MqttLink(
+        parse_broker_url(url.format(proxy.sockets[0].getsockname()[1])),
+        f"t-{uuid.uuid4().hex[:6]}",
+        name="refused",
+        subscriptions=topics,
+        wait_connected=2.0,
+    )
+    try:
+        async with gateway:
+            assert gateway.subscribed.is_set()
+            fleet.publish("factory/line-1/m-01/telemetry", b"first")
+            await eventually(lambda: got == [b"first"], what="the first reading")
+        async with deaf:
+            assert deaf.connected.is_set()
+            assert not deaf.subscribed.is_set()
+            assert deaf.errors == {"subscribe_refused": 1}
+    finally:
+        fleet.close()
+        proxy.close()
 
 
 def test_a_bad_device_name_stops_the_script_with_a_clear_line(tmp_path: Path) -> None:
