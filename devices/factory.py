@@ -242,7 +242,8 @@ class FactoryFleet(Fleet):
         current = self.rated_current * (0.3 + 0.7 * load) * speed
         current *= 1 + 0.05 * imbalance + 0.04 * bearing + 0.1 * overheating
         current = np.maximum(current + 0.05 * z_current, 0.0)
-        rpm = np.where(self.rpm > 0, self.rpm + 0.5 * z_rpm, 0.0)
+        # A tachometer reads no less than 0: spinning down, noise took it to -0.2 rpm.
+        rpm = np.where(self.rpm > 0, np.maximum(self.rpm + 0.5 * z_rpm, 0.0), 0.0)
         temperature = self.temperature + 0.15 * z_temp
 
         block, s1, c1 = self._vibration(t, speed, imbalance, bearing, noise_at)

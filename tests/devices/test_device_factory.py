@@ -137,6 +137,17 @@ def test_overheating_crosses_95_degrees_within_two_minutes_and_a_stop_cools_it()
     assert fleet.step(460.0)[1][1]["rpm"] > 0
 
 
+def test_a_spinning_down_machine_never_reads_a_negative_rpm() -> None:
+    """The pipeline rejects a reading with rpm below 0 as out of range, so a tachometer's
+    noise near standstill would cost a stopped machine its readings."""
+    fleet = factory(count=400, seed=5)
+    ticks(fleet, 5)
+    for topic in fleet.topics:
+        fleet.command(topic.replace("telemetry", "actions"), b'{"command": "stop"}')
+    readings = [p for k in range(5, 40) for _, p in fleet.step(float(k))]
+    assert min(p["rpm"] for p in readings) == 0.0
+
+
 def test_commands_that_are_not_for_us_are_counted_and_ignored(caplog) -> None:
     fleet = factory()
     assert not fleet.command("factory/line-1/m-99/actions", b'{"command": "stop"}')
