@@ -249,7 +249,7 @@ class Ingest:
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
-            self.metrics.observe_drain(outcome.seconds)
+            self.metrics.drain.observe(outcome.seconds)
             self.metrics.stored.update(outcome.report.stored)
             self.metrics.duplicates.update(outcome.report.duplicates)
             for gateway, ranges in outcome.acks:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fogline.prometheus import Exposition
+from fogline.prometheus import Exposition, Histogram
 
 # Drain latency buckets in seconds (decode + one transaction).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -27,10 +27,8 @@ class CloudMetrics:
     rejects: Counter[str] = field(default_factory=Counter)
     acks_published: int = 0
     acks_unsent: int = 0
-    drains: int = 0
     drain_failures: int = 0
-    drain_buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
-    drain_seconds: float = 0.0
+    drain: Histogram = field(default_factory=lambda: Histogram(BUCKETS))
     retention_deleted: int = 0
     silences_raised: int = 0
     silences_resolved: int = 0
@@ -39,17 +37,9 @@ class CloudMetrics:
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
-    def observe_drain(self, seconds: float) -> None:
-        self.drains += 1
-        self.drain_seconds += seconds
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                self.drain_buckets[i] += 1
-                break
-
     def render(self) -> str:
         exposition = Exposition("fogline_cloud_")
-        family, out = exposition.family, exposition.lines
+        family = exposition.family
 
         family("messages_in_total", "counter", "Uplink messages received.", {(): self.messages_in})
         family("bytes_in_total", "counter", "Uplink payload bytes received.", {(): self.bytes_in})
@@ -114,15 +104,7 @@ class CloudMetrics:
             "Console sign-ins refused unchecked after too many failures, per account or address.",
             {(("by", k),): self.signin_refused[k] for k in ("account", "address")},
         )
-        out.append("# HELP fogline_cloud_drain_seconds Decode and store time per drain.")
-        out.append("# TYPE fogline_cloud_drain_seconds histogram")
-        running = 0
-        for bound, n in zip(BUCKETS, self.drain_buckets, strict=True):
-            running += n
-            out.append(f'fogline_cloud_drain_seconds_bucket{{le="{bound}"}} {running}')
-        out.append(f'fogline_cloud_drain_seconds_bucket{{le="+Inf"}} {self.drains}')
-        out.append(f"fogline_cloud_drain_seconds_sum {round(self.drain_seconds, 6)}")
-        out.append(f"fogline_cloud_drain_seconds_count {self.drains}")
+        exposition.histogram("drain_seconds", "Decode and store time per drain.", self.drain)
         for name, read in self.gauges.items():
             family(name, "gauge", name.replace("_", " ").capitalize() + ".", {(): read()})
         family(

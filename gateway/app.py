@@ -105,6 +105,7 @@ class Gateway:
         pipeline = options.pipeline
         gid = options.gateway_id
         self.ready = asyncio.Event()
+        self._batch_since: float | None = None  # see ActionOutput
         self.source = MqttSource(
             [cfg for _, cfg in pipeline.sources if isinstance(cfg, MqttSourceConfig)],
             pipeline.key,
@@ -186,7 +187,12 @@ class Gateway:
                     (
                         cfg.from_,
                         ActionOutput(
-                            cfg, self.edge.publish_now, self.metrics, f"outputs[{i}].{kind}"
+                            cfg,
+                            self.edge.publish_now,
+                            self.metrics,
+                            f"outputs[{i}].{kind}",
+                            lambda: self._batch_since,
+                            options.clock.now,
                         ),
                     )
                 )
@@ -339,11 +345,14 @@ class Gateway:
         while True:
             await ready.wait()
             ready.clear()
+            self._batch_since = source.oldest()
             engine.process(source.take())
             if source.depth:
                 ready.set()  # more than one batch was waiting
             if coap is not None:
+                self._batch_since = coap.oldest()
                 engine.process(coap.take())
+            self._batch_since = None
             await asyncio.sleep(0)  # let the clients read more before the next batch
 
     async def _ticker(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,10 +34,20 @@ class UplinkOutput:
 
 
 class ActionOutput:
-    """Local decisions: one publish per matching record, without waiting for anything."""
+    """Local decisions: one publish per matching record, without waiting for anything.
+
+    `since()` is when the oldest reading of the micro-batch being processed arrived (None
+    outside one: a timer's action has no reading behind it); each publish observes the
+    time since then, an upper bound of its own reading's wait, as `action_latency`."""
 
     def __init__(
-        self, config: ActionOutputConfig, publish: Publish, metrics: Metrics, label: str
+        self,
+        config: ActionOutputConfig,
+        publish: Publish,
+        metrics: Metrics,
+        label: str,
+        since: Callable[[], float | None] = lambda: None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self._when = compile_expr(config.when).fn if config.when else None
         self._topic = compile_template(config.topic)
@@ -46,8 +57,11 @@ class ActionOutput:
         self._publish = publish
         self._metrics = metrics
         self._label = label
+        self._since = since
+        self._now = now
 
     def emit(self, records: list[Record]) -> None:
+        since = self._since()
         for record in records:
             fields = record.fields
             try:
@@ -68,6 +82,8 @@ class ActionOutput:
                 continue
             if self._publish(topic, orjson.dumps(body), self._qos, self._retain):
                 self._metrics.outputs["action"] += 1
+                if since is not None:
+                    self._metrics.action_latency.observe(self._now() - since)
             else:
                 self._metrics.outputs["action_not_connected"] += 1
 

@@ -89,6 +89,7 @@ class CoapSource:
         self._now = now
         self.ready = ready
         self._records: list[Record] = []
+        self._first_at = 0.0  # when the first of `_records` arrived
         self._rejected: list[tuple[str, str]] = []
         self._contexts: list[Context] = []
         self._observers: list[asyncio.Task[None]] = []
@@ -177,6 +178,8 @@ class CoapSource:
         self._rejected.clear()
         before = len(self._records)
         now = self._now()
+        if not before:
+            self._first_at = now
         if fmt_number in {CBOR, SENML_CBOR}:
             try:
                 data = cbor2.loads(payload)
@@ -222,6 +225,10 @@ class CoapSource:
     @property
     def depth(self) -> int:
         return len(self._records)
+
+    def oldest(self) -> float | None:
+        """When the oldest record waiting arrived (the clock's time); None when none is."""
+        return self._first_at if self._records else None
 
     # -- observe client -------------------------------------------------------------------
 

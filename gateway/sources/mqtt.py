@@ -136,3 +136,8 @@ class MqttSource:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    def oldest(self) -> float | None:
+        """When the oldest message waiting arrived (the clock's time); None when none is."""
+        queue = self._queue
+        return queue[0][2] if queue else None

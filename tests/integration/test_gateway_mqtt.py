@@ -95,6 +95,15 @@ async def test_digest_alert_and_action_by_content(
         assert m1["temperature_max"] == 24.0
         assert m1["window_end"] - m1["window_start"] == pytest.approx(1.0)
         assert gw.metrics.outputs["action"] == 1
+        # The stop's time in the gateway, from its reading's arrival to its publish.
+        latency = gw.metrics.action_latency
+        assert latency.count == 1
+        assert 0 < latency.sum < 1.0
+        assert sum(latency.counts) == 1
+        text = gw.metrics.render()
+        assert "# TYPE fogline_action_latency_seconds histogram" in text
+        assert 'fogline_action_latency_seconds_bucket{le="+Inf"} 1' in text
+        assert "fogline_action_latency_seconds_count 1" in text
     # seq is per gateway and strictly increasing across kinds
     seqs = [r["seq"] for _, p in watch.on("fogline/gw1/up/") for r in decode_batch(p)["records"]]
     assert sorted(seqs) == list(range(1, len(seqs) + 1))
