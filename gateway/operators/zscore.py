@@ -23,6 +23,13 @@ class ZScoreConfig(DetectorConfig):
     min_std: float = Field(
         1e-9, gt=0, description="Floor on the standard deviation, so a flat signal scores finitely."
     )
+    min_rel_std: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Floor on the standard deviation as a share of the running mean's size: "
+        "a value that moves by less than this share is noise, however quiet its history.",
+    )
 
 
 class ZScore(AnomalyScore):
@@ -32,6 +39,7 @@ class ZScore(AnomalyScore):
     def __init__(self, config: ZScoreConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
         self._min_std = config.min_std
+        self._min_rel = config.min_rel_std
 
     def new_state(self) -> list[float]:
         return [0, 0.0, 0.0]  # n, mean, sum of squared deviations
@@ -39,7 +47,7 @@ class ZScore(AnomalyScore):
     def score_one(self, state: list[float], x: float) -> float:
         n, mean, m2 = state
         std = math.sqrt(m2 / n) if n else 0.0
-        return (x - mean) / max(std, self._min_std)
+        return (x - mean) / max(std, self._min_std, self._min_rel * abs(mean))
 
     def learn_one(self, state: list[float], x: float, ts: float) -> None:
         state[0] += 1

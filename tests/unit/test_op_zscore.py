@@ -78,6 +78,19 @@ def test_flat_signal_scores_finitely_with_min_std():
     assert [r.fields["x_z"] for r in run.out][5:] == [0.0, pytest.approx(5.0)]
 
 
+def test_a_relative_floor_scales_with_the_level():
+    """A quiet history's std (0.01 here) would make a 4 % move 4 sigma; floored at 2.5 % of
+    the mean's size it is 1.6 sigma, and a 15 % move still scores near 6."""
+    records = [rec("m1", i, x=2.0 + (0.01 if i % 2 else -0.01)) for i in range(20)]
+    records += [rec("m1", 20, x=2.08), rec("m1", 21, x=2.3)]
+    config = {"field": "x", "warmup": 10, "signed": True}
+    plain = [r.fields["x_z"] for r in run_op("zscore", config, records).out]
+    floored = run_op("zscore", {**config, "min_rel_std": 0.025}, records).out
+    assert plain[20] == pytest.approx(8.0)
+    assert floored[20].fields["x_z"] == pytest.approx(1.6)
+    assert 5.5 < floored[21].fields["x_z"] < 6.0  # 2.08 was learnt: the mean moved a little
+
+
 def test_signed_keeps_the_direction_and_excludes_by_size():
     records = [rec("m1", i, x=10.0 + (0.1 if i % 2 else -0.1)) for i in range(20)]
     records += [rec("m1", 20, x=9.0), rec("m1", 21, x=11.0), rec("m1", 22, x=10.0)]
