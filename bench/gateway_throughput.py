@@ -544,8 +544,9 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def in_gateway(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """The gateway's own `action_latency_seconds` between two scrapes (arrival of a reading
-    in the gateway to its action's publish, the broker and the prober left out): how many,
+    """The gateway's own `action_latency_seconds` between two scrapes (a reading read off
+    the socket to its action's publish: the broker, the prober and the wait in the socket
+    left out): how many,
     the share within the target, and the bucket bound the 99th percentile lies under."""
     name = "fogline_action_latency_seconds_bucket"
     bounds = []
@@ -1158,7 +1159,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, command: str) -> s
             "Publish -> `stop` action, p50 / p99 (max)",
             f"**{lat['p50']:.1f} / {lat['p99']:.1f} ms** ({lat['max']:.1f} ms); "
             f"{lat['n']} samples, {lat['lost']} lost, at {lat['rate']:,.0f} msgs/s; in the "
-            f"gateway (arrival -> publish): {_inside(lat['inside'])}",
+            f"gateway (read off the socket -> publish): {_inside(lat['inside'])}",
             f"p99 < {TARGET_P99_MS:.0f} ms: {_met(lat['p99'] < TARGET_P99_MS)}",
             f"p99 {NODE_RED['p99']}",
         ),

@@ -36,9 +36,11 @@ class UplinkOutput:
 class ActionOutput:
     """Local decisions: one publish per matching record, without waiting for anything.
 
-    `since()` is when the oldest reading of the micro-batch being processed arrived (None
-    outside one: a timer's action has no reading behind it); each publish observes the
-    time since then, an upper bound of its own reading's wait, as `action_latency`."""
+    `since()` is when the oldest reading of the micro-batch being processed was read off the
+    socket (None outside one: a timer's action has no reading behind it); each publish
+    observes the time since then as `action_latency`: an upper bound of its own reading's
+    time in the process, but not of the time it waited in the socket while the event loop
+    was busy."""
 
     def __init__(
         self,
