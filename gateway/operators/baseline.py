@@ -138,7 +138,9 @@ class Baseline(KeyedOperator):
 
     def __init__(self, config: BaselineConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
-        self._fields = [(f, floor, f"{f}_base", f"{f}_dev") for f, floor in config.fields.items()]
+        self._fields = [
+            (f, floor, f"{f}_base", f"{f}_dev", f + MEMO) for f, floor in config.fields.items()
+        ]
         self._names = list(config.fields)
         self._by = config.explained_by
         self._skip_warm = config.while_warming == "skip"
@@ -157,6 +159,8 @@ class Baseline(KeyedOperator):
     def process(self, batch: list[Record]) -> list[Record]:
         out: list[Record] = []
         now = self.ctx.clock.now()
+        by, warmup, history = self._by, self._warmup, self._history
+        skip_warm, refresh = self._skip_warm, self._refresh
         for record in batch:
             fields = record.fields
             if rejected_as_not_a_number(self.ctx, record, self._checked):
@@ -168,30 +172,39 @@ class Baseline(KeyedOperator):
             if state is None:
                 state = {}
                 self._state.put(record.key, state, now)
-            covariate = None if self._by is None else fields.get(self._by)
+            covariate = None if by is None else fields.get(by)
             added: dict[str, Any] = {}
-            for name, floor, base_out, dev_out in self._fields:
+            for name, floor, base_out, dev_out, memo_name in self._fields:
                 x = fields.get(name)
                 if x is None:
                     continue
-                past = state.setdefault(name, [])
-                ys, y = self._covariate(state, name, past, covariate)
-                if self._skip_warm and len(past) < self._warmup:
+                x = float(x)
+                past = state.get(name)
+                if past is None:
+                    past = state[name] = []
+                ys, y = (None, 0.0) if by is None else self._covariate(state, name, past, covariate)
+                warm = len(past) >= warmup
+                memo = state.get(memo_name)  # [intercept, spread, values learnt since, slope]
+                if not warm and skip_warm:
                     score = 0.0
-                else:
-                    score, base = self._score(state, name, past, ys, float(x), y, floor)
+                elif warm and memo is not None and memo[2] < refresh and len(memo) == 4:
+                    base = memo[0] + memo[3] * y  # what `_score` does, without the call
+                    score = (x - base) / memo[1]
                     added[base_out], added[dev_out] = base, score
+                else:
+                    score, base = self._score(state, name, past, ys, x, y, floor)
+                    added[base_out], added[dev_out] = base, score
+                    memo = state.get(memo_name)
                 if not learn:
                     continue
-                if len(past) < self._warmup or not self._excludes(score):
-                    past.append(float(x))
+                if not warm or not self._excludes(score):
+                    past.append(x)
                     if ys is not None:
                         ys.append(y)
-                    if len(past) > self._history:
+                    if len(past) > history:
                         del past[0]
                         if ys is not None:
                             del ys[0]
-                    memo = state.get(name + MEMO)
                     if memo is not None:
                         memo[2] += 1
             out.append(Record(record.key, record.ts, {**fields, **added}))
