@@ -546,8 +546,8 @@ def scrape(port: int) -> dict[str, float]:
 def in_gateway(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """The gateway's own `action_latency_seconds` between two scrapes (a reading read off
     the socket to its action's publish: the broker, the prober and the wait in the socket
-    left out): how many,
-    the share within the target, and the bucket bound the 99th percentile lies under."""
+    left out): how many, the share within the target, and the bucket bound the 99th
+    percentile lies under."""
     name = "fogline_action_latency_seconds_bucket"
     bounds = []
     for series in after:

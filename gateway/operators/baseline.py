@@ -185,16 +185,16 @@ class Baseline(KeyedOperator):
                 ys, y = (None, 0.0) if by is None else self._covariate(state, name, past, covariate)
                 warm = len(past) >= warmup
                 memo = state.get(memo_name)  # [intercept, spread, values learnt since, slope]
-                if not warm and skip_warm:
+                if not warm:  # a score of 0 against the median so far, or nothing
                     score = 0.0
-                elif warm and memo is not None and memo[2] < refresh and len(memo) == 4:
-                    base = memo[0] + memo[3] * y  # what `_score` does, without the call
+                    if not skip_warm:
+                        added[base_out], added[dev_out] = median(past) if past else x, score
+                else:
+                    if memo is None or len(memo) < 4 or memo[2] >= refresh:
+                        memo = state[memo_name] = self._fit(past, ys, floor)
+                    base = memo[0] + memo[3] * y
                     score = (x - base) / memo[1]
                     added[base_out], added[dev_out] = base, score
-                else:
-                    score, base = self._score(state, name, past, ys, x, y, floor)
-                    added[base_out], added[dev_out] = base, score
-                    memo = state.get(memo_name)
                 if not learn:
                     continue
                 if not warm or not self._excludes(score):
@@ -231,37 +231,19 @@ class Baseline(KeyedOperator):
             return False
         return self._side == 0 or (score < 0) == (self._side < 0)
 
-    def _score(
-        self,
-        state: dict[str, list[float]],
-        name: str,
-        past: list[float],
-        ys: list[float] | None,
-        x: float,
-        y: float,
-        floor: float,
-    ) -> tuple[float, float]:
-        """(signed score, base) of `x` (at covariate `y`) against `past`; (0, x or the
-        median) while warming."""
-        if not past:
-            return 0.0, x
-        if len(past) < self._warmup:
-            return 0.0, median(past)
-        memo = state.get(name + MEMO)  # [intercept, spread, values learnt since, slope]
-        if memo is None or len(memo) < 4 or memo[2] >= self._refresh:
-            slope = 0.0 if ys is None else _slope(ys, past)
-            left = past
-            if ys is not None and slope != 0.0:
-                left = [v - slope * c for v, c in zip(past, ys, strict=True)]
-            if self._steps and len(left) > 2:
-                base = median(left)
-                mad = _median_mad([b - a for a, b in pairwise(left)])[1] / SQRT2
-            else:
-                base, mad = _median_mad(left)
-            spread = max(MAD_TO_STD * mad, floor)
-            memo = state[name + MEMO] = [base, spread, 0, slope]
-        expected = memo[0] + memo[3] * y
-        return (x - expected) / memo[1], expected
+    def _fit(self, past: list[float], ys: list[float] | None, floor: float) -> list[float]:
+        """[intercept, spread, values learnt since, slope] of `past` (on covariate `ys`),
+        kept beside the history and refitted once `history // 32` values were learnt."""
+        slope = 0.0 if ys is None else _slope(ys, past)
+        left = past
+        if ys is not None and slope != 0.0:
+            left = [v - slope * c for v, c in zip(past, ys, strict=True)]
+        if self._steps and len(left) > 2:
+            base = median(left)
+            mad = _median_mad([b - a for a, b in pairwise(left)])[1] / SQRT2
+        else:
+            base, mad = _median_mad(left)
+        return [base, max(MAD_TO_STD * mad, floor), 0, slope]
 
 
 def _median_mad(values: list[float]) -> tuple[float, float]:
