@@ -173,7 +173,13 @@ def test_while_warming_skip_gives_no_outputs_until_the_key_is_known() -> None:
 @pytest.mark.parametrize("n", [1, 2, 3, 12, 120, 300, 301])
 def test_median_and_mad_from_one_sort_are_those_of_two_medians(n: int) -> None:
     rng = np.random.default_rng(n)
-    for _ in range(50):
-        xs = [float(v) for v in rng.normal(60.0, 3.0, n)]
+    draws = [
+        lambda: rng.normal(60.0, 3.0, n),
+        lambda: np.round(rng.normal(60.0, 0.3, n), 1),  # ties, as a sensor's last digit gives
+        lambda: rng.exponential(1.0, n),  # skewed: more distances on one side
+        lambda: rng.choice([1.0, 2.0, 3.0], n),
+    ]
+    for k in range(200):
+        xs = [float(v) for v in draws[k % len(draws)]()]
         base = statistics.median(xs)
         assert _median_mad(xs) == (base, statistics.median([abs(v - base) for v in xs]))
