@@ -156,7 +156,9 @@ class Window(Operator):
         self._event_time = config.time == "event"
         self._fields = list(config.aggregates)
         self._aggs = [list(dict.fromkeys(aggs)) for aggs in config.aggregates.values()]
-        self._keep_times = any(a in TIME_ORDERED for aggs in self._aggs for a in aggs)
+        # Event times are kept only beside the fields an aggregate needs them for (`first`,
+        # `last`, ...): the factory's digests keep 3 columns of them where they kept 7.
+        self._timed = [any(a in TIME_ORDERED for a in aggs) for aggs in self._aggs]
         # start -> key -> buffer; windows of one start close together, across all keys.
         self._open: dict[float, dict[tuple[str, ...], WindowBuffer]] = {}
         self._max_ts = -math.inf
@@ -181,7 +183,7 @@ class Window(Operator):
         now = self.ctx.clock.now()
         hop, size, fields = self._hop, self._size, self._fields
         n_fields = len(fields)
-        keep_times = self._keep_times
+        timed = self._timed
         max_keys = self.config.max_keys
         # A plain window reads nothing more: skip the call per record.
         admit, keep = (None if type(self).admit is Window.admit else self.admit), self.keep
@@ -229,7 +231,7 @@ class Window(Operator):
                         value = row[i]
                         if value is not None:
                             buf.values[i].append(value)
-                            if keep_times:
+                            if timed[i]:
                                 buf.times[i].append(ts)
                     if extra is not None:
                         keep(buf, extra)
@@ -405,7 +407,7 @@ class Window(Operator):
             if not present:
                 continue
             values = [windows[j][2].values[i] for j in present]
-            times = [windows[j][2].times[i] for j in present] if self._keep_times else None
+            times = [windows[j][2].times[i] for j in present] if self._timed[i] else None
             results = segment_aggregates(values, aggs, times)
             for agg in aggs:
                 column = results[agg].tolist()
