@@ -8,10 +8,10 @@ env: {SITE: line-1}                  # ${VAR} values for the pipeline (optional)
 tests:
   - name: a hot machine is stopped at once
     input:
-      - {at: 0s, topic: factory/line-1/m-01/telemetry, payload: {temperature: 61.5}}
+      - {at: 0s, topic: factory/line-1/m-01/telemetry, payload: {temperature: 104.0}}
       - at: 1s
         topic: factory/line-1/m-01/telemetry
-        payload: {temperature: 97.0}
+        payload: {temperature: 106.0}
         repeat: {count: 3, every: 1s}   # the same message 3 times, 1 s apart (optional)
     expect:                           # in the order they are emitted; other records may
       - output: action factory/line-1/m-01/actions     # come between
