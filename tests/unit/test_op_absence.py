@@ -17,7 +17,7 @@ def test_silence_is_three_of_the_keys_own_intervals_whatever_the_rate() -> None:
     clock = FakeClock(0.0)
     run = make_op("absence", {"after": 3, "min_silence": 1}, clock)
     heard(run, clock, "fast", [0.5 * k for k in range(20)])  # 2 Hz, last at 9.5
-    heard(run, clock, "slow", [2.0 * k for k in range(6)])  # 0.5 Hz, last at 10
+    heard(run, clock, "slow", [2.0 * k for k in range(10)])  # 0.5 Hz, last at 18
     assert run.timer(10.9) == []
     [fast] = run.timer(11.1)  # 1.6 s after 9.5: more than 3 x 0.5 s
     assert fast.key == ("fast",)
@@ -25,10 +25,26 @@ def test_silence_is_three_of_the_keys_own_intervals_whatever_the_rate() -> None:
     assert fast.fields["usual_interval"] == 0.5
     assert fast.fields["last_ts"] == 9.5
     assert fast.fields["machine"] == "fast"
-    assert run.timer(15.9) == []  # slow is allowed 6 s; fast was reported once
-    [slow] = run.timer(16.1)
+    assert run.timer(23.9) == []  # slow is allowed 6 s; fast was reported once
+    [slow] = run.timer(24.1)
     assert slow.key == ("slow",)
-    assert slow.fields["silent_for"] == 16.1 - 10.0
+    assert slow.fields["silent_for"] == 24.1 - 18.0
+
+
+def test_a_key_is_not_judged_on_its_first_few_jittered_intervals() -> None:
+    """A 1 Hz device whose timestamps jitter: its first three intervals' median (0.4 s)
+    would call one reading a second late a silence."""
+    clock = FakeClock(0.0)
+    run = make_op("absence", {"after": 3, "min_silence": 1}, clock)
+    for arrival, ts in enumerate([0.0, 0.4, 2.0, 2.4]):
+        clock.t = float(arrival)
+        run.feed([rec("m", ts, x=1.0)])
+    assert run.timer(4.9) == []  # 1.9 s quiet: one reading late, not a silence
+    run = make_op("absence", {"after": 3, "min_silence": 1, "warmup": 3}, clock)
+    for arrival, ts in enumerate([0.0, 0.4, 2.0, 2.4]):
+        clock.t = float(arrival)
+        run.feed([rec("m", ts, x=1.0)])
+    assert run.timer(4.9)[0].fields["silent"] is True  # what a warmup of 3 said
 
 
 def test_a_key_heard_again_is_reported_back_and_its_silence_is_not_learnt() -> None:
