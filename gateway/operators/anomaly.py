@@ -37,6 +37,13 @@ class DetectorConfig(LearningConfig):
         description="Do not learn from samples scoring above this, so a lasting fault "
         "never becomes the new normal.",
     )
+    min_rel_std: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Floor on the standard deviation as a share of the running mean's size: "
+        "a value that moves by less than this share is noise, however quiet its history.",
+    )
     signed: bool = Field(
         False,
         description="Keep the score's sign (below the normal is negative), so that a rule "
@@ -72,6 +79,7 @@ class AnomalyScore(KeyedOperator):
         self._warmup = config.warmup
         self._exclude = config.exclude_above
         self._signed = config.signed
+        self._min_rel = config.min_rel_std
         self._learns = LearnWhen.of(config.learn_when, ctx)
 
     @abstractmethod

@@ -90,7 +90,11 @@ class Ewma(AnomalyScore):
         return [0, 0.0, 0.0, 0.0]  # and the event time of the last sample learnt
 
     def score_one(self, state: list[float], x: float) -> float:
-        return (x - state[1]) / max(math.sqrt(state[2]), self._min_std)
+        return (x - state[1]) / self._spread(state)
+
+    def _spread(self, state: list[float]) -> float:
+        """The moving standard deviation, floored (`min_std`, `min_rel_std`)."""
+        return max(math.sqrt(state[2]), self._min_std, self._min_rel * abs(state[1]))
 
     def learn_one(self, state: list[float], x: float, ts: float) -> None:
         alpha = self._alpha
@@ -106,7 +110,7 @@ class Ewma(AnomalyScore):
         else:
             delta = x - state[1]
             if self._clip is not None:
-                reach = self._clip * max(math.sqrt(state[2]), self._min_std)
+                reach = self._clip * self._spread(state)
                 delta = min(max(delta, -reach), reach)
             state[1] += alpha * delta
             state[2] = (1 - alpha) * (state[2] + alpha * delta * delta)

@@ -23,13 +23,6 @@ class ZScoreConfig(DetectorConfig):
     min_std: float = Field(
         1e-9, gt=0, description="Floor on the standard deviation, so a flat signal scores finitely."
     )
-    min_rel_std: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Floor on the standard deviation as a share of the running mean's size: "
-        "a value that moves by less than this share is noise, however quiet its history.",
-    )
 
 
 class ZScore(AnomalyScore):
@@ -39,7 +32,6 @@ class ZScore(AnomalyScore):
     def __init__(self, config: ZScoreConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
         self._min_std = config.min_std
-        self._min_rel = config.min_rel_std
 
     def new_state(self) -> list[float]:
         return [0, 0.0, 0.0]  # n, mean, sum of squared deviations

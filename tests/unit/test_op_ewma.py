@@ -111,3 +111,20 @@ def test_a_learn_when_that_fails_rejects_that_record_only():
     run = run_op("ewma", config, [rec("m1", 0, x=1.0, frozen=0), rec("m1", 1, x=2.0, frozen="?")])
     assert len(run.out) == 1
     assert "learn_when" in run.rejects[0][2]
+
+
+def test_a_relative_floor_lets_a_baseline_leave_a_quiet_start():
+    """Six quiet windows at 0.99, then the machine's own level, 13 % higher: with
+    `exclude_above` alone the tiny spread of the start keeps every later value out and the
+    baseline stays at the start for good; 5 % of the level as the least spread lets it
+    follow, while a value three times the level is still kept out."""
+    xs = [0.99, 0.985, 0.995, 0.99, 0.99, 0.985] + [1.12 + 0.02 * (i % 3) for i in range(300)]
+    base = {"field": "x", "alpha": 0.025, "warmup": 6, "exclude_above": 4}
+    records = [rec("m1", i, x=x) for i, x in enumerate(xs)]
+    stuck = run_op("ewma", base, records).out[-1].fields["x_ewma"]
+    follows = run_op("ewma", {**base, "min_rel_std": 0.05}, records).out[-1].fields["x_ewma"]
+    assert stuck == pytest.approx(0.989, abs=0.005)
+    assert follows == pytest.approx(1.14, abs=0.01)
+    fault = [*records, *(rec("m1", 306 + i, x=3.4) for i in range(50))]
+    kept_out = run_op("ewma", {**base, "min_rel_std": 0.05}, fault).out[-1].fields["x_ewma"]
+    assert kept_out == pytest.approx(follows)
