@@ -61,10 +61,12 @@ CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the event loop)
 COMMIT_RETRY = (0.2, 5.0)  # first and longest wait before committing again after a failure
 COMMIT_GAP = 0.02
 """Seconds at least between two group commits, also for alerts. A commit writes the state of
-every key touched since the last one (gateway/state.py): 2.7 ms for 120 machines of the
-factory pipeline, alerts or not. Twenty machines raising and clearing alerts five times a
-second made 120 commits a second, a third of the gateway's time, and the stalls between
-them set the stop action's p99; an alert now waits up to 20 ms more to be committed."""
+every key touched since the last one (gateway/state.py): 5-6 ms for 120 machines of the
+factory pipeline since its per-reading `usual` (2.7 ms before), alerts or not. Twenty
+machines raising and clearing alerts five times a second made 120 commits a second, a
+third of the gateway's time, and the stalls between them set the stop action's p99; an
+alert now waits up to 20 ms more to be committed. At 50 ms the stop's p50 halved and its
+p99 did not move (docs/benchmarks.md)."""
 SEND_ORDER = ("alert", "health", "escalation", "event", "digest")
 """Alerts first; health second, because it is the heartbeat the cloud watches for silence."""
 MIN_BATCH_BYTES = 1024
