@@ -37,6 +37,12 @@ class DetectorConfig(LearningConfig):
         description="Do not learn from samples scoring above this, so a lasting fault "
         "never becomes the new normal.",
     )
+    min_std: float = Field(
+        1e-9,
+        gt=0,
+        description="Floor on the standard deviation, so a flat signal scores finitely "
+        "(with `ewma`'s `clip`: the field's noise).",
+    )
     min_rel_std: float = Field(
         0.0,
         ge=0,
@@ -79,6 +85,7 @@ class AnomalyScore(KeyedOperator):
         self._warmup = config.warmup
         self._exclude = config.exclude_above
         self._signed = config.signed
+        self._min_std = config.min_std
         self._min_rel = config.min_rel_std
         self._learns = LearnWhen.of(config.learn_when, ctx)
 
@@ -93,6 +100,10 @@ class AnomalyScore(KeyedOperator):
     @abstractmethod
     def learn_one(self, state: Any, x: float, ts: float) -> None:
         """Fold `x`, of event time `ts`, into `state`."""
+
+    def spread(self, std: float, mean: float) -> float:
+        """`std` floored: at `min_std`, and at `min_rel_std` of the mean's size."""
+        return max(std, self._min_std, self._min_rel * abs(mean))
 
     def annotate(self, state: Any, fields: dict[str, Any]) -> None:
         """Add detector-specific fields besides the score (optional)."""

@@ -49,11 +49,6 @@ class EwmaConfig(DetectorConfig):
         description="Instead of `alpha`: the time constant of a lag in event time (a sample "
         "`dt` after the previous weighs 1 - exp(-dt / tau); a long gap forgets the past).",
     )
-    min_std: float = Field(
-        1e-9,
-        gt=0,
-        description="Floor on the moving standard deviation (with `clip`: the field's noise).",
-    )
     clip: float | None = Field(
         None,
         gt=0,
@@ -80,7 +75,6 @@ class Ewma(AnomalyScore):
         super().__init__(config, ctx)
         self._alpha = config.alpha
         self._tau = config.tau
-        self._min_std = config.min_std
         self._clip = config.clip
         self._mean_field = f"{config.field}_ewma"
 
@@ -90,11 +84,7 @@ class Ewma(AnomalyScore):
         return [0, 0.0, 0.0, 0.0]  # and the event time of the last sample learnt
 
     def score_one(self, state: list[float], x: float) -> float:
-        return (x - state[1]) / self._spread(state)
-
-    def _spread(self, state: list[float]) -> float:
-        """The moving standard deviation, floored (`min_std`, `min_rel_std`)."""
-        return max(math.sqrt(state[2]), self._min_std, self._min_rel * abs(state[1]))
+        return (x - state[1]) / self.spread(math.sqrt(state[2]), state[1])
 
     def learn_one(self, state: list[float], x: float, ts: float) -> None:
         alpha = self._alpha
@@ -110,7 +100,7 @@ class Ewma(AnomalyScore):
         else:
             delta = x - state[1]
             if self._clip is not None:
-                reach = self._clip * self._spread(state)
+                reach = self._clip * self.spread(math.sqrt(state[2]), state[1])
                 delta = min(max(delta, -reach), reach)
             state[1] += alpha * delta
             state[2] = (1 - alpha) * (state[2] + alpha * delta * delta)

@@ -12,17 +12,12 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from pydantic import Field
-
 from gateway.operators.anomaly import AnomalyScore, DetectorConfig
 from gateway.operators.base import StepContext
 
 
 class ZScoreConfig(DetectorConfig):
     suffix: ClassVar[str] = "z"
-    min_std: float = Field(
-        1e-9, gt=0, description="Floor on the standard deviation, so a flat signal scores finitely."
-    )
 
 
 class ZScore(AnomalyScore):
@@ -31,7 +26,6 @@ class ZScore(AnomalyScore):
 
     def __init__(self, config: ZScoreConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
-        self._min_std = config.min_std
 
     def new_state(self) -> list[float]:
         return [0, 0.0, 0.0]  # n, mean, sum of squared deviations
@@ -39,7 +33,7 @@ class ZScore(AnomalyScore):
     def score_one(self, state: list[float], x: float) -> float:
         n, mean, m2 = state
         std = math.sqrt(m2 / n) if n else 0.0
-        return (x - mean) / max(std, self._min_std, self._min_rel * abs(mean))
+        return (x - mean) / self.spread(std, mean)
 
     def learn_one(self, state: list[float], x: float, ts: float) -> None:
         state[0] += 1
